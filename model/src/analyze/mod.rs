@@ -1,0 +1,1 @@
+//! `istioctl analyze` equivalents. PLACEHOLDER.

@@ -1,0 +1,1 @@
+//! Compilation of a Store into per-gateway snapshots. PLACEHOLDER.

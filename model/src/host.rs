@@ -1,0 +1,1 @@
+//! Host name semantics (wildcards, short names). PLACEHOLDER.

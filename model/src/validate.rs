@@ -1,0 +1,1 @@
+//! Schema validation (IST0106). PLACEHOLDER.
