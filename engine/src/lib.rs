@@ -1,1 +1,11 @@
-//! placeholder
+//! The Pingora proxy engine both roles run: the snapshot holder ([`SnapshotHolder`]),
+//! the per-request routing and upstream selection ([`RouterProxy`]), and listener
+//! services started and stopped at run time ([`start_http_listener`]).
+
+pub mod holder;
+pub mod listener;
+pub mod proxy;
+
+pub use holder::SnapshotHolder;
+pub use listener::{start_http_listener, BoundListener, ListenError, ListenerHandle, STOP_GRACE};
+pub use proxy::{RequestCtx, RouterProxy, CONNECT_TIMEOUT};

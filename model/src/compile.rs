@@ -1,1 +1,1147 @@
-//! Compilation of a Store into per-gateway snapshots. PLACEHOLDER.
+//! Compilation of a [`Store`] into the [`Snapshot`] of one gateway workload, with
+//! Istio's gateway semantics (`pilot/pkg/networking/core/gateway.go` and `route.go`).
+//!
+//! What is decided here, in order:
+//! 1. **Gateways** whose `selector` is a subset of the workload's labels (nil or empty
+//!    selector: every workload; Gateways of every namespace are considered). Servers
+//!    with protocol HTTP, HTTP2, GRPC or GRPC-WEB become one HTTP [`Listener`] per port
+//!    (servers of several Gateways on one port merge). HTTPS, TLS, TCP and others are
+//!    skipped with an Info finding for now.
+//! 2. **VirtualService binding**: top-level `gateways` entries `name` (the VS's
+//!    namespace), `ns/name`, `./name` or the legacy `name.ns.svc...`; an empty list means
+//!    `mesh` only, so the VS does not bind to any gateway. `match[].gateways` only
+//!    narrows which match blocks apply, it does not bind. `exportTo` is checked against
+//!    the workload's namespace (as istiod does, which uses the proxy's namespace).
+//! 3. **Order**: VirtualServices are taken in store (load) order: files sorted by path,
+//!    documents in file order. Istio sorts by creation time, which for `kubectl apply`
+//!    of the same files is the same order. As in istiod, VirtualServices private to the
+//!    workload's namespace come first, then those exported to it by name, then public
+//!    ones. Per VirtualService, routes after its first catch-all are not emitted; on
+//!    each virtual host the routes of all VirtualServices are concatenated and the
+//!    catch-alls (Istio `IsCatchAllRoute`) moved last, keeping relative order.
+//! 4. **Virtual hosts**: per server, the domains are the intersection of the server's
+//!    hosts admitted for the VS's namespace (`[ns/]host`) with the VS's hosts (short
+//!    names expanded with the VS's namespace); one vhost per domain and port.
+//! 5. **Match blocks**: one [`Route`] per (rule x match block); a rule without `match` is
+//!    one catch-all route. A block whose `port` is not the listener port is dropped. A
+//!    block with `gateways` applies only when it names this Gateway; otherwise its
+//!    `sourceLabels`/`sourceNamespace` are compared with the gateway workload's labels
+//!    and namespace, as istiod does for gateways (`sourceMatchHTTP`): a block selecting
+//!    application pods therefore never applies at a gateway.
+//! 6. **Destinations**: relative weights; one destination gets all traffic whatever its
+//!    weight; with several, zero weights are dropped, and a total of 0 drops the route.
+//!    Clusters are named `outbound|PORT|SUBSET|HOST`. The port is
+//!    `destination.port.number`, else the service's only port, else the listener port
+//!    (istiod's fallback), reported as an error when the service lacks that port.
+//! 7. **Endpoints** come from `ServiceEntry` (inline `endpoints` and `WorkloadEntry`s
+//!    picked by `workloadSelector` in the entry's namespace). Kubernetes `Service`s and
+//!    `Pod`s are not read yet. Subsets come from the `DestinationRule` for the host,
+//!    looked up in the VS's namespace, then the service's, then `istio-system`. An
+//!    unknown host, port or subset still gives a cluster, without endpoints (the engine
+//!    answers 503), and a Warning.
+//!
+//! Findings about what cannot be compiled use isthmus codes: [`CODE_SERVER_SKIPPED`],
+//! [`CODE_ROUTE_INVALID`], [`CODE_NO_ENDPOINTS`], [`CODE_UNSUPPORTED`],
+//! [`CODE_NOT_APPLIED`].
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use crate::diag::{Diagnostic, Level};
+use crate::host;
+use crate::resources::networking::{
+    Destination, HttpMatchRequest, HttpRoute, Labels, Resolution, Server, ServiceEntrySpec,
+    ServicePort, StringMatch, Subset, VirtualServiceSpec, WorkloadEntrySpec,
+};
+use crate::resources::{Resource, Store};
+use crate::snapshot::{
+    Cluster, ClusterId, Endpoint, HeaderMatch, Listener, ListenerProtocol, PathMatch, QueryMatch,
+    Route, RouteAction, RouteMatch, Router, Snapshot, StrMatch, VirtualHost, WeightedClusters,
+};
+
+/// Info: a Gateway server is not served (its protocol is not supported yet).
+pub const CODE_SERVER_SKIPPED: &str = "ISM0201";
+/// Error: a route (or server) is dropped because a value cannot be compiled
+/// (invalid regex or header name, negative or zero total weight, port out of range).
+pub const CODE_ROUTE_INVALID: &str = "ISM0202";
+/// Warning: a destination has no endpoints (unknown host, port or subset): 503.
+pub const CODE_NO_ENDPOINTS: &str = "ISM0203";
+/// Warning: a route uses a feature isthmus does not serve yet; the route is dropped.
+pub const CODE_UNSUPPORTED: &str = "ISM0204";
+/// Info: fields of a rule that are accepted but not applied yet.
+pub const CODE_NOT_APPLIED: &str = "ISM0205";
+
+/// Istio's root namespace: the last place a DestinationRule is looked up, and where
+/// Istio's default gateways run.
+pub const ROOT_NAMESPACE: &str = "istio-system";
+
+/// The gateway proxy a snapshot is compiled for: its namespace and pod labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayWorkload {
+    pub namespace: String,
+    pub labels: Labels,
+}
+
+impl Default for GatewayWorkload {
+    /// Istio's default ingress gateway: namespace `istio-system`,
+    /// labels `istio: ingressgateway`.
+    fn default() -> Self {
+        GatewayWorkload {
+            namespace: ROOT_NAMESPACE.to_string(),
+            labels: Labels::from([("istio".to_string(), "ingressgateway".to_string())]),
+        }
+    }
+}
+
+impl GatewayWorkload {
+    /// Whether a Gateway `selector` selects this workload.
+    pub fn selected_by(&self, selector: Option<&Labels>) -> bool {
+        selector.is_none_or(|s| labels_subset(s, &self.labels))
+    }
+}
+
+/// One workload per distinct non-empty `Gateway.selector`, in store order (a local
+/// `up` runs one gateway process per workload). Its labels are the selector; its
+/// namespace is `istio-system` for Istio's own `istio: ingressgateway|egressgateway`,
+/// else the namespace of the first Gateway with that selector. When every Gateway has
+/// a nil or empty selector, the default workload ([`GatewayWorkload::default`]).
+/// No Gateway at all: no workload.
+pub fn gateway_workloads(store: &Store) -> Vec<GatewayWorkload> {
+    let mut out: Vec<GatewayWorkload> = Vec::new();
+    let mut any_gateway = false;
+    for (r, gw) in store.gateways() {
+        any_gateway = true;
+        let Some(selector) = gw.selector.as_ref().filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        if out.iter().any(|w| &w.labels == selector) {
+            continue;
+        }
+        let istio_default = matches!(
+            selector.get("istio").map(String::as_str),
+            Some("ingressgateway" | "egressgateway")
+        );
+        out.push(GatewayWorkload {
+            namespace: if istio_default {
+                ROOT_NAMESPACE.to_string()
+            } else {
+                r.namespace().to_string()
+            },
+            labels: selector.clone(),
+        });
+    }
+    if out.is_empty() && any_gateway {
+        out.push(GatewayWorkload::default());
+    }
+    out
+}
+
+/// Compile the snapshot of one gateway workload. Never fails: what cannot be compiled
+/// is left out and reported in the findings.
+pub fn compile_gateway(store: &Store, workload: &GatewayWorkload) -> (Snapshot, Vec<Diagnostic>) {
+    let mut c = Compiler {
+        store,
+        workload,
+        registry: Registry::new(store, &workload.namespace),
+        rules: RuleIndex::new(store, workload),
+        clusters: Vec::new(),
+        cluster_ids: HashMap::new(),
+        diags: Vec::new(),
+    };
+    let servers = c.http_servers();
+    let vss = c.bound_virtual_services();
+    let listeners = servers
+        .into_iter()
+        .map(|(port, servers)| c.listener(port, &servers, &vss))
+        .collect();
+    let snapshot = Snapshot {
+        version: 0,
+        listeners,
+        clusters: c.clusters,
+    };
+    let mut seen = HashSet::new();
+    let mut diags = c.diags;
+    diags.retain(|d| seen.insert(d.to_string()));
+    (snapshot, diags)
+}
+
+/// `a` is a subset of `b`: every label of `a` is in `b` with the same value.
+fn labels_subset(a: &Labels, b: &Labels) -> bool {
+    a.iter().all(|(k, v)| b.get(k) == Some(v))
+}
+
+/// `exportTo` visibility of a resource in `owner_ns` from namespace `ns`. Empty means
+/// `*` (Istio's default).
+fn visible_to(export_to: &[String], owner_ns: &str, ns: &str) -> bool {
+    export_to.is_empty()
+        || export_to
+            .iter()
+            .any(|e| e == "*" || e == ns || (e == "." && owner_ns == ns))
+}
+
+/// A `gateways` entry as `ns/name` (Istio `resolveGatewayName`); `None` for `mesh`.
+fn resolve_gateway_ref(entry: &str, vs_namespace: &str) -> Option<String> {
+    if entry == "mesh" {
+        return None;
+    }
+    Some(match entry.split_once('/') {
+        Some((".", name)) => format!("{vs_namespace}/{name}"),
+        Some(_) => entry.to_string(),
+        None => match entry.split_once('.') {
+            None => format!("{vs_namespace}/{entry}"),
+            // Legacy `name.ns[.svc.cluster.local]`.
+            Some((name, rest)) => {
+                let ns = rest.split('.').next().unwrap_or(rest);
+                format!("{ns}/{name}")
+            }
+        },
+    })
+}
+
+fn diag(level: Level, code: &'static str, r: &Resource, field: &str, msg: String) -> Diagnostic {
+    Diagnostic::new(level, code, msg)
+        .at(r.origin_at(field))
+        .on(r)
+        .field(field)
+}
+
+/// One HTTP server of a selected Gateway.
+struct HttpServer<'s> {
+    gateway: &'s Resource,
+    /// `ns/name` of the Gateway, as VirtualServices refer to it.
+    gateway_ref: String,
+    server: &'s Server,
+}
+
+/// A VirtualService bound to at least one Gateway, with its resolved names.
+struct BoundVs<'s> {
+    resource: &'s Resource,
+    spec: &'s VirtualServiceSpec,
+    /// `ns/name` of the Gateways it binds to.
+    gateways: Vec<String>,
+    /// Hosts with short names expanded, lower-cased.
+    hosts: Vec<String>,
+}
+
+/// The route action of one rule, computed on first use.
+enum Action {
+    NotYet,
+    Failed,
+    Ready(RouteAction),
+}
+
+struct Compiler<'s> {
+    store: &'s Store,
+    workload: &'s GatewayWorkload,
+    registry: Registry<'s>,
+    rules: RuleIndex<'s>,
+    clusters: Vec<Cluster>,
+    cluster_ids: HashMap<String, ClusterId>,
+    diags: Vec<Diagnostic>,
+}
+
+impl<'s> Compiler<'s> {
+    /// Plain-HTTP servers of the selected Gateways, by port, in store order.
+    fn http_servers(&mut self) -> BTreeMap<u16, Vec<HttpServer<'s>>> {
+        let mut out: BTreeMap<u16, Vec<HttpServer<'s>>> = BTreeMap::new();
+        let store = self.store;
+        for (r, gw) in store.gateways() {
+            if !self.workload.selected_by(gw.selector.as_ref()) {
+                continue;
+            }
+            for (i, server) in gw.servers.iter().enumerate() {
+                let protocol = server.port.protocol.to_ascii_uppercase();
+                match protocol.as_str() {
+                    "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => {}
+                    // TLS termination slots in here: HTTPS/TLS with SIMPLE or MUTUAL
+                    // become listeners with one router per server (SNI).
+                    "HTTPS" | "TLS" => {
+                        self.diags.push(diag(
+                            Level::Info,
+                            CODE_SERVER_SKIPPED,
+                            r,
+                            &format!("spec.servers[{i}].port.protocol"),
+                            format!(
+                                "{protocol} server on port {} is not served yet (TLS comes in a later version)",
+                                server.port.number
+                            ),
+                        ));
+                        continue;
+                    }
+                    _ => {
+                        self.diags.push(diag(
+                            Level::Info,
+                            CODE_SERVER_SKIPPED,
+                            r,
+                            &format!("spec.servers[{i}].port.protocol"),
+                            format!(
+                                "protocol {:?} on port {} is not served by the gateway yet",
+                                server.port.protocol, server.port.number
+                            ),
+                        ));
+                        continue;
+                    }
+                }
+                let port = match u16::try_from(server.port.number) {
+                    Ok(p) if p != 0 => p,
+                    _ => {
+                        self.diags.push(diag(
+                            Level::Error,
+                            CODE_ROUTE_INVALID,
+                            r,
+                            &format!("spec.servers[{i}].port.number"),
+                            format!(
+                                "port {} is not in 1..65535; server skipped",
+                                server.port.number
+                            ),
+                        ));
+                        continue;
+                    }
+                };
+                out.entry(port).or_default().push(HttpServer {
+                    gateway: r,
+                    gateway_ref: format!("{}/{}", r.namespace(), r.name()),
+                    server,
+                });
+            }
+        }
+        out
+    }
+
+    /// VirtualServices visible to the workload and bound to some Gateway, in binding
+    /// order (private to the workload's namespace, exported to it, public; store order
+    /// within each group).
+    fn bound_virtual_services(&self) -> Vec<BoundVs<'s>> {
+        let ns = self.workload.namespace.as_str();
+        let mut out: Vec<(u8, BoundVs<'s>)> = Vec::new();
+        for (r, vs) in self.store.virtual_services() {
+            let owner = r.namespace();
+            let e = &vs.export_to;
+            let rank = if e.is_empty() || e.iter().any(|x| x == "*") {
+                2
+            } else if e.iter().any(|x| x == "~") {
+                continue;
+            } else if owner == ns && e.iter().any(|x| x == "." || x == owner) {
+                0
+            } else if visible_to(e, owner, ns) {
+                1
+            } else {
+                continue;
+            };
+            let gateways: Vec<String> = vs
+                .gateways
+                .iter()
+                .filter_map(|g| resolve_gateway_ref(g, owner))
+                .collect();
+            if gateways.is_empty() {
+                continue;
+            }
+            let hosts = vs
+                .hosts
+                .iter()
+                .map(|h| host::expand_short_name(h, owner).to_ascii_lowercase())
+                .collect();
+            out.push((
+                rank,
+                BoundVs {
+                    resource: r,
+                    spec: vs,
+                    gateways,
+                    hosts,
+                },
+            ));
+        }
+        out.sort_by_key(|(rank, _)| *rank);
+        out.into_iter().map(|(_, vs)| vs).collect()
+    }
+
+    fn listener(&mut self, port: u16, servers: &[HttpServer<'s>], vss: &[BoundVs<'s>]) -> Listener {
+        let mut vhosts: Vec<VirtualHost> = Vec::new();
+        let mut by_domain: HashMap<String, usize> = HashMap::new();
+        // Routes of one VS for one Gateway on this port (None: it produced none).
+        let mut built: HashMap<(usize, &str), Option<Vec<Route>>> = HashMap::new();
+        let mut appended: HashSet<(usize, usize, &str)> = HashSet::new();
+        for s in servers {
+            let gw_ns = s.gateway.namespace();
+            let redirect = s.server.tls.as_ref().is_some_and(|t| t.https_redirect);
+            for (vi, vs) in vss.iter().enumerate() {
+                if !vs.gateways.contains(&s.gateway_ref) {
+                    continue;
+                }
+                let server_hosts = host::server_hosts_for_namespace(
+                    &s.server.hosts,
+                    gw_ns,
+                    vs.resource.namespace(),
+                );
+                let domains = host::intersection(&server_hosts, &vs.hosts);
+                if domains.is_empty() {
+                    continue;
+                }
+                let key = (vi, s.gateway_ref.as_str());
+                let routes = match built.entry(key) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => {
+                        let routes = self.vs_routes(vs, port, &s.gateway_ref);
+                        e.insert((!routes.is_empty()).then_some(routes))
+                    }
+                };
+                let Some(routes) = routes else {
+                    continue;
+                };
+                for d in domains {
+                    let idx = vhost_index(&mut vhosts, &mut by_domain, d, port);
+                    if redirect {
+                        vhosts[idx].https_redirect = true;
+                    }
+                    if appended.insert((idx, vi, s.gateway_ref.as_str())) {
+                        vhosts[idx].routes.extend(routes.iter().cloned());
+                    }
+                }
+            }
+            if redirect {
+                for entry in &s.server.hosts {
+                    let h = host::ServerHost::parse(entry, gw_ns)
+                        .host
+                        .to_ascii_lowercase();
+                    let idx = vhost_index(&mut vhosts, &mut by_domain, h, port);
+                    vhosts[idx].https_redirect = true;
+                }
+            }
+        }
+        for vh in &mut vhosts {
+            // Stable: catch-alls last, everything else in order (Istio SortVHostRoutes).
+            vh.routes.sort_by_key(|r| r.matcher.is_catch_all());
+        }
+        Listener {
+            port,
+            protocol: ListenerProtocol::Http,
+            router: Router::new(vhosts),
+        }
+    }
+
+    /// Routes of one VirtualService for one Gateway and listener port (Istio
+    /// `BuildHTTPRoutesForVirtualService`): nothing after the first catch-all.
+    fn vs_routes(&mut self, vs: &BoundVs<'s>, port: u16, gateway_ref: &str) -> Vec<Route> {
+        let r = vs.resource;
+        let mut out = Vec::new();
+        for (i, rule) in vs.spec.http.iter().enumerate() {
+            let rule_path = format!("spec.http[{i}]");
+            let mut action = Action::NotYet;
+            let name = rule.name.as_deref().filter(|n| !n.is_empty());
+            if rule.match_.is_empty() {
+                if let Some(a) = self.action(vs, rule, &rule_path, port, &mut action) {
+                    out.push(Route {
+                        source: Arc::from(format!("{} {rule_path}", r.display_ref())),
+                        name: name.map(Arc::from),
+                        matcher: RouteMatch::default(),
+                        action: a,
+                    });
+                }
+                break;
+            }
+            let mut catch_all = false;
+            for (j, m) in rule.match_.iter().enumerate() {
+                let path = format!("{rule_path}.match[{j}]");
+                if m.port.is_some_and(|p| p != 0 && p != u32::from(port)) {
+                    continue;
+                }
+                if !self.source_matches(m, r.namespace(), gateway_ref) {
+                    continue;
+                }
+                let Some(matcher) = self.route_match(r, m, &path) else {
+                    continue;
+                };
+                let Some(a) = self.action(vs, rule, &rule_path, port, &mut action) else {
+                    break;
+                };
+                catch_all = matcher.is_catch_all();
+                let route_name = match (name, m.name.as_deref().filter(|n| !n.is_empty())) {
+                    (Some(n), Some(mn)) => Some(format!("{n}.{mn}")),
+                    (Some(n), None) => Some(n.to_string()),
+                    (None, Some(mn)) => Some(format!(".{mn}")),
+                    (None, None) => None,
+                };
+                out.push(Route {
+                    source: Arc::from(format!("{} {path}", r.display_ref())),
+                    name: route_name.map(Arc::from),
+                    matcher,
+                    action: a,
+                });
+                if catch_all {
+                    break;
+                }
+            }
+            if catch_all {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Istio `sourceMatchHTTP` at a gateway.
+    fn source_matches(&self, m: &HttpMatchRequest, vs_ns: &str, gateway_ref: &str) -> bool {
+        if !m.gateways.is_empty() {
+            return m
+                .gateways
+                .iter()
+                .filter_map(|g| resolve_gateway_ref(g, vs_ns))
+                .any(|g| g == gateway_ref);
+        }
+        labels_subset(&m.source_labels, &self.workload.labels)
+            && m.source_namespace
+                .as_deref()
+                .is_none_or(|ns| ns.is_empty() || ns == self.workload.namespace)
+    }
+
+    /// The action of a rule, computed once (its findings reported once).
+    fn action(
+        &mut self,
+        vs: &BoundVs<'s>,
+        rule: &HttpRoute,
+        path: &str,
+        port: u16,
+        state: &mut Action,
+    ) -> Option<RouteAction> {
+        if let Action::NotYet = state {
+            *state = match self.compile_action(vs, rule, path, port) {
+                Some(a) => Action::Ready(a),
+                None => Action::Failed,
+            };
+        }
+        match state {
+            Action::Ready(a) => Some(a.clone()),
+            _ => None,
+        }
+    }
+
+    fn compile_action(
+        &mut self,
+        vs: &BoundVs<'s>,
+        rule: &HttpRoute,
+        path: &str,
+        port: u16,
+    ) -> Option<RouteAction> {
+        let r = vs.resource;
+        for (set, field, what) in [
+            (rule.delegate.is_some(), "delegate", "delegation"),
+            (rule.redirect.is_some(), "redirect", "redirect"),
+            (
+                rule.direct_response.is_some(),
+                "directResponse",
+                "direct response",
+            ),
+        ] {
+            if set {
+                self.diags.push(diag(
+                    Level::Warning,
+                    CODE_UNSUPPORTED,
+                    r,
+                    &format!("{path}.{field}"),
+                    format!("{what} is not supported yet; the rule is left out"),
+                ));
+                return None;
+            }
+        }
+        let ignored: Vec<&str> = [
+            (rule.rewrite.is_some(), "rewrite"),
+            (rule.timeout.is_some(), "timeout"),
+            (rule.retries.is_some(), "retries"),
+            (rule.fault.is_some(), "fault"),
+            (rule.mirror.is_some() || !rule.mirrors.is_empty(), "mirror"),
+            (rule.cors_policy.is_some(), "corsPolicy"),
+            (rule.headers.is_some(), "headers"),
+        ]
+        .into_iter()
+        .filter_map(|(set, f)| set.then_some(f))
+        .collect();
+        if !ignored.is_empty() {
+            self.diags.push(diag(
+                Level::Info,
+                CODE_NOT_APPLIED,
+                r,
+                path,
+                format!("not applied yet: {}", ignored.join(", ")),
+            ));
+        }
+        if rule.route.is_empty() {
+            self.diags.push(diag(
+                Level::Error,
+                CODE_ROUTE_INVALID,
+                r,
+                &format!("{path}.route"),
+                "the rule has no destination (route, redirect or directResponse is required); left out"
+                    .to_string(),
+            ));
+            return None;
+        }
+        let several = rule.route.len() > 1;
+        let mut targets = Vec::with_capacity(rule.route.len());
+        let mut total: u64 = 0;
+        for (k, d) in rule.route.iter().enumerate() {
+            let dpath = format!("{path}.route[{k}]");
+            let weight = d.weight.unwrap_or(0);
+            let Ok(weight) = u32::try_from(weight) else {
+                self.diags.push(diag(
+                    Level::Error,
+                    CODE_ROUTE_INVALID,
+                    r,
+                    &format!("{dpath}.weight"),
+                    format!("weight {weight} is negative; the rule is left out"),
+                ));
+                return None;
+            };
+            if several && weight == 0 {
+                continue;
+            }
+            let id = self.cluster_for(r, &d.destination, &format!("{dpath}.destination"), port)?;
+            let weight = if several { weight } else { 1 };
+            total += u64::from(weight);
+            targets.push((id, weight));
+        }
+        let total = match u32::try_from(total) {
+            Ok(0) => {
+                self.diags.push(diag(
+                    Level::Error,
+                    CODE_ROUTE_INVALID,
+                    r,
+                    &format!("{path}.route"),
+                    "total destination weight = 0; the rule is left out".to_string(),
+                ));
+                return None;
+            }
+            Ok(t) => t,
+            Err(_) => {
+                self.diags.push(diag(
+                    Level::Error,
+                    CODE_ROUTE_INVALID,
+                    r,
+                    &format!("{path}.route"),
+                    format!("total destination weight {total} is too large; the rule is left out"),
+                ));
+                return None;
+            }
+        };
+        Some(RouteAction::Forward(WeightedClusters { targets, total }))
+    }
+
+    /// The cluster of a destination, created on first use. `None` (with an error) only
+    /// when the destination cannot be named at all.
+    fn cluster_for(
+        &mut self,
+        r: &Resource,
+        d: &Destination,
+        path: &str,
+        listener_port: u16,
+    ) -> Option<ClusterId> {
+        let vs_ns = r.namespace();
+        let hostname = host::expand_short_name(d.host.trim(), vs_ns).to_ascii_lowercase();
+        if hostname.is_empty() {
+            self.diags.push(diag(
+                Level::Error,
+                CODE_ROUTE_INVALID,
+                r,
+                &format!("{path}.host"),
+                "destination host is empty; the rule is left out".to_string(),
+            ));
+            return None;
+        }
+        let service = self.registry.services.get(&hostname);
+        let explicit = d.port.as_ref().map(|p| p.number).filter(|&n| n != 0);
+        let port = match explicit {
+            Some(n) => match u16::try_from(n) {
+                Ok(p) => p,
+                Err(_) => {
+                    self.diags.push(diag(
+                        Level::Error,
+                        CODE_ROUTE_INVALID,
+                        r,
+                        &format!("{path}.port.number"),
+                        format!("port {n} is not in 1..65535; the rule is left out"),
+                    ));
+                    return None;
+                }
+            },
+            None => match service.map(|s| s.port_numbers()) {
+                Some(ports) if ports.len() == 1 => match u16::try_from(ports[0]) {
+                    Ok(p) => p,
+                    Err(_) => listener_port,
+                },
+                Some(ports) => {
+                    if !ports.contains(&u32::from(listener_port)) {
+                        self.diags.push(diag(
+                            Level::Error,
+                            CODE_ROUTE_INVALID,
+                            r,
+                            &format!("{path}.port"),
+                            format!(
+                                "destination.port is required: {hostname} declares ports {ports:?}, so the listener port {listener_port} is used and requests get 503"
+                            ),
+                        ));
+                    }
+                    listener_port
+                }
+                None => listener_port,
+            },
+        };
+        let subset = d.subset.as_deref().filter(|s| !s.is_empty());
+        let name = format!("outbound|{port}|{}|{hostname}", subset.unwrap_or(""));
+        if let Some(&id) = self.cluster_ids.get(&name) {
+            return Some(id);
+        }
+        let endpoints = self.endpoints(r, path, &hostname, port, subset);
+        let id = ClusterId(self.clusters.len() as u32);
+        self.clusters.push(Cluster {
+            name: name.clone(),
+            host: hostname,
+            port,
+            subset: subset.map(str::to_string),
+            endpoints,
+            cursor: AtomicUsize::new(0),
+        });
+        self.cluster_ids.insert(name, id);
+        Some(id)
+    }
+
+    fn endpoints(
+        &mut self,
+        r: &Resource,
+        path: &str,
+        hostname: &str,
+        port: u16,
+        subset: Option<&str>,
+    ) -> Vec<Endpoint> {
+        let warn = |msg: String| diag(Level::Warning, CODE_NO_ENDPOINTS, r, path, msg);
+        let Some((service_ns, ports, entries)) = self
+            .registry
+            .services
+            .get(hostname)
+            .map(|s| (s.namespace, s.port_numbers(), s.entries.clone()))
+        else {
+            self.diags.push(warn(format!(
+                "no ServiceEntry declares host {hostname} (Kubernetes Services are not read yet): requests get 503"
+            )));
+            return Vec::new();
+        };
+        if !ports.contains(&u32::from(port)) {
+            self.diags.push(warn(format!(
+                "{hostname} has no port {port} (ports: {ports:?}): requests get 503"
+            )));
+            return Vec::new();
+        }
+        let selector = match subset {
+            None => None,
+            Some(name) => {
+                let order = [r.namespace(), service_ns, ROOT_NAMESPACE];
+                match self.rules.subset(hostname, name, &order) {
+                    SubsetLookup::Found(s) => Some(&s.labels),
+                    SubsetLookup::Undefined(dr) => {
+                        self.diags.push(warn(format!(
+                            "subset {name:?} is not defined in {}: requests get 503",
+                            dr.display_ref()
+                        )));
+                        return Vec::new();
+                    }
+                    SubsetLookup::NoRule => {
+                        self.diags.push(warn(format!(
+                            "no DestinationRule for {hostname} defines subset {name:?}: requests get 503"
+                        )));
+                        return Vec::new();
+                    }
+                }
+            }
+        };
+        let mut out = Vec::new();
+        for entry in &entries {
+            self.entry_endpoints(entry, hostname, port, selector, &mut out);
+        }
+        if out.is_empty() {
+            let what = match subset {
+                Some(name) => format!("subset {name:?} of {hostname}"),
+                None => hostname.to_string(),
+            };
+            self.diags.push(warn(format!(
+                "{what} has no endpoints on port {port}: requests get 503"
+            )));
+        }
+        out
+    }
+
+    /// Endpoints one ServiceEntry gives a host and port, filtered by subset labels.
+    fn entry_endpoints(
+        &mut self,
+        (r, se): &(&'s Resource, &'s ServiceEntrySpec),
+        hostname: &str,
+        port: u16,
+        selector: Option<&Labels>,
+        out: &mut Vec<Endpoint>,
+    ) {
+        let Some(sp) = se.ports.iter().find(|p| p.number == u32::from(port)) else {
+            return;
+        };
+        let mut workloads: Vec<&WorkloadEntrySpec> = se.endpoints.iter().collect();
+        if let Some(sel) = &se.workload_selector {
+            for (wr, we) in self.store.workload_entries() {
+                if wr.namespace() == r.namespace()
+                    && labels_subset(&sel.labels, workload_labels(wr, we))
+                {
+                    workloads.push(we);
+                }
+            }
+        }
+        let resolution = se.resolution.unwrap_or(Resolution::None);
+        let dns = matches!(
+            resolution,
+            Resolution::Dns | Resolution::DnsRoundRobin | Resolution::DynamicDns
+        );
+        if workloads.is_empty() && se.workload_selector.is_none() && dns {
+            // DNS with no endpoints: the host itself, resolved by the engine.
+            if !host::is_wildcard(hostname) && selector.is_none_or(|s| s.is_empty()) {
+                let p = sp.target_port.filter(|&t| t != 0).unwrap_or(sp.number);
+                if let Ok(p) = u16::try_from(p) {
+                    out.push(Endpoint {
+                        address: hostname.to_string(),
+                        port: p,
+                    });
+                }
+            }
+            return;
+        }
+        if resolution == Resolution::None && !workloads.is_empty() {
+            self.diags.push(
+                Diagnostic::new(
+                    Level::Info,
+                    CODE_NOT_APPLIED,
+                    "resolution NONE (the default) forwards to the original destination, which a gateway does not have; the listed endpoints are used as with STATIC",
+                )
+                .at(r.origin_at("spec.resolution"))
+                .on(r)
+                .field("spec.resolution"),
+            );
+        }
+        for w in workloads {
+            let Some(address) = w.address.as_deref().filter(|a| !a.is_empty()) else {
+                continue;
+            };
+            if selector.is_some_and(|s| !labels_subset(s, &w.labels)) {
+                continue;
+            }
+            let p = w
+                .ports
+                .get(&sp.name)
+                .copied()
+                .filter(|&p| p != 0)
+                .or(sp.target_port.filter(|&t| t != 0))
+                .unwrap_or(sp.number);
+            let Ok(p) = u16::try_from(p) else { continue };
+            out.push(Endpoint {
+                address: address.to_string(),
+                port: p,
+            });
+        }
+    }
+
+    /// Compile one match block; `None` (with a finding) when it cannot be served.
+    fn route_match(
+        &mut self,
+        r: &Resource,
+        m: &HttpMatchRequest,
+        path: &str,
+    ) -> Option<RouteMatch> {
+        let mut out = RouteMatch::default();
+        if let Some(u) = &m.uri {
+            let kind = self.str_match(r, u, &format!("{path}.uri"), m.ignore_uri_case)?;
+            out.uri = kind.map(|kind| PathMatch {
+                kind,
+                ignore_case: m.ignore_uri_case,
+            });
+        }
+        for (slot, sm, field) in [
+            (&mut out.method, &m.method, "method"),
+            (&mut out.authority, &m.authority, "authority"),
+            (&mut out.scheme, &m.scheme, "scheme"),
+        ] {
+            if let Some(sm) = sm {
+                if !is_presence(sm) {
+                    *slot = self.str_match(r, sm, &format!("{path}.{field}"), false)?;
+                }
+            }
+        }
+        for (map, field, invert) in [
+            (&m.headers, "headers", false),
+            (&m.without_headers, "withoutHeaders", true),
+        ] {
+            for (name, sm) in map {
+                let fpath = format!("{path}.{field}.{name}");
+                let lower = name.to_ascii_lowercase();
+                // Documented as ignored inside `headers` (they have their own fields).
+                if matches!(lower.as_str(), "uri" | "scheme" | "method" | "authority") {
+                    continue;
+                }
+                if lower.starts_with("@request.auth.claims") {
+                    self.diags.push(diag(
+                        Level::Warning,
+                        CODE_UNSUPPORTED,
+                        r,
+                        &fpath,
+                        "matching JWT claims is not supported yet; the match block is left out"
+                            .to_string(),
+                    ));
+                    return None;
+                }
+                let Ok(header) = http::HeaderName::from_bytes(lower.as_bytes()) else {
+                    self.diags.push(diag(
+                        Level::Error,
+                        CODE_ROUTE_INVALID,
+                        r,
+                        &fpath,
+                        format!("{name:?} is not a valid header name; the match block is left out"),
+                    ));
+                    return None;
+                };
+                let value = if is_presence(sm) {
+                    None
+                } else {
+                    self.str_match(r, sm, &fpath, false)?
+                };
+                out.headers.push(HeaderMatch {
+                    name: header,
+                    value,
+                    invert,
+                });
+            }
+        }
+        for (name, sm) in &m.query_params {
+            let value = if is_presence(sm) {
+                None
+            } else {
+                self.str_match(r, sm, &format!("{path}.queryParams.{name}"), false)?
+            };
+            out.query_params.push(QueryMatch {
+                name: name.clone(),
+                value,
+            });
+        }
+        Some(out)
+    }
+
+    /// Compile a `StringMatch` (exact, then prefix, then regex; `Ok(None)` when empty).
+    /// `None` when the regex is invalid (reported).
+    fn str_match(
+        &mut self,
+        r: &Resource,
+        sm: &StringMatch,
+        path: &str,
+        lower: bool,
+    ) -> Option<Option<StrMatch>> {
+        let fold = |s: &str| {
+            if lower {
+                s.to_ascii_lowercase()
+            } else {
+                s.to_string()
+            }
+        };
+        if let Some(e) = &sm.exact {
+            return Some(Some(StrMatch::Exact(fold(e))));
+        }
+        if let Some(p) = &sm.prefix {
+            return Some(Some(StrMatch::Prefix(fold(p))));
+        }
+        let Some(re) = &sm.regex else {
+            return Some(None);
+        };
+        match StrMatch::regex(re) {
+            Ok(m) => Some(Some(m)),
+            Err(e) => {
+                self.diags.push(diag(
+                    Level::Error,
+                    CODE_ROUTE_INVALID,
+                    r,
+                    &format!("{path}.regex"),
+                    format!("invalid regex {re:?}: {e}; the match block is left out"),
+                ));
+                None
+            }
+        }
+    }
+}
+
+/// `{}` or `regex: "*"` (Istio `canBeConvertedToPresentMatch`).
+fn is_presence(sm: &StringMatch) -> bool {
+    (sm.exact.is_none() && sm.prefix.is_none() && sm.regex.is_none())
+        || (sm.exact.is_none() && sm.prefix.is_none() && sm.regex.as_deref() == Some("*"))
+}
+
+fn vhost_index(
+    vhosts: &mut Vec<VirtualHost>,
+    by_domain: &mut HashMap<String, usize>,
+    domain: String,
+    port: u16,
+) -> usize {
+    if let Some(&i) = by_domain.get(&domain) {
+        return i;
+    }
+    let i = vhosts.len();
+    vhosts.push(VirtualHost {
+        name: format!("{domain}:{port}"),
+        domains: vec![domain.clone()],
+        routes: Vec::new(),
+        https_redirect: false,
+    });
+    by_domain.insert(domain, i);
+    i
+}
+
+/// A WorkloadEntry's labels: `spec.labels`, or its metadata labels when those are empty.
+fn workload_labels<'a>(r: &'a Resource, we: &'a WorkloadEntrySpec) -> &'a Labels {
+    if we.labels.is_empty() {
+        &r.meta.labels
+    } else {
+        &we.labels
+    }
+}
+
+/// Services known by host: the ServiceEntries visible to the workload's namespace.
+struct Registry<'s> {
+    services: HashMap<String, Service<'s>>,
+}
+
+struct Service<'s> {
+    /// Namespace of the first ServiceEntry declaring the host.
+    namespace: &'s str,
+    entries: Vec<(&'s Resource, &'s ServiceEntrySpec)>,
+}
+
+impl Service<'_> {
+    /// Distinct port numbers over all entries, in declaration order.
+    fn port_numbers(&self) -> Vec<u32> {
+        let mut out = Vec::new();
+        for (_, se) in &self.entries {
+            for ServicePort { number, .. } in &se.ports {
+                if !out.contains(number) {
+                    out.push(*number);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl<'s> Registry<'s> {
+    fn new(store: &'s Store, workload_ns: &str) -> Self {
+        let mut services: HashMap<String, Service<'s>> = HashMap::new();
+        for (r, se) in store.service_entries() {
+            if !visible_to(&se.export_to, r.namespace(), workload_ns) {
+                continue;
+            }
+            for h in &se.hosts {
+                services
+                    .entry(h.to_ascii_lowercase())
+                    .or_insert_with(|| Service {
+                        namespace: r.namespace(),
+                        entries: Vec::new(),
+                    })
+                    .entries
+                    .push((r, se));
+            }
+        }
+        Registry { services }
+    }
+}
+
+/// DestinationRules that apply to the workload, with hosts expanded and lower-cased.
+struct RuleIndex<'s> {
+    rules: Vec<(&'s Resource, String, &'s [Subset])>,
+}
+
+enum SubsetLookup<'s> {
+    Found(&'s Subset),
+    /// A DestinationRule for the host exists but does not define the subset.
+    Undefined(&'s Resource),
+    NoRule,
+}
+
+impl<'s> RuleIndex<'s> {
+    fn new(store: &'s Store, workload: &GatewayWorkload) -> Self {
+        let mut rules = Vec::new();
+        for (r, dr) in store.destination_rules() {
+            let ns = r.namespace();
+            if !visible_to(&dr.export_to, ns, &workload.namespace) {
+                continue;
+            }
+            if let Some(sel) = &dr.workload_selector {
+                if ns != workload.namespace || !labels_subset(&sel.match_labels, &workload.labels) {
+                    continue;
+                }
+            }
+            let h = host::expand_short_name(&dr.host, ns).to_ascii_lowercase();
+            rules.push((r, h, dr.subsets.as_slice()));
+        }
+        RuleIndex { rules }
+    }
+
+    /// The subset `name` of `hostname`: the first namespace of `order` with a rule for
+    /// the host decides (most specific host there; same-host rules merge, first
+    /// definition of a subset wins).
+    fn subset(&self, hostname: &str, name: &str, order: &[&str]) -> SubsetLookup<'s> {
+        let mut tried: Vec<&str> = Vec::new();
+        for &ns in order {
+            if tried.contains(&ns) {
+                continue;
+            }
+            tried.push(ns);
+            let best = self
+                .rules
+                .iter()
+                .filter(|(r, h, _)| r.namespace() == ns && host::subset_of(hostname, h))
+                .map(|(_, h, _)| h)
+                .max_by_key(|h| (!host::is_wildcard(h), h.len()));
+            let Some(best) = best else { continue };
+            let mut first = None;
+            for (r, h, subsets) in &self.rules {
+                if r.namespace() != ns || h != best {
+                    continue;
+                }
+                first.get_or_insert(*r);
+                if let Some(s) = subsets.iter().find(|s| s.name == name) {
+                    return SubsetLookup::Found(s);
+                }
+            }
+            return match first {
+                Some(r) => SubsetLookup::Undefined(r),
+                None => SubsetLookup::NoRule,
+            };
+        }
+        SubsetLookup::NoRule
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_refs() {
+        assert_eq!(resolve_gateway_ref("gw", "ns"), Some("ns/gw".into()));
+        assert_eq!(
+            resolve_gateway_ref("other/gw", "ns"),
+            Some("other/gw".into())
+        );
+        assert_eq!(resolve_gateway_ref("./gw", "ns"), Some("ns/gw".into()));
+        assert_eq!(
+            resolve_gateway_ref("gw.o.svc.cluster.local", "ns"),
+            Some("o/gw".into())
+        );
+        assert_eq!(resolve_gateway_ref("mesh", "ns"), None);
+    }
+
+    #[test]
+    fn export_to() {
+        assert!(visible_to(&[], "a", "b"));
+        assert!(visible_to(&[".".into()], "a", "a"));
+        assert!(!visible_to(&[".".into()], "a", "b"));
+        assert!(visible_to(&["b".into()], "a", "b"));
+        assert!(!visible_to(&["~".into()], "a", "b"));
+    }
+}

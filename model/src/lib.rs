@@ -8,6 +8,7 @@ pub mod compile;
 pub mod diag;
 pub mod host;
 pub mod load;
+pub mod position;
 pub mod resources;
 pub mod snapshot;
 pub mod validate;

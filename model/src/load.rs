@@ -1,11 +1,27 @@
 //! YAML loading: multi-document text -> typed [`Resource`]s with their origin
-//! (file:line), plus findings for everything that could not be loaded. Pure: the
-//! caller hands in the bytes and the name to report.
+//! (file:line) and the line of every field, plus findings for everything that could
+//! not be loaded. Pure: the caller hands in the bytes and the name to report.
+//!
+//! Findings (all carry file:line and, where one applies, the field path):
+//! * `Error IST0106`: broken YAML (line from the parser), a document that is not a
+//!   resource, missing `metadata.name`, a field of the wrong type or an unknown enum
+//!   value (`spec.http[0].route[0].weight: invalid type: string "ten", expected i32`).
+//!   The resource is not loaded; the rest of the file is.
+//! * `Warning IST0133`: an unknown field of an Istio, Gateway API or cert-manager kind
+//!   (core Kubernetes kinds accept unknown fields silently), or a key written twice.
+//!   The resource still loads.
+//! * `Info ISM0001`: a kind isthmus does not read; skipped.
+//!
+//! Values of Secrets never appear in findings.
 
 use std::sync::Arc;
 
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
 use crate::diag::{Diagnostic, Level};
-use crate::resources::{Kind, ObjectMeta, Origin, Resource, Spec};
+use crate::position::{join_key, Positions};
+use crate::resources::{Kind, ObjectMeta, Origin, Resource, Spec, DEFAULT_NAMESPACE};
 
 /// Result of loading one or more files: what loaded, and what did not.
 #[derive(Debug, Default)]
@@ -48,7 +64,7 @@ pub fn split_documents(text: &str) -> Vec<Document<'_>> {
                 first_line: start_line,
             });
             start = offset + line.len();
-            start_line = i as u32 + 2;
+            start_line = u32::try_from(i).unwrap_or(u32::MAX).saturating_add(2);
         }
         offset += line.len();
     }
@@ -78,10 +94,57 @@ fn first_content_line(doc: Document<'_>) -> u32 {
     for (i, l) in doc.text.lines().enumerate() {
         let t = l.trim();
         if !t.is_empty() && !t.starts_with('#') {
-            return doc.first_line + i as u32;
+            return doc
+                .first_line
+                .saturating_add(u32::try_from(i).unwrap_or(u32::MAX));
         }
     }
     doc.first_line
+}
+
+/// Keys every resource may have at the top level besides `spec`.
+const ENVELOPE: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
+
+/// Kinds whose unknown fields are reported (Istio, Gateway API, cert-manager). Core
+/// Kubernetes objects carry many fields isthmus does not read.
+fn reports_unknown_fields(kind: Kind) -> bool {
+    !matches!(
+        kind,
+        Kind::Namespace | Kind::Service | Kind::Secret | Kind::Deployment | Kind::Pod
+    )
+}
+
+/// Per-document context for building findings.
+struct Ctx<'a> {
+    file: &'a Arc<str>,
+    origin: Origin,
+    positions: &'a Positions,
+    resource: Option<String>,
+    secret: bool,
+}
+
+impl Ctx<'_> {
+    fn at(&self, path: &str) -> Origin {
+        Origin {
+            file: self.file.clone(),
+            line: self.positions.line_of(path).unwrap_or(self.origin.line),
+        }
+    }
+
+    fn finding(&self, level: Level, code: &'static str, path: &str, msg: String) -> Diagnostic {
+        let mut d = Diagnostic::new(level, code, msg).at(self.at(path));
+        d.resource = self.resource.clone();
+        if !path.is_empty() {
+            d = d.field(path);
+        }
+        d
+    }
+
+    fn error(&self, path: &str, msg: impl Into<String>) -> Diagnostic {
+        let msg = msg.into();
+        let msg = if self.secret { redact(&msg) } else { msg };
+        self.finding(Level::Error, "IST0106", path, msg)
+    }
 }
 
 fn load_document(file: &Arc<str>, doc: Document<'_>, out: &mut Loaded) {
@@ -89,15 +152,18 @@ fn load_document(file: &Arc<str>, doc: Document<'_>, out: &mut Loaded) {
         file: file.clone(),
         line: first_content_line(doc),
     };
-    let value: serde_json::Value = match serde_yaml_ng::from_str(doc.text) {
+    let offset = doc.first_line.saturating_sub(1);
+    let value: Value = match serde_yaml_ng::from_str(doc.text) {
         Ok(v) => v,
         Err(e) => {
             let mut o = origin.clone();
             if let Some(loc) = e.location() {
-                o.line = doc.first_line + loc.line() as u32 - 1;
+                let line = u32::try_from(loc.line()).unwrap_or(u32::MAX);
+                o.line = offset.saturating_add(line.max(1));
             }
+            let msg = shift_lines(&e.to_string(), offset);
             out.diagnostics.push(
-                Diagnostic::new(Level::Error, "IST0106", format!("invalid YAML: {e}")).at(o),
+                Diagnostic::new(Level::Error, "IST0106", format!("invalid YAML: {msg}")).at(o),
             );
             return;
         }
@@ -105,16 +171,37 @@ fn load_document(file: &Arc<str>, doc: Document<'_>, out: &mut Loaded) {
     if value.is_null() {
         return;
     }
-    let api_version = value
-        .get("apiVersion")
-        .and_then(|v| v.as_str())
-        .unwrap_or("")
-        .to_string();
-    let kind_str = value
-        .get("kind")
-        .and_then(|v| v.as_str())
-        .unwrap_or("")
-        .to_string();
+    let positions = Positions::from_yaml(doc.text, doc.first_line);
+    let mut ctx = Ctx {
+        file,
+        origin: origin.clone(),
+        positions: &positions,
+        resource: None,
+        secret: false,
+    };
+    let Value::Object(mut obj) = value else {
+        out.diagnostics.push(ctx.error(
+            "",
+            "a resource must be a YAML mapping with apiVersion, kind and metadata",
+        ));
+        return;
+    };
+    let (api_version, kind_str) = match (obj.get("apiVersion"), obj.get("kind")) {
+        (Some(Value::String(a)), Some(Value::String(k))) => (a.clone(), k.clone()),
+        (a, k) => {
+            let (path, what) = match (a, k) {
+                (Some(Value::String(_)), _) => ("kind", "kind"),
+                _ => ("apiVersion", "apiVersion"),
+            };
+            let msg = if obj.contains_key(path) {
+                format!("{what} must be a string")
+            } else {
+                format!("{what} is required")
+            };
+            out.diagnostics.push(ctx.error(path, msg));
+            return;
+        }
+    };
     let Some(kind) = Kind::from_type(&api_version, &kind_str) else {
         out.diagnostics.push(
             Diagnostic::new(
@@ -126,67 +213,297 @@ fn load_document(file: &Arc<str>, doc: Document<'_>, out: &mut Loaded) {
         );
         return;
     };
-    let meta: ObjectMeta = match value.get("metadata") {
-        Some(m) => match serde_json::from_value(m.clone()) {
-            Ok(m) => m,
-            Err(e) => {
-                out.diagnostics.push(
-                    Diagnostic::new(Level::Error, "IST0106", format!("metadata: {e}")).at(origin),
-                );
-                return;
+    ctx.secret = kind == Kind::Secret;
+
+    let meta: ObjectMeta = match obj.get("metadata") {
+        None | Some(Value::Null) => ObjectMeta::default(),
+        Some(m) => {
+            let mut m = m.clone();
+            strip_nulls(&mut m);
+            match decode::<ObjectMeta>(&m) {
+                Ok((m, _)) => m,
+                Err((path, msg)) => {
+                    let path = join_path("metadata", &path);
+                    out.diagnostics.push(ctx.error(&path, msg));
+                    return;
+                }
             }
-        },
-        None => ObjectMeta::default(),
-    };
-    let spec_value = match kind {
-        Kind::Secret => value.clone(),
-        _ => value
-            .get("spec")
-            .cloned()
-            .unwrap_or(serde_json::Value::Object(Default::default())),
-    };
-    let spec = match decode_spec(kind, spec_value) {
-        Ok(s) => s,
-        Err(e) => {
-            out.diagnostics.push(
-                Diagnostic::new(Level::Error, "IST0106", format!("spec: {e}"))
-                    .at(origin.clone())
-                    .field("spec"),
-            );
-            return;
         }
     };
+    ctx.resource = Some(display_ref(kind, &meta));
+    let mut ok = true;
+    if meta.name.is_empty() {
+        let hint = if meta.generate_name.is_some() {
+            " (generateName is not supported in files)"
+        } else {
+            ""
+        };
+        out.diagnostics
+            .push(ctx.error("metadata.name", format!("metadata.name is required{hint}")));
+        ok = false;
+    }
+
+    // Unknown top-level keys and duplicate keys.
+    let mut warnings = Vec::new();
+    if reports_unknown_fields(kind) {
+        for key in obj.keys().filter(|k| !ENVELOPE.contains(&k.as_str())) {
+            warnings.push(ctx.finding(
+                Level::Warning,
+                "IST0133",
+                key,
+                format!("unknown field {key:?} (ignored)"),
+            ));
+        }
+    }
+    for (path, line) in positions.duplicates() {
+        let mut d = ctx.finding(
+            Level::Warning,
+            "IST0133",
+            path,
+            "key written twice in the same mapping; the last value is used".to_string(),
+        );
+        d.origin = Some(Origin {
+            file: file.clone(),
+            line: *line,
+        });
+        warnings.push(d);
+    }
+
+    // The decoded part: the spec, or for a Secret the whole object minus metadata.
+    let status = obj.remove("status");
+    let (prefix, mut body): (&str, Value) = match kind {
+        Kind::Secret => {
+            for k in ENVELOPE {
+                obj.remove(*k);
+            }
+            ("", Value::Object(obj))
+        }
+        _ => match obj.remove("spec") {
+            None | Some(Value::Null) => ("spec", Value::Object(Default::default())),
+            Some(s) => ("spec", s),
+        },
+    };
+    strip_nulls(&mut body);
+    let mut spec = match decode_spec(kind, &body) {
+        Ok((spec, unknown)) => {
+            if reports_unknown_fields(kind) {
+                for rel in unknown {
+                    let path = join_path(prefix, &rel);
+                    let name = rel.rsplit(['.', '[']).next().unwrap_or(&rel);
+                    warnings.push(ctx.finding(
+                        Level::Warning,
+                        "IST0133",
+                        &path,
+                        format!("unknown field {name:?} (ignored)"),
+                    ));
+                }
+            }
+            Some(spec)
+        }
+        Err((rel, msg)) => {
+            let path = join_path(prefix, &rel);
+            out.diagnostics.push(ctx.error(&path, msg));
+            None
+        }
+    };
+    // A Pod's status sits beside its spec.
+    if let (Some(Spec::Pod(pod)), Some(mut status)) = (spec.as_mut(), status) {
+        strip_nulls(&mut status);
+        match decode(&status) {
+            Ok((s, _)) => pod.status = Some(s),
+            Err((rel, msg)) => {
+                out.diagnostics
+                    .push(ctx.error(&join_path("status", &rel), msg));
+                spec = None;
+            }
+        }
+    }
+    out.diagnostics.extend(warnings);
+    let Some(spec) = spec else { return };
+    if !ok {
+        return;
+    }
     out.resources.push(Resource {
         api_version,
         kind,
         meta,
         spec,
         origin,
+        positions: Arc::new(positions),
     });
 }
 
-fn decode_spec(kind: Kind, v: serde_json::Value) -> Result<Spec, serde_json::Error> {
-    use serde_json::from_value as f;
-    Ok(match kind {
-        Kind::Gateway => Spec::Gateway(f(v)?),
-        Kind::VirtualService => Spec::VirtualService(f(v)?),
-        Kind::DestinationRule => Spec::DestinationRule(f(v)?),
-        Kind::ServiceEntry => Spec::ServiceEntry(f(v)?),
-        Kind::WorkloadEntry => Spec::WorkloadEntry(f(v)?),
-        Kind::Sidecar => Spec::Sidecar(f(v)?),
-        Kind::PeerAuthentication => Spec::PeerAuthentication(f(v)?),
-        Kind::AuthorizationPolicy => Spec::AuthorizationPolicy(f(v)?),
-        Kind::RequestAuthentication => Spec::RequestAuthentication(f(v)?),
-        Kind::KubeGateway => Spec::KubeGateway(f(v)?),
-        Kind::HttpRoute => Spec::HttpRoute(f(v)?),
-        Kind::ReferenceGrant => Spec::ReferenceGrant(f(v)?),
-        Kind::Issuer => Spec::Issuer(f(v)?),
-        Kind::ClusterIssuer => Spec::ClusterIssuer(f(v)?),
-        Kind::Certificate => Spec::Certificate(f(v)?),
-        Kind::Namespace => Spec::Namespace(f(v)?),
-        Kind::Service => Spec::Service(f(v)?),
-        Kind::Secret => Spec::Secret(f(v)?),
-        Kind::Deployment => Spec::Deployment(f(v)?),
-        Kind::Pod => Spec::Pod(f(v)?),
-    })
+/// Drop `key: null` entries everywhere: like Kubernetes and protobuf JSON, an explicit
+/// null means the field is unset (`args:` with nothing after it).
+fn strip_nulls(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(strip_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
+/// `Kind ns/name` (or `Kind name` for cluster-scoped kinds), as findings print it.
+fn display_ref(kind: Kind, meta: &ObjectMeta) -> String {
+    let name = if meta.name.is_empty() {
+        "<unnamed>"
+    } else {
+        &meta.name
+    };
+    if kind.cluster_scoped() {
+        format!("{} {}", kind.name(), name)
+    } else {
+        let ns = meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+        format!("{} {}/{}", kind.name(), ns, name)
+    }
+}
+
+/// `prefix.rel`, `prefix[i]...`, or either alone when the other is empty.
+fn join_path(prefix: &str, rel: &str) -> String {
+    if rel.is_empty() || rel == "." {
+        prefix.to_string()
+    } else if rel.starts_with('[') {
+        format!("{prefix}{rel}")
+    } else {
+        join_key(prefix, rel)
+    }
+}
+
+/// Deserialize `v` into `T`, collecting the paths of fields `T` does not know. On
+/// error: the path of the offending field (relative to `v`) and the message.
+fn decode<T: DeserializeOwned>(v: &Value) -> Result<(T, Vec<String>), (String, String)> {
+    let mut unknown = Vec::new();
+    let mut note = |p: serde_ignored::Path<'_>| unknown.push(ignored_path(&p));
+    let de = serde_ignored::Deserializer::new(v, &mut note);
+    let result = serde_path_to_error::deserialize::<_, T>(de);
+    match result {
+        Ok(t) => Ok((t, unknown)),
+        Err(e) => Err((error_path(e.path()), e.inner().to_string())),
+    }
+}
+
+fn decode_spec(kind: Kind, v: &Value) -> Result<(Spec, Vec<String>), (String, String)> {
+    macro_rules! spec {
+        ($variant:ident) => {
+            decode(v).map(|(s, u)| (Spec::$variant(s), u))
+        };
+    }
+    match kind {
+        Kind::Gateway => spec!(Gateway),
+        Kind::VirtualService => spec!(VirtualService),
+        Kind::DestinationRule => spec!(DestinationRule),
+        Kind::ServiceEntry => spec!(ServiceEntry),
+        Kind::WorkloadEntry => spec!(WorkloadEntry),
+        Kind::Sidecar => spec!(Sidecar),
+        Kind::PeerAuthentication => spec!(PeerAuthentication),
+        Kind::AuthorizationPolicy => spec!(AuthorizationPolicy),
+        Kind::RequestAuthentication => spec!(RequestAuthentication),
+        Kind::KubeGateway => spec!(KubeGateway),
+        Kind::HttpRoute => spec!(HttpRoute),
+        Kind::ReferenceGrant => spec!(ReferenceGrant),
+        Kind::Issuer => spec!(Issuer),
+        Kind::ClusterIssuer => spec!(ClusterIssuer),
+        Kind::Certificate => spec!(Certificate),
+        Kind::Namespace => spec!(Namespace),
+        Kind::Service => spec!(Service),
+        Kind::Secret => spec!(Secret),
+        Kind::Deployment => spec!(Deployment),
+        Kind::Pod => spec!(Pod),
+    }
+}
+
+/// `a.b[0].c` from a `serde_path_to_error` path.
+fn error_path(p: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in p.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// `a.b[0].c` from a `serde_ignored` path.
+fn ignored_path(p: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match p {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", ignored_path(parent)),
+        Path::Map { parent, key } => join_key(&ignored_path(parent), key),
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
+            ignored_path(parent)
+        }
+    }
+}
+
+/// Rewrite `line N` in a YAML parser message (document lines) to file lines.
+fn shift_lines(msg: &str, offset: u32) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find("line ") {
+        let (head, tail) = rest.split_at(i + "line ".len());
+        out.push_str(head);
+        let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+        match tail[..digits].parse::<u32>() {
+            Ok(n) => out.push_str(&n.saturating_add(offset).to_string()),
+            Err(_) => out.push_str(&tail[..digits]),
+        }
+        rest = &tail[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Strip the offending value from a decoding message (used for Secrets).
+fn redact(msg: &str) -> String {
+    if msg.starts_with("missing field") || msg.starts_with("unknown field") {
+        return msg.to_string();
+    }
+    match msg.find(", expected") {
+        Some(i) => format!("invalid value (not shown for Secrets){}", &msg[i..]),
+        None => "invalid value (not shown for Secrets)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shifts_parser_lines() {
+        assert_eq!(
+            shift_lines("bad at line 3 column 1, while parsing at line 1 column 2", 10),
+            "bad at line 13 column 1, while parsing at line 11 column 2"
+        );
+        assert_eq!(shift_lines("no lines here", 5), "no lines here");
+        assert_eq!(shift_lines("line x", 5), "line x");
+    }
+
+    #[test]
+    fn redacts() {
+        assert_eq!(
+            redact("invalid type: integer `5`, expected a string"),
+            "invalid value (not shown for Secrets), expected a string"
+        );
+        assert_eq!(redact("missing field `x`"), "missing field `x`");
+    }
+
+    #[test]
+    fn joins() {
+        assert_eq!(join_path("spec", ""), "spec");
+        assert_eq!(join_path("spec", "a[0].b"), "spec.a[0].b");
+        assert_eq!(join_path("", "data.x"), "data.x");
+        assert_eq!(join_path("spec", "[1]"), "spec[1]");
+    }
 }

@@ -27,12 +27,18 @@ impl Snapshot {
     pub fn cluster(&self, id: ClusterId) -> &Cluster {
         &self.clusters[id.0 as usize]
     }
+
+    /// A cluster by its Envoy-style name (`outbound|8000|v1|host`).
+    pub fn cluster_by_name(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenerProtocol {
     /// HTTP/1.1 and h2c (HTTP, HTTP2, GRPC, GRPC-WEB server protocols).
     Http,
+    // TLS-terminated HTTPS (one router per server/SNI) comes with the TLS issue.
 }
 
 /// One gateway port (as declared in the Gateway; the process may bind elsewhere).
@@ -49,62 +55,99 @@ pub struct Router {
     pub vhosts: Vec<VirtualHost>,
     /// Exact (lower-cased) domain -> vhost index.
     exact: HashMap<String, usize>,
-    /// `*.suffix` domains as (".suffix", vhost index), longest suffix first.
-    suffixes: Vec<(String, usize)>,
+    /// `*.suffix` domains by their suffix (`.suffix`, starting with a dot).
+    dot_suffixes: HashMap<String, usize>,
+    /// Other `*suffix` domains (no dot after the `*`), longest first. Usually empty.
+    other_suffixes: Vec<(String, usize)>,
     /// The `*` vhost, if any.
     any: Option<usize>,
 }
 
+/// Longest host name looked up without allocating (DNS names are at most 253 bytes).
+const MAX_STACK_HOST: usize = 256;
+
 impl Router {
-    /// Build the domain index. Domains must be lower-case; a domain that appears in
+    /// Build the domain index. Domains are lower-cased here; a domain that appears in
     /// more than one vhost keeps the first.
     pub fn new(vhosts: Vec<VirtualHost>) -> Router {
         let mut exact = HashMap::new();
-        let mut suffixes = Vec::new();
+        let mut dot_suffixes = HashMap::new();
+        let mut other_suffixes: Vec<(String, usize)> = Vec::new();
         let mut any = None;
         for (i, vh) in vhosts.iter().enumerate() {
             for d in &vh.domains {
+                let d = d.to_ascii_lowercase();
                 if d == "*" {
                     any.get_or_insert(i);
                 } else if let Some(rest) = d.strip_prefix('*') {
-                    if !suffixes.iter().any(|(s, _): &(String, usize)| s == rest) {
-                        suffixes.push((rest.to_string(), i));
+                    if rest.starts_with('.') {
+                        dot_suffixes.entry(rest.to_string()).or_insert(i);
+                    } else if !other_suffixes.iter().any(|(s, _)| s == rest) {
+                        other_suffixes.push((rest.to_string(), i));
                     }
                 } else {
-                    exact.entry(d.clone()).or_insert(i);
+                    exact.entry(d).or_insert(i);
                 }
             }
         }
         // Longest suffix wins (Envoy's wildcard order); stable for equal lengths.
-        suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        other_suffixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
         Router {
             vhosts,
             exact,
-            suffixes,
+            dot_suffixes,
+            other_suffixes,
             any,
         }
     }
 
     /// The virtual host for a Host/`:authority` value. The port is ignored and the
     /// comparison is case-insensitive. `*.example.com` does not match `example.com`.
+    /// Does not allocate for host names up to 256 bytes.
     pub fn vhost(&self, authority: &str) -> Option<&VirtualHost> {
         let host = strip_port(authority);
-        let lowered;
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            lowered = host.to_ascii_lowercase();
-            lowered.as_str()
-        } else {
-            host
-        };
+        if !host.bytes().any(|b| b.is_ascii_uppercase()) {
+            return self.lookup(host);
+        }
+        if host.len() <= MAX_STACK_HOST {
+            let mut buf = [0u8; MAX_STACK_HOST];
+            let buf = &mut buf[..host.len()];
+            buf.copy_from_slice(host.as_bytes());
+            buf.make_ascii_lowercase();
+            // ASCII lower-casing keeps UTF-8 valid, so this cannot fail.
+            return std::str::from_utf8(buf).ok().and_then(|h| self.lookup(h));
+        }
+        self.lookup(&host.to_ascii_lowercase())
+    }
+
+    /// Domain lookup on a lower-case host without port: exact, then the longest
+    /// wildcard suffix (which needs a non-empty prefix), then `*`.
+    fn lookup(&self, host: &str) -> Option<&VirtualHost> {
         if let Some(&i) = self.exact.get(host) {
             return Some(&self.vhosts[i]);
         }
-        for (suffix, i) in &self.suffixes {
-            if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
-                return Some(&self.vhosts[*i]);
+        let mut best: Option<(usize, usize)> = None;
+        if !self.dot_suffixes.is_empty() {
+            // The first dot after a non-empty label gives the longest suffix.
+            for (pos, b) in host.bytes().enumerate().skip(1) {
+                if b == b'.' {
+                    if let Some(&i) = self.dot_suffixes.get(&host[pos..]) {
+                        best = Some((host.len() - pos, i));
+                        break;
+                    }
+                }
             }
         }
-        self.any.map(|i| &self.vhosts[i])
+        for (suffix, i) in &self.other_suffixes {
+            if best.is_some_and(|(len, _)| len >= suffix.len()) {
+                break;
+            }
+            if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
+                best = Some((suffix.len(), *i));
+                break;
+            }
+        }
+        best.map(|(_, i)| i).or(self.any).map(|i| &self.vhosts[i])
     }
 
     /// Virtual host then first matching route, or `None` (the caller answers 404).
@@ -139,6 +182,10 @@ pub struct VirtualHost {
     pub domains: Vec<String>,
     /// Ordered; first match wins. One entry per (rule x match block).
     pub routes: Vec<Route>,
+    /// `tls.httpsRedirect` on the server: answer every request with a 301 to the
+    /// `https` URL before looking at `routes` (Envoy `require_tls: ALL`). Such a vhost
+    /// may have no routes at all.
+    pub https_redirect: bool,
 }
 
 /// What a route is matched against. Built once per request by the engine.
@@ -167,7 +214,7 @@ impl RequestView<'_> {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Route {
     /// `VirtualService ns/name` and rule index, for logs.
     pub source: Arc<str>,
@@ -178,7 +225,7 @@ pub struct Route {
 }
 
 /// One compiled match block (all conditions ANDed). The default matches everything.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RouteMatch {
     pub uri: Option<PathMatch>,
     pub scheme: Option<StrMatch>,
@@ -186,12 +233,19 @@ pub struct RouteMatch {
     pub authority: Option<StrMatch>,
     pub headers: Vec<HeaderMatch>,
     pub query_params: Vec<QueryMatch>,
+    /// Listener port condition. Gateway compilation drops routes whose `port` does
+    /// not equal the listener's instead, so it leaves this `None`.
     pub port: Option<u16>,
 }
 
+/// The compiled form of the regex `.*`, Istio's catch-all regex.
+const CATCH_ALL_REGEX: &str = "^(?:.*)$";
+
 impl RouteMatch {
     /// A catch-all in Istio's sense (`IsCatchAllRoute`): no condition but a `/` prefix or
-    /// `.*` regex on the path. Catch-alls are moved last on a gateway virtual host.
+    /// `.*` regex on the path (or no path condition). Catch-alls are moved last on a
+    /// gateway virtual host. `method`, `scheme` and `authority` are header matches in
+    /// Envoy, so they make a route not catch-all.
     pub fn is_catch_all(&self) -> bool {
         let uri_catch_all = match &self.uri {
             None => true,
@@ -202,7 +256,7 @@ impl RouteMatch {
             Some(PathMatch {
                 kind: StrMatch::Regex(r),
                 ..
-            }) => r.as_str() == "^(?:.*)$" || r.as_str() == "^(?:.*)$",
+            }) => r.as_str() == CATCH_ALL_REGEX,
             Some(_) => false,
         };
         uri_catch_all
@@ -253,7 +307,8 @@ impl RouteMatch {
     }
 }
 
-/// A compiled `StringMatch`. Regexes are anchored (full match, as Envoy's safe_regex).
+/// A compiled `StringMatch`. Regexes are anchored (full match, as Envoy's safe_regex):
+/// compile them with [`StrMatch::regex`].
 #[derive(Debug, Clone)]
 pub enum StrMatch {
     Exact(String),
@@ -262,6 +317,11 @@ pub enum StrMatch {
 }
 
 impl StrMatch {
+    /// Compile a user regex as a full match (`^(?:re)$`).
+    pub fn regex(re: &str) -> Result<StrMatch, regex::Error> {
+        Regex::new(&format!("^(?:{re})$")).map(StrMatch::Regex)
+    }
+
     pub fn matches(&self, v: &str) -> bool {
         match self {
             StrMatch::Exact(e) => v == e,
@@ -307,11 +367,14 @@ pub struct HeaderMatch {
 }
 
 impl HeaderMatch {
+    /// Envoy's header matcher as Istio configures it: a value match on a missing
+    /// header fails in `headers`, while `withoutHeaders` (inverted) treats the missing
+    /// header as the empty string (`treat_missing_header_as_empty`). A header that is
+    /// not valid visible ASCII never matches a value.
     pub fn matches(&self, headers: &http::HeaderMap) -> bool {
         let found = match (&self.value, headers.get(&self.name)) {
             (None, h) => h.is_some(),
-            // A missing header is matched as the empty string (Istio/Envoy semantics).
-            (Some(m), None) => m.matches(""),
+            (Some(m), None) => self.invert && m.matches(""),
             (Some(m), Some(v)) => v.to_str().map(|s| m.matches(s)).unwrap_or(false),
         };
         found != self.invert
@@ -321,24 +384,25 @@ impl HeaderMatch {
 #[derive(Debug, Clone)]
 pub struct QueryMatch {
     pub name: String,
-    pub value: StrMatch,
+    /// `None`: presence match (`{}` or `regex: "*"`).
+    pub value: Option<StrMatch>,
 }
 
 impl QueryMatch {
     /// Match against the raw query string (`a=1&b=2`); the first parameter with the
-    /// name decides, as in Envoy.
+    /// name decides, as in Envoy. Values are compared undecoded.
     pub fn matches(&self, query: &str) -> bool {
         for pair in query.split('&') {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             if k == self.name {
-                return self.value.matches(v);
+                return self.value.as_ref().is_none_or(|m| m.matches(v));
             }
         }
         false
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum RouteAction {
     /// Forward to one of the weighted clusters.
     Forward(WeightedClusters),

@@ -1,1 +1,139 @@
-//! `istioctl analyze` equivalents. PLACEHOLDER.
+//! `istioctl analyze` equivalents: cross-resource findings over a whole [`Store`]
+//! (references that do not resolve, rules that can never match, conflicts, TLS
+//! credentials that will not load), with Istio's IST codes and levels, plus a few
+//! isthmus `ISM` codes for mistakes Istio has no code for. Single-resource schema
+//! checks (IST0106) belong to the loader and validator, not here.
+//!
+//! Submodules: [`index`] (what analyzers look things up in), [`virtualservice`],
+//! [`rules`] (shadowed VirtualService rules), [`gateway`], [`certs`] (credential
+//! secrets and cert-manager Certificates), [`destinationrule`], [`authz`].
+
+mod authz;
+mod certs;
+mod destinationrule;
+mod gateway;
+mod index;
+mod rules;
+mod virtualservice;
+
+use crate::diag::{self, Diagnostic, Level};
+use crate::resources::{Labels, Resource, Store};
+
+use index::Index;
+
+/// Every finding code isthmus can emit: (code, name, level). Istio codes keep Istio's
+/// name and level (`pkg/config/analysis/msg/messages.yaml`); `ISM` codes are isthmus's.
+pub const CODES: &[(&str, &str, Level)] = &[
+    ("IST0101", "ReferencedResourceNotFound", Level::Error),
+    // Emitted by the loader and the validator.
+    ("IST0106", "SchemaValidationError", Level::Error),
+    (
+        "IST0109",
+        "ConflictingMeshGatewayVirtualServiceHosts",
+        Level::Error,
+    ),
+    (
+        "IST0112",
+        "VirtualServiceDestinationPortSelectorRequired",
+        Level::Error,
+    ),
+    ("IST0127", "NoMatchingWorkloadsFound", Level::Warning),
+    (
+        "IST0128",
+        "NoServerCertificateVerificationDestinationLevel",
+        Level::Warning,
+    ),
+    (
+        "IST0129",
+        "NoServerCertificateVerificationPortLevel",
+        Level::Warning,
+    ),
+    ("IST0130", "VirtualServiceUnreachableRule", Level::Warning),
+    ("IST0131", "VirtualServiceIneffectiveMatch", Level::Info),
+    (
+        "IST0132",
+        "VirtualServiceHostNotFoundInGateway",
+        Level::Warning,
+    ),
+    ("IST0138", "GatewayDuplicateCertificate", Level::Warning),
+    ("IST0145", "ConflictingGateways", Level::Error),
+    (
+        "IST0149",
+        "JwtClaimBasedRoutingWithoutRequestAuthN",
+        Level::Error,
+    ),
+    ("IST0161", "InvalidGatewayCredential", Level::Error),
+    (
+        "IST0173",
+        "DestinationRuleSubsetNotSelectPods",
+        Level::Error,
+    ),
+    ("IST0174", "UnknownDestinationRuleHost", Level::Warning),
+    // Emitted by the loader: a document of a kind isthmus does not read.
+    ("ISM0001", "SkippedUnknownKind", Level::Info),
+    // A Gateway credentialName that matches nothing, next to a cert-manager
+    // Certificate whose secret no Gateway uses (the likely intended name).
+    (
+        "ISM0101",
+        "GatewayCredentialCertificateMismatch",
+        Level::Warning,
+    ),
+    // credentialName matches a Certificate's secretName, but the Certificate writes
+    // its Secret in another namespace than the one the gateway workload reads.
+    (
+        "ISM0102",
+        "CertificateSecretOutsideGatewayNamespace",
+        Level::Warning,
+    ),
+    // PeerAuthentication with a workload selector in the root namespace: Istio
+    // ignores it.
+    ("ISM0103", "IgnoredRootNamespaceSelector", Level::Warning),
+];
+
+/// The level of a code in [`CODES`]; unknown codes count as errors.
+pub fn level_of(code: &str) -> Level {
+    CODES
+        .iter()
+        .find(|(c, _, _)| *c == code)
+        .map_or(Level::Error, |(_, _, l)| *l)
+}
+
+/// Run every analyzer over the store. Findings are sorted with [`diag::sort`].
+pub fn analyze(store: &Store) -> Vec<Diagnostic> {
+    let ix = Index::new(store);
+    let mut out = Vec::new();
+    virtualservice::check(&ix, &mut out);
+    gateway::check(&ix, &mut out);
+    destinationrule::check(&ix, &mut out);
+    authz::check(&ix, &mut out);
+    diag::sort(&mut out);
+    out
+}
+
+/// A finding about the field at `path` of `r` (file:line of that field when known).
+fn finding(code: &'static str, r: &Resource, path: &str, message: impl Into<String>) -> Diagnostic {
+    Diagnostic::new(level_of(code), code, message)
+        .at(r.origin_at(path))
+        .field(path)
+        .on(r)
+}
+
+/// Kubernetes label-selector semantics: every selector label is present with the
+/// same value; an empty selector matches everything.
+fn selects(selector: &Labels, labels: &Labels) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// `k1=v1,k2=v2`, as Kubernetes prints a label selector.
+fn selector_string(selector: &Labels) -> String {
+    selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `ns/name` of a resource.
+fn full_name(r: &Resource) -> String {
+    format!("{}/{}", r.namespace(), r.name())
+}

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::position::Positions;
 pub use networking::Labels;
 
 /// Where a resource (or a finding) comes from: a file and a 1-based line, or a
@@ -184,12 +185,36 @@ pub struct Resource {
     pub spec: Spec,
     /// First line of the document (the line of `apiVersion`/`kind`, 1-based).
     pub origin: Origin,
+    /// Line of every field of the document, for findings about one field. Empty for
+    /// resources that did not come from YAML text.
+    pub positions: Arc<Positions>,
 }
 
 /// Default namespace for resources that do not name one (as `kubectl apply` does).
 pub const DEFAULT_NAMESPACE: &str = "default";
 
 impl Resource {
+    /// A resource without field positions (built in code, or from a cluster object).
+    pub fn new(api_version: impl Into<String>, kind: Kind, meta: ObjectMeta, spec: Spec, origin: Origin) -> Self {
+        Resource {
+            api_version: api_version.into(),
+            kind,
+            meta,
+            spec,
+            origin,
+            positions: Arc::new(Positions::empty()),
+        }
+    }
+
+    /// Where the field at `path` (`spec.http[0].route[1].weight`) is written: its file
+    /// and line, or the nearest parent's, or the resource's first line.
+    pub fn origin_at(&self, path: &str) -> Origin {
+        Origin {
+            file: self.origin.file.clone(),
+            line: self.positions.line_of(path).unwrap_or(self.origin.line),
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.meta.name
     }

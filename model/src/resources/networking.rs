@@ -522,6 +522,16 @@ pub struct WorkloadSelector {
     pub match_labels: Labels,
 }
 
+/// `networking.istio.io` `WorkloadSelector` (ServiceEntry, Sidecar): `labels`, unlike
+/// the `istio.type.v1beta1` selector of DestinationRule and the security kinds
+/// (`matchLabels`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(default)]
+    pub labels: Labels,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Subset {
@@ -588,7 +598,7 @@ pub struct ServiceEntrySpec {
     #[serde(default)]
     pub endpoints: Vec<WorkloadEntrySpec>,
     #[serde(default)]
-    pub workload_selector: Option<WorkloadSelector>,
+    pub workload_selector: Option<LabelSelector>,
     #[serde(default)]
     pub export_to: Vec<String>,
     #[serde(default)]
@@ -651,7 +661,7 @@ pub struct WorkloadEntrySpec {
 #[serde(rename_all = "camelCase")]
 pub struct SidecarSpec {
     #[serde(default)]
-    pub workload_selector: Option<WorkloadSelector>,
+    pub workload_selector: Option<LabelSelector>,
     #[serde(default)]
     pub ingress: Vec<IstioIngressListener>,
     #[serde(default)]

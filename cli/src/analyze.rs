@@ -1,0 +1,64 @@
+//! `isthmus analyze PATH...`: load, validate and analyze, print findings like
+//! `istioctl analyze`, and exit non-zero when a finding reaches the failure threshold.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use isthmus_model::{analyze, diag, validate, Level, Store};
+
+/// istioctl's exit code when analyzers found issues at or above the threshold.
+const EXIT_FOUND_ISSUES: u8 = 79;
+
+#[derive(clap::Args)]
+pub struct AnalyzeArgs {
+    /// Files or directories of YAML (directories are searched recursively; `-` is stdin).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Exit non-zero when a finding of this level or above is found (Info, Warning, Error).
+    #[arg(long, default_value = "Error", value_parser = parse_level)]
+    failure_threshold: Level,
+    /// Print findings of this level or above.
+    #[arg(long, default_value = "Info", value_parser = parse_level)]
+    output_threshold: Level,
+}
+
+fn parse_level(s: &str) -> Result<Level, String> {
+    Level::parse(s).ok_or_else(|| format!("{s:?} is not one of Info, Warning, Error"))
+}
+
+pub fn run(args: AnalyzeArgs) -> ExitCode {
+    let loaded = match isthmus_controller::load_paths(&args.paths) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let store = Store::new(loaded.resources);
+    let mut findings = loaded.diagnostics;
+    findings.extend(validate::validate(&store));
+    findings.extend(analyze::analyze(&store));
+    diag::sort(&mut findings);
+    let shown: Vec<_> = findings
+        .iter()
+        .filter(|d| d.level >= args.output_threshold)
+        .collect();
+    let what = args
+        .paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if shown.is_empty() {
+        println!("\u{2714} No validation issues found when analyzing {what}.");
+    } else {
+        for d in &shown {
+            println!("{d}");
+        }
+    }
+    if findings.iter().any(|d| d.level >= args.failure_threshold) {
+        ExitCode::from(EXIT_FOUND_ISSUES)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

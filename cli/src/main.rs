@@ -1,0 +1,98 @@
+//! The `isthmus` binary: parses arguments and calls into the library crates.
+
+mod analyze;
+mod demo_app;
+mod up;
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "isthmus", version, about = "Istio-compatible edge gateway and service mesh on Pingora")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway(s) for a directory of Istio YAML on loopback (the embedded default).
+    Up(up::UpArgs),
+    /// Validate and analyze Istio YAML files or directories, like `istioctl analyze`.
+    Analyze(analyze::AnalyzeArgs),
+    /// The built-in demo workload: answers every request with its name and version.
+    DemoApp {
+        /// Version to report (e.g. v1).
+        #[arg(long)]
+        version: String,
+        /// Port to listen on.
+        #[arg(long)]
+        port: u16,
+        /// App name to report.
+        #[arg(long, default_value = "todolist")]
+        name: String,
+        /// Address to bind.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: IpAddr,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ISTHMUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Analyze(args) => analyze::run(args),
+        Command::Version => {
+            println!("isthmus {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::DemoApp {
+            version,
+            port,
+            name,
+            bind,
+        } => {
+            init_tracing();
+            run_async(async move {
+                demo_app::DemoApp { name, version }
+                    .serve(SocketAddr::new(bind, port))
+                    .await
+            })
+        }
+        Command::Up(args) => {
+            init_tracing();
+            run_async(up::run(args))
+        }
+    }
+}
+
+fn run_async<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(f) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+

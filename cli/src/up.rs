@@ -1,0 +1,114 @@
+//! `isthmus up DIR`: the embedded default. Runs the local controller on the
+//! directory, one gateway per gateway workload on loopback, and the demo apps the
+//! directory declares (WorkloadEntries annotated `isthmus.dev/demo-app`).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use isthmus_controller::LocalController;
+use isthmus_model::{Level, Store};
+
+/// Annotation on a WorkloadEntry: start a built-in demo app (value: the app name)
+/// at the entry's address and first port, reporting the entry's `version` label.
+pub const DEMO_APP_ANNOTATION: &str = "isthmus.dev/demo-app";
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Directory of Istio YAML.
+    dir: PathBuf,
+    /// Address the gateway listeners bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// Added to Gateway ports below 1024 (80 -> 8080 by default).
+    #[arg(long, default_value_t = 8000)]
+    port_offset: u16,
+    /// Do not start the demo apps the directory declares.
+    #[arg(long)]
+    no_demo_apps: bool,
+}
+
+/// A demo app to start: (name, version, port).
+fn demo_apps(store: &Store) -> Vec<(String, String, u16)> {
+    store
+        .workload_entries()
+        .filter_map(|(r, we)| {
+            let name = r.meta.annotations.get(DEMO_APP_ANNOTATION)?;
+            let port = *we.ports.values().next()?;
+            let version = we.labels.get("version").cloned().unwrap_or_else(|| "v1".into());
+            Some((name.clone(), version, u16::try_from(port).ok()?))
+        })
+        .collect()
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let (controller, feeds, report) = LocalController::open(&args.dir)
+        .with_context(|| format!("loading {}", args.dir.display()))?;
+    for d in &report.diagnostics {
+        if d.level >= Level::Warning {
+            eprintln!("{d}");
+        }
+    }
+    for p in &report.rejected {
+        eprintln!("rejected {}: fix the errors above; it is not served", p.display());
+    }
+
+    // Demo workloads first, so the first request through the gateway finds them.
+    let mut children = Vec::new();
+    if !args.no_demo_apps {
+        let exe = std::env::current_exe().context("locating the isthmus binary")?;
+        for (name, version, port) in demo_apps(&controller.store()) {
+            let child = tokio::process::Command::new(&exe)
+                .args(["demo-app", "--name", &name, "--version", &version])
+                .args(["--port", &port.to_string()])
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("starting demo app {name} {version}"))?;
+            println!("demo app {name} {version}: http://127.0.0.1:{port}");
+            children.push(child);
+        }
+    }
+
+    let opts = isthmus_gateway::GatewayOptions {
+        bind: args.bind,
+        port_offset: args.port_offset,
+        ..Default::default()
+    };
+    let mut gateways = Vec::new();
+    for feed in feeds {
+        let name = feed.workload.to_string();
+        let gw = isthmus_gateway::Gateway::start(feed.snapshots, opts.clone())
+            .await
+            .with_context(|| format!("starting gateway {name}"))?;
+        for l in gw.listeners() {
+            println!(
+                "gateway {name}: Gateway port {} -> http://{}",
+                l.gateway_port, l.addr
+            );
+        }
+        gateways.push(gw);
+    }
+    println!("ready: watching {} for changes (Ctrl-C stops)", args.dir.display());
+
+    let watch = tokio::spawn(controller.watch());
+    shutdown_signal().await;
+    watch.abort();
+    drop(gateways);
+    drop(children);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,502 @@
+//! The per-request path: Pingora's [`ProxyHttp`] over the current [`Snapshot`].
+//! Load the snapshot once (it stays in the request context, so a request finishes on
+//! the snapshot it started on), route by authority and match, pick a cluster by
+//! weight and an endpoint round-robin, resolve it, and hand Pingora the peer. Local
+//! answers are Envoy-like: 404 `no route`, 301 to `https://` for a vhost with
+//! `https_redirect`, 503 `no healthy upstream`, 503 on a connect failure (no retry
+//! yet). No locks on this path; besides Pingora's own, the allocations per forwarded
+//! request are the peer box and the `x-forwarded-for` value (plus a DNS lookup for
+//! endpoints given by name: no cache yet).
+
+use std::cell::Cell;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method};
+use isthmus_model::snapshot::{
+    Cluster, ClusterId, Endpoint, RequestView, RouteAction, Snapshot, WeightedClusters,
+};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use tracing::{debug, warn};
+
+use crate::holder::SnapshotHolder;
+
+/// Upstream connect timeout (Envoy's default `connect_timeout`).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+const NO_ROUTE: &str = "no route\n";
+const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream\n";
+const UPSTREAM_CONNECT_ERROR: &str = "upstream connect error\n";
+
+/// The proxy of one listener: the snapshot holder and the Gateway port (as declared,
+/// not the local bind port) whose listener it serves.
+pub struct RouterProxy {
+    holder: SnapshotHolder,
+    port: u16,
+}
+
+impl RouterProxy {
+    pub fn new(holder: SnapshotHolder, declared_port: u16) -> RouterProxy {
+        RouterProxy {
+            holder,
+            port: declared_port,
+        }
+    }
+}
+
+/// Per-request state.
+#[derive(Default)]
+pub struct RequestCtx {
+    /// The snapshot this request was routed on.
+    snapshot: Option<Arc<Snapshot>>,
+    cluster: Option<ClusterId>,
+    upstream: Option<SocketAddr>,
+    connect_failed: bool,
+}
+
+impl RequestCtx {
+    fn cluster_name(&self) -> &str {
+        match (&self.snapshot, self.cluster) {
+            (Some(s), Some(id)) => s.clusters.get(id.0 as usize).map_or("?", |c| &c.name),
+            _ => "?",
+        }
+    }
+}
+
+/// Outcome of routing one request on one snapshot.
+#[derive(Debug)]
+pub(crate) enum Selection<'s> {
+    /// No listener for the port, no virtual host, or no matching route: 404.
+    NoRoute,
+    /// The virtual host requires TLS (`tls.httpsRedirect`): 301 to `https://`.
+    HttpsRedirect,
+    /// The picked cluster has no endpoint (or does not exist): 503.
+    NoEndpoint(Option<&'s Cluster>),
+    Endpoint(ClusterId, &'s Cluster, &'s Endpoint),
+}
+
+/// Route `req` on the listener of `port` and pick cluster and endpoint.
+pub(crate) fn select<'s>(
+    snapshot: &'s Snapshot,
+    port: u16,
+    req: &RequestView<'_>,
+) -> Selection<'s> {
+    let Some(vhost) = snapshot
+        .listener(port)
+        .and_then(|l| l.router.vhost(req.authority))
+    else {
+        return Selection::NoRoute;
+    };
+    if vhost.https_redirect {
+        return Selection::HttpsRedirect;
+    }
+    let Some(route) = vhost.routes.iter().find(|r| r.matcher.matches(req)) else {
+        return Selection::NoRoute;
+    };
+    let RouteAction::Forward(weighted) = &route.action;
+    let Some(id) = pick_cluster(weighted) else {
+        return Selection::NoEndpoint(None);
+    };
+    let Some(cluster) = snapshot.clusters.get(id.0 as usize) else {
+        warn!(cluster = id.0, route = %route.source, "route names a cluster missing from the snapshot");
+        return Selection::NoEndpoint(None);
+    };
+    match cluster.next_endpoint() {
+        Some(ep) => Selection::Endpoint(id, cluster, ep),
+        None => Selection::NoEndpoint(Some(cluster)),
+    }
+}
+
+fn pick_cluster(w: &WeightedClusters) -> Option<ClusterId> {
+    match w.targets.len() {
+        0 => None,
+        1 => Some(w.targets[0].0),
+        _ => Some(w.pick(random_below(w.total))),
+    }
+}
+
+/// A uniform value in `0..n` (0 when `n` is 0) from a per-thread xorshift64.
+fn random_below(n: u32) -> u32 {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(rand::random::<u64>() | 1);
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        (((x >> 32) * u64::from(n)) >> 32) as u32
+    })
+}
+
+/// The endpoint's socket address: an IP literal as is, a host name through the
+/// system resolver (first address).
+async fn resolve(ep: &Endpoint) -> io::Result<SocketAddr> {
+    let host = ep
+        .address
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(&ep.address);
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, ep.port));
+    }
+    tokio::net::lookup_host((host, ep.port))
+        .await?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "name resolved to no address"))
+}
+
+/// The request as the router sees it. The authority is the URI's (HTTP/2
+/// `:authority`, HTTP/1.1 absolute form), else the Host header.
+fn request_view(req: &RequestHeader, port: u16) -> RequestView<'_> {
+    let authority = match req.uri.authority() {
+        Some(a) => a.as_str(),
+        None => req
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or(""),
+    };
+    RequestView {
+        authority,
+        path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+        method: req.method.as_str(),
+        scheme: "http",
+        port,
+        headers: &req.headers,
+    }
+}
+
+/// Answer locally with a short `text/plain` body.
+async fn respond(session: &mut Session, status: u16, body: &'static str) -> Result<()> {
+    let head_only = session.req_header().method == Method::HEAD;
+    let mut resp = ResponseHeader::build(status, Some(2))?;
+    resp.insert_header(header::CONTENT_TYPE, "text/plain")?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
+    if !head_only {
+        session
+            .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Answer 301 with an empty body.
+async fn redirect(session: &mut Session, location: String) -> Result<()> {
+    let mut resp = ResponseHeader::build(301, Some(2))?;
+    resp.insert_header(header::LOCATION, location)?;
+    resp.insert_header(header::CONTENT_LENGTH, 0)?;
+    session.write_response_header(Box::new(resp), true).await
+}
+
+#[async_trait]
+impl ProxyHttp for RouterProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let snapshot = self.holder.load();
+        let view = request_view(session.req_header(), self.port);
+        let (id, cluster, endpoint) = match select(&snapshot, self.port, &view) {
+            Selection::NoRoute => {
+                respond(session, 404, NO_ROUTE).await?;
+                return Ok(true);
+            }
+            Selection::HttpsRedirect => {
+                // As Envoy's `require_tls: ALL`: same authority (port kept) and path.
+                let location = format!("https://{}{}", view.authority, view.path);
+                redirect(session, location).await?;
+                return Ok(true);
+            }
+            Selection::NoEndpoint(cluster) => {
+                debug!(
+                    cluster = cluster.map_or("?", |c| c.name.as_str()),
+                    "no healthy upstream"
+                );
+                respond(session, 503, NO_HEALTHY_UPSTREAM).await?;
+                return Ok(true);
+            }
+            Selection::Endpoint(id, cluster, endpoint) => (id, cluster, endpoint),
+        };
+        match resolve(endpoint).await {
+            Ok(addr) => ctx.upstream = Some(addr),
+            Err(e) => {
+                warn!(
+                    cluster = %cluster.name,
+                    endpoint = %endpoint.address,
+                    error = %e,
+                    "cannot resolve upstream endpoint"
+                );
+                respond(session, 503, NO_HEALTHY_UPSTREAM).await?;
+                return Ok(true);
+            }
+        }
+        ctx.cluster = Some(id);
+        ctx.snapshot = Some(snapshot);
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let addr = ctx
+            .upstream
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream selected"))?;
+        // Same address, same options: a stable pool key, so connections are reused.
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Host is preserved as received (Istio's default). Edge semantics as Envoy's
+        // `use_remote_address`: x-forwarded-proto is ours, the peer is appended to XFF.
+        upstream.insert_header("x-forwarded-proto", "http")?;
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            let mut xff = String::new();
+            for v in upstream.headers.get_all("x-forwarded-for") {
+                if let Ok(v) = v.to_str() {
+                    xff.push_str(v);
+                    xff.push_str(", ");
+                }
+            }
+            xff.push_str(&ip.to_string());
+            let value = HeaderValue::from_str(&xff)
+                .map_err(|e| Error::because(ErrorType::InternalError, "x-forwarded-for", e))?;
+            upstream.insert_header("x-forwarded-for", value)?;
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.connect_failed = true;
+        warn!(
+            cluster = ctx.cluster_name(),
+            upstream = ?ctx.upstream,
+            error = %e,
+            "upstream connect failed"
+        );
+        // No retries yet: one try, then 503.
+        e.set_retry(false);
+        e
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+        // Connect failures were logged above, with the cluster.
+        ctx.connect_failed
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = if ctx.connect_failed {
+            503
+        } else {
+            match e.etype() {
+                ErrorType::HTTPStatus(code) => *code,
+                _ => match e.esource() {
+                    ErrorSource::Upstream => 502,
+                    ErrorSource::Downstream => match e.etype() {
+                        ErrorType::WriteError
+                        | ErrorType::ReadError
+                        | ErrorType::ConnectionClosed => 0,
+                        _ => 400,
+                    },
+                    ErrorSource::Internal | ErrorSource::Unset => 500,
+                },
+            }
+        };
+        // Pingora does not reuse the downstream connection after this point: say so,
+        // or a keep-alive client may race the close with its next request.
+        session.set_keepalive(None);
+        let sent = match code {
+            0 => Ok(()),
+            503 if ctx.connect_failed => respond(session, 503, UPSTREAM_CONNECT_ERROR).await,
+            _ => session.respond_error(code).await,
+        };
+        if let Err(err) = sent {
+            debug!(error = %err, "cannot send the error response downstream");
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use isthmus_model::snapshot::{
+        Listener, ListenerProtocol, Route, RouteMatch, Router, VirtualHost,
+    };
+    use std::sync::atomic::AtomicUsize;
+
+    fn cluster(name: &str, endpoints: Vec<Endpoint>) -> Cluster {
+        Cluster {
+            name: name.to_string(),
+            host: name.to_string(),
+            port: 80,
+            subset: None,
+            endpoints,
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    fn snapshot(targets: Vec<(ClusterId, u32)>, clusters: Vec<Cluster>) -> Snapshot {
+        let total = targets.iter().map(|t| t.1).sum();
+        let route = Route {
+            source: Arc::from("VirtualService default/t rule 0"),
+            name: None,
+            matcher: RouteMatch::default(),
+            action: RouteAction::Forward(WeightedClusters { targets, total }),
+        };
+        let vh = VirtualHost {
+            name: "a.example:80".into(),
+            domains: vec!["a.example".into()],
+            routes: vec![route],
+            https_redirect: false,
+        };
+        Snapshot {
+            version: 1,
+            listeners: vec![Listener {
+                port: 80,
+                protocol: ListenerProtocol::Http,
+                router: Router::new(vec![vh]),
+            }],
+            clusters,
+        }
+    }
+
+    fn view<'a>(authority: &'a str, headers: &'a http::HeaderMap, port: u16) -> RequestView<'a> {
+        RequestView {
+            authority,
+            path: "/",
+            method: "GET",
+            scheme: "http",
+            port,
+            headers,
+        }
+    }
+
+    #[test]
+    fn selection_outcomes() {
+        let h = http::HeaderMap::new();
+        let ep = Endpoint {
+            address: "10.0.0.1".into(),
+            port: 8000,
+        };
+        let s = snapshot(
+            vec![(ClusterId(0), 1)],
+            vec![cluster("c0", vec![ep.clone()])],
+        );
+        assert!(
+            matches!(select(&s, 80, &view("a.example:80", &h, 80)), Selection::Endpoint(ClusterId(0), _, e) if *e == ep)
+        );
+        assert!(matches!(
+            select(&s, 80, &view("b.example", &h, 80)),
+            Selection::NoRoute
+        ));
+        assert!(matches!(
+            select(&s, 443, &view("a.example", &h, 443)),
+            Selection::NoRoute
+        ));
+
+        let empty = snapshot(vec![(ClusterId(0), 1)], vec![cluster("c0", vec![])]);
+        assert!(
+            matches!(select(&empty, 80, &view("a.example", &h, 80)), Selection::NoEndpoint(Some(c)) if c.name == "c0")
+        );
+        let dangling = snapshot(vec![(ClusterId(7), 1)], vec![]);
+        assert!(matches!(
+            select(&dangling, 80, &view("a.example", &h, 80)),
+            Selection::NoEndpoint(None)
+        ));
+        let mut redirecting = snapshot(
+            vec![(ClusterId(0), 1)],
+            vec![cluster("c0", vec![ep.clone()])],
+        );
+        redirecting.listeners[0].router.vhosts[0].https_redirect = true;
+        assert!(matches!(
+            select(&redirecting, 80, &view("a.example", &h, 80)),
+            Selection::HttpsRedirect
+        ));
+        let no_targets = snapshot(vec![], vec![]);
+        assert!(matches!(
+            select(&no_targets, 80, &view("a.example", &h, 80)),
+            Selection::NoEndpoint(None)
+        ));
+    }
+
+    #[test]
+    fn random_below_is_in_range_and_spread() {
+        let mut counts = [0u32; 4];
+        for _ in 0..40_000 {
+            let r = random_below(4);
+            assert!(r < 4);
+            counts[r as usize] += 1;
+        }
+        for c in counts {
+            assert!((9_000..11_000).contains(&c), "{counts:?}");
+        }
+        assert_eq!(random_below(0), 0);
+    }
+
+    #[tokio::test]
+    async fn resolves_literals_and_names() {
+        let lit = |a: &str| Endpoint {
+            address: a.into(),
+            port: 9,
+        };
+        assert_eq!(
+            resolve(&lit("10.1.2.3")).await.ok(),
+            Some("10.1.2.3:9".parse().unwrap())
+        );
+        assert_eq!(
+            resolve(&lit("[::1]")).await.ok(),
+            Some("[::1]:9".parse().unwrap())
+        );
+        assert_eq!(
+            resolve(&lit("::1")).await.ok(),
+            Some("[::1]:9".parse().unwrap())
+        );
+        let local = resolve(&lit("localhost"))
+            .await
+            .expect("localhost resolves");
+        assert!(local.ip().is_loopback());
+        assert!(resolve(&lit("no-such-host.invalid")).await.is_err());
+    }
+}

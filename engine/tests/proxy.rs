@@ -1,0 +1,481 @@
+//! The engine on real sockets: listeners started with `start_http_listener` on
+//! 127.0.0.1:0 in front of in-process upstreams, driven by reqwest, raw TCP and curl.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+
+use isthmus_engine::{start_http_listener, ListenError, ListenerHandle, SnapshotHolder};
+use isthmus_model::snapshot::{Endpoint, Snapshot};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn any_port() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn serve(s: Snapshot) -> (SnapshotHolder, ListenerHandle) {
+    let holder = SnapshotHolder::new(Arc::new(s));
+    let listener = start_http_listener(holder.clone(), any_port(), 80).expect("listener");
+    (holder, listener)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_host_and_unmatched_route_get_404() {
+    let one = Upstream::start("one").await;
+    let s = snapshot(
+        1,
+        vec![(
+            80,
+            vec![vhost("a.example", vec![forward(Some("/api"), &[(0, 1)])])],
+        )],
+        vec![cluster("one", &[one.addr])],
+    );
+    let (_h, l) = serve(s);
+    let addr = l.local_addr();
+    let c = client("a.example", addr, false);
+    assert_eq!(
+        get(&c, &url("a.example", addr, "/api/x")).await,
+        (200, "one".into())
+    );
+    assert_eq!(
+        get(&c, &url("a.example", addr, "/other")).await,
+        (404, "no route\n".into())
+    );
+    let other = client("b.example", addr, false);
+    assert_eq!(
+        get(&other, &url("b.example", addr, "/api")).await,
+        (404, "no route\n".into())
+    );
+    assert_eq!(one.requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_port_missing_from_snapshot_gets_404() {
+    let s = snapshot(
+        1,
+        vec![(
+            443,
+            vec![vhost("a.example", vec![forward(None, &[(0, 1)])])],
+        )],
+        vec![cluster("one", &[closed_port()])],
+    );
+    let (_h, l) = serve(s); // serves Gateway port 80, which the snapshot lacks
+    let c = client("a.example", l.local_addr(), false);
+    assert_eq!(
+        get(&c, &url("a.example", l.local_addr(), "/")).await,
+        (404, "no route\n".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_without_endpoints_gets_503() {
+    let s = snapshot(
+        1,
+        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
+        vec![cluster("empty", &[])],
+    );
+    let (_h, l) = serve(s);
+    let c = client("a.example", l.local_addr(), false);
+    let r = get(&c, &url("a.example", l.local_addr(), "/")).await;
+    assert_eq!(r, (503, "no healthy upstream\n".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connect_failure_gets_503_and_listener_keeps_serving() {
+    let one = Upstream::start("one").await;
+    let s = snapshot(
+        1,
+        vec![(
+            80,
+            vec![
+                vhost("dead.example", vec![forward(None, &[(0, 1)])]),
+                vhost("a.example", vec![forward(None, &[(1, 1)])]),
+            ],
+        )],
+        vec![
+            cluster("dead", &[closed_port()]),
+            cluster("one", &[one.addr]),
+        ],
+    );
+    let (_h, l) = serve(s);
+    let addr = l.local_addr();
+    let dead = client("dead.example", addr, false);
+    for _ in 0..3 {
+        let r = get(&dead, &url("dead.example", addr, "/")).await;
+        assert_eq!(r, (503, "upstream connect error\n".into()));
+    }
+    // The 503 closes the connection, and says so.
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: dead.example\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut conn).await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert_eq!(header(&head, "connection"), Some("close"));
+    assert_eq!(body, "upstream connect error\n");
+
+    let c = client("a.example", addr, false);
+    assert_eq!(
+        get(&c, &url("a.example", addr, "/")).await,
+        (200, "one".into())
+    );
+}
+
+/// Several requests on one downstream TCP connection, and one pooled upstream
+/// connection for all of them; Host preserved, x-forwarded-* set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_keep_alive_both_sides() {
+    let one = Upstream::start("one").await;
+    let s = snapshot(
+        1,
+        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
+        vec![cluster("one", &[one.addr])],
+    );
+    let (_h, l) = serve(s);
+    let mut conn = TcpStream::connect(l.local_addr()).await.unwrap();
+    for i in 0..5 {
+        let req = format!(
+            "GET /p{i}?q=1 HTTP/1.1\r\nHost: A.Example:8080\r\nx-forwarded-for: 10.9.9.9\r\n\r\n"
+        );
+        conn.write_all(req.as_bytes()).await.unwrap();
+        let (head, body) = read_response(&mut conn).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body, "one");
+        let path = format!("/p{i}?q=1");
+        assert_eq!(header(&head, "x-seen-path"), Some(path.as_str()), "{head}");
+        assert_eq!(
+            header(&head, "x-seen-host"),
+            Some("A.Example:8080"),
+            "{head}"
+        );
+        assert_eq!(
+            header(&head, "x-seen-x-forwarded-proto"),
+            Some("http"),
+            "{head}"
+        );
+        assert_eq!(
+            header(&head, "x-seen-x-forwarded-for"),
+            Some("10.9.9.9, 127.0.0.1"),
+            "{head}"
+        );
+    }
+    // An unrouted request on the same connection is answered locally, and the
+    // connection stays usable.
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: nowhere.example\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut conn).await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert_eq!(body, "no route\n");
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut conn).await.1, "one");
+
+    assert_eq!(one.requests(), 6);
+    assert_eq!(
+        one.connections(),
+        1,
+        "upstream connection pooled and reused"
+    );
+}
+
+/// The value of header `name` in a response head.
+fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Read one response with a content-length body: (head, body).
+async fn read_response(conn: &mut TcpStream) -> (String, String) {
+    read_response_to(conn, false).await
+}
+
+/// Read one response; a response to HEAD has no body whatever its content-length.
+async fn read_response_to(conn: &mut TcpStream, head_request: bool) -> (String, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = if head_request {
+                0
+            } else {
+                header(&head, "content-length")
+                    .and_then(|v| v.parse().ok())
+                    .expect("content-length")
+            };
+            while buf.len() < end + 4 + len {
+                let n = conn.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "connection closed mid-body");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            assert_eq!(buf.len(), end + 4 + len, "no extra bytes");
+            return (head, String::from_utf8_lossy(&buf[end + 4..]).into_owned());
+        }
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed before a response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_redirect_vhost_gets_301_and_head_gets_no_body() {
+    let one = Upstream::start("one").await;
+    let mut s = snapshot(
+        1,
+        vec![(
+            80,
+            vec![
+                vhost("secure.example", vec![forward(None, &[(0, 1)])]),
+                vhost("a.example", vec![forward(Some("/api"), &[(0, 1)])]),
+            ],
+        )],
+        vec![cluster("one", &[one.addr])],
+    );
+    s.listeners[0].router.vhosts[0].https_redirect = true;
+    let (_h, l) = serve(s);
+    let mut conn = TcpStream::connect(l.local_addr()).await.unwrap();
+    conn.write_all(b"GET /p?q=1 HTTP/1.1\r\nHost: secure.example:8080\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut conn).await;
+    assert!(head.starts_with("HTTP/1.1 301"), "{head}");
+    assert_eq!(
+        header(&head, "location"),
+        Some("https://secure.example:8080/p?q=1")
+    );
+    assert_eq!(body, "");
+
+    conn.write_all(b"HEAD / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response_to(&mut conn, true).await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert_eq!(body, "");
+    // Nothing else was written: the next response starts cleanly.
+    conn.write_all(b"GET /api HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut conn).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "one");
+    assert_eq!(one.requests(), 1, "redirected request not forwarded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_prior_knowledge_with_curl() {
+    let one = Upstream::start("one").await;
+    let s = snapshot(
+        1,
+        vec![(
+            80,
+            vec![vhost("a.example", vec![forward(Some("/"), &[(0, 1)])])],
+        )],
+        vec![cluster("one", &[one.addr])],
+    );
+    let (_h, l) = serve(s);
+    let port = l.local_addr().port();
+    let curl = |host: &'static str, http2: bool| {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "|%{http_code}|%{http_version}",
+        ]);
+        if http2 {
+            cmd.arg("--http2-prior-knowledge");
+        }
+        cmd.arg("--resolve")
+            .arg(format!("{host}:{port}:127.0.0.1"))
+            .arg(format!("http://{host}:{port}/x"));
+        tokio::task::spawn_blocking(move || {
+            let out = cmd.output().expect("run curl");
+            assert!(
+                out.status.success(),
+                "curl: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        })
+    };
+    assert_eq!(curl("a.example", true).await.unwrap(), "one|200|2");
+    assert_eq!(curl("b.example", true).await.unwrap(), "no route\n|404|2");
+    assert_eq!(curl("a.example", false).await.unwrap(), "one|200|1.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_multiplexed_with_reqwest() {
+    let one = Upstream::start("one").await;
+    let s = snapshot(
+        1,
+        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
+        vec![cluster("one", &[one.addr])],
+    );
+    let (_h, l) = serve(s);
+    let addr = l.local_addr();
+    let c = client("a.example", addr, true);
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (c, u) = (c.clone(), url("a.example", addr, &format!("/{i}")));
+        tasks.push(tokio::spawn(async move {
+            let r = c.get(&u).send().await.expect("request");
+            assert_eq!(r.version(), reqwest::Version::HTTP_2);
+            let seen_host = r.headers().get("x-seen-host").cloned();
+            (r.status().as_u16(), seen_host, r.text().await.unwrap())
+        }));
+    }
+    for t in tasks {
+        let (status, host, body) = t.await.unwrap();
+        assert_eq!((status, body.as_str()), (200, "one"));
+        // :authority becomes the upstream Host.
+        assert_eq!(
+            host.unwrap().to_str().unwrap(),
+            format!("a.example:{}", addr.port())
+        );
+    }
+}
+
+/// Weights 1:3 over 4000 requests: the weight-3 cluster gets 75% +- 3%.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_pick_one_to_three() {
+    let one = Upstream::start("one").await;
+    let two = Upstream::start("two").await;
+    let s = snapshot(
+        1,
+        vec![(
+            80,
+            vec![vhost("a.example", vec![forward(None, &[(0, 1), (1, 3)])])],
+        )],
+        vec![cluster("one", &[one.addr]), cluster("two", &[two.addr])],
+    );
+    let (_h, l) = serve(s);
+    let addr = l.local_addr();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let c = client("a.example", addr, false);
+        let u = url("a.example", addr, "/");
+        tasks.push(tokio::spawn(async move {
+            let mut n_two = 0u32;
+            for _ in 0..500 {
+                match get(&c, &u).await {
+                    (200, b) if b == "two" => n_two += 1,
+                    (200, b) if b == "one" => {}
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            n_two
+        }));
+    }
+    let mut n_two = 0;
+    for t in tasks {
+        n_two += t.await.unwrap();
+    }
+    let share = f64::from(n_two) / 4000.0;
+    assert!((0.72..=0.78).contains(&share), "weight-3 share {share}");
+    assert_eq!(one.requests() + two.requests(), 4000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_round_robin_and_host_names_resolve() {
+    let one = Upstream::start("one").await;
+    let two = Upstream::start("two").await;
+    let named = Endpoint {
+        address: "localhost".into(),
+        port: two.addr.port(),
+    };
+    let first = Endpoint {
+        address: one.addr.ip().to_string(),
+        port: one.addr.port(),
+    };
+    let s = snapshot(
+        1,
+        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
+        vec![cluster_of("both", vec![first, named])],
+    );
+    let (_h, l) = serve(s);
+    let c = client("a.example", l.local_addr(), false);
+    let mut bodies = Vec::new();
+    for _ in 0..4 {
+        let (status, body) = get(&c, &url("a.example", l.local_addr(), "/")).await;
+        assert_eq!(status, 200);
+        bodies.push(body);
+    }
+    assert_eq!(bodies, ["one", "two", "one", "two"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holder_swap_reroutes_next_request() {
+    let one = Upstream::start("one").await;
+    let two = Upstream::start("two").await;
+    let v = |n, target| {
+        snapshot(
+            n,
+            vec![(
+                80,
+                vec![vhost("a.example", vec![forward(None, &[(target, 1)])])],
+            )],
+            vec![cluster("one", &[one.addr]), cluster("two", &[two.addr])],
+        )
+    };
+    let (holder, l) = serve(v(1, 0));
+    let c = client("a.example", l.local_addr(), false);
+    let u = url("a.example", l.local_addr(), "/");
+    assert_eq!(get(&c, &u).await.1, "one");
+    holder.store(Arc::new(v(2, 1)));
+    assert_eq!(holder.load().version, 2);
+    assert_eq!(get(&c, &u).await.1, "two");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_conflict_is_an_error_and_stop_releases_the_port() {
+    let (holder, l) = serve(Snapshot::default());
+    let addr = l.local_addr();
+    match start_http_listener(holder.clone(), addr, 443) {
+        Err(e @ ListenError::Bind { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&addr.to_string()) && msg.contains("Gateway port 443"),
+                "{msg}"
+            );
+        }
+        other => panic!("expected a bind error, got {other:?}"),
+    }
+    // Still serving after the failed attempt.
+    let c = client("a.example", addr, false);
+    assert_eq!(get(&c, &url("a.example", addr, "/")).await.0, 404);
+
+    l.stop().await;
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "port released after stop"
+    );
+    // And it can be bound again.
+    let again = start_http_listener(holder, addr, 80).expect("rebind after stop");
+    let fresh = client("a.example", addr, false);
+    assert_eq!(get(&fresh, &url("a.example", addr, "/")).await.0, 404);
+    again.stop().await;
+}
+
+#[test]
+fn starting_outside_a_runtime_is_an_error() {
+    let r = start_http_listener(SnapshotHolder::default(), any_port(), 80);
+    assert!(
+        matches!(
+            r,
+            Err(ListenError::NoRuntime {
+                declared_port: 80,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+}

@@ -1,0 +1,240 @@
+//! Test support shared by the engine and gateway tests: a tiny HTTP/1.1 upstream
+//! that answers its own name (and echoes what it saw in `x-seen-*` headers), and
+//! builders for hand-made snapshots. Included by path from `gateway/tests`.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use isthmus_model::snapshot::{
+    Cluster, ClusterId, Endpoint, Listener, ListenerProtocol, PathMatch, Route, RouteAction,
+    RouteMatch, Router, Snapshot, StrMatch, VirtualHost, WeightedClusters,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// A keep-alive HTTP/1.1 server on 127.0.0.1 whose body is its name.
+pub struct Upstream {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start(name: &'static str) -> Upstream {
+        Upstream::start_on("127.0.0.1:0".parse().unwrap(), name).await
+    }
+
+    pub async fn start_on(bind: SocketAddr, name: &'static str) -> Upstream {
+        let listener = TcpListener::bind(bind).await.expect("bind upstream");
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (c, r) = (connections.clone(), requests.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve(stream, name, r.clone()));
+            }
+        });
+        Upstream {
+            name,
+            addr,
+            connections,
+            requests,
+            task,
+        }
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(mut stream: TcpStream, name: &'static str, requests: Arc<AtomicUsize>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let path = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .unwrap_or("")
+            .to_string();
+        let mut seen = Vec::new();
+        let mut body_len = 0usize;
+        for line in lines {
+            if let Some((k, v)) = line.split_once(':') {
+                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+                match k.as_str() {
+                    "host" | "x-forwarded-proto" | "x-forwarded-for" => seen.push((k, v)),
+                    "content-length" => body_len = v.parse().unwrap_or(0),
+                    _ => {}
+                }
+            }
+        }
+        while buf.len() < head_end + body_len {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..head_end + body_len);
+        requests.fetch_add(1, Ordering::SeqCst);
+        let mut resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nx-seen-path: {path}\r\n",
+            name.len()
+        );
+        for (k, v) in seen {
+            resp.push_str(&format!("x-seen-{k}: {v}\r\n"));
+        }
+        resp.push_str("\r\n");
+        resp.push_str(name);
+        if stream.write_all(resp.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// An address nothing listens on (bound once, then released).
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Poll `cond` until it holds, failing the test after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+pub fn cluster(name: &str, endpoints: &[SocketAddr]) -> Cluster {
+    cluster_of(
+        name,
+        endpoints
+            .iter()
+            .map(|a| Endpoint {
+                address: a.ip().to_string(),
+                port: a.port(),
+            })
+            .collect(),
+    )
+}
+
+pub fn cluster_of(name: &str, endpoints: Vec<Endpoint>) -> Cluster {
+    Cluster {
+        name: format!("outbound|80||{name}"),
+        host: name.to_string(),
+        port: 80,
+        subset: None,
+        endpoints,
+        cursor: AtomicUsize::new(0),
+    }
+}
+
+/// A route forwarding to `(cluster index, weight)` targets, optionally on a path prefix.
+pub fn forward(prefix: Option<&str>, targets: &[(u32, u32)]) -> Route {
+    Route {
+        source: Arc::from("VirtualService default/test rule 0"),
+        name: None,
+        matcher: RouteMatch {
+            uri: prefix.map(|p| PathMatch {
+                kind: StrMatch::Prefix(p.to_string()),
+                ignore_case: false,
+            }),
+            ..RouteMatch::default()
+        },
+        action: RouteAction::Forward(WeightedClusters {
+            targets: targets.iter().map(|&(c, w)| (ClusterId(c), w)).collect(),
+            total: targets.iter().map(|t| t.1).sum(),
+        }),
+    }
+}
+
+pub fn vhost(domain: &str, routes: Vec<Route>) -> VirtualHost {
+    VirtualHost {
+        name: format!("{domain}:80"),
+        domains: vec![domain.to_string()],
+        routes,
+        https_redirect: false,
+    }
+}
+
+/// A snapshot with one HTTP listener per `(Gateway port, vhosts)`.
+pub fn snapshot(
+    version: u64,
+    listeners: Vec<(u16, Vec<VirtualHost>)>,
+    clusters: Vec<Cluster>,
+) -> Snapshot {
+    Snapshot {
+        version,
+        listeners: listeners
+            .into_iter()
+            .map(|(port, vhosts)| Listener {
+                port,
+                protocol: ListenerProtocol::Http,
+                router: Router::new(vhosts),
+            })
+            .collect(),
+        clusters,
+    }
+}
+
+/// A reqwest client sending `domain` requests to `proxy` (HTTP/1.1 keep-alive, or
+/// HTTP/2 with prior knowledge).
+pub fn client(domain: &str, proxy: SocketAddr, h2c: bool) -> reqwest::Client {
+    let b = reqwest::Client::builder()
+        .resolve(domain, proxy)
+        .timeout(Duration::from_secs(10));
+    let b = if h2c {
+        b.http2_prior_knowledge()
+    } else {
+        b.http1_only()
+    };
+    b.build().expect("client")
+}
+
+/// `http://domain:port/path` for a proxy address.
+pub fn url(domain: &str, proxy: SocketAddr, path: &str) -> String {
+    format!("http://{domain}:{}{path}", proxy.port())
+}
+
+/// GET and return (status, body).
+pub async fn get(client: &reqwest::Client, url: &str) -> (u16, String) {
+    let resp = client.get(url).send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.expect("body"))
+}

@@ -1,0 +1,226 @@
+//! The edge role: follows a stream of [`Snapshot`]s, swaps each into the engine's
+//! snapshot holder (requests in flight finish on the old one; no connection is
+//! closed), and starts or stops one listener per Gateway port as ports appear or
+//! disappear. Locally a privileged Gateway port (below 1024) listens on port + 8000.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use isthmus_engine::{start_http_listener, ListenerHandle, SnapshotHolder};
+use isthmus_model::snapshot::{ListenerProtocol, Snapshot};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{error, info};
+
+pub use isthmus_engine::BoundListener;
+
+/// Where the gateway listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayOptions {
+    /// Address every listener binds (default 127.0.0.1).
+    pub bind_ip: IpAddr,
+    /// Added to Gateway ports below 1024 (default 8000: port 80 listens on 8080).
+    /// `None`: privileged ports are bound as declared.
+    pub privileged_port_offset: Option<u16>,
+    /// Explicit Gateway port -> local port, applied before the offset. Local port 0
+    /// takes an ephemeral port (tests read it from [`GatewayStatus::listeners`]).
+    pub port_overrides: BTreeMap<u16, u16>,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> GatewayOptions {
+        GatewayOptions {
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            privileged_port_offset: Some(8000),
+            port_overrides: BTreeMap::new(),
+        }
+    }
+}
+
+impl GatewayOptions {
+    /// The local address for a Gateway port; `None` when port + offset exceeds 65535.
+    pub fn bind_addr(&self, declared_port: u16) -> Option<SocketAddr> {
+        let port = match (
+            self.port_overrides.get(&declared_port),
+            self.privileged_port_offset,
+        ) {
+            (Some(&p), _) => p,
+            (None, Some(offset)) if declared_port < 1024 => declared_port.checked_add(offset)?,
+            (None, _) => declared_port,
+        };
+        Some(SocketAddr::new(self.bind_ip, port))
+    }
+}
+
+/// What the gateway serves right now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewayStatus {
+    /// Version of the snapshot in the holder (set once its listeners are reconciled).
+    pub version: u64,
+    /// Listeners bound, ordered by Gateway port. A port that failed to bind is absent.
+    pub listeners: Vec<BoundListener>,
+}
+
+/// A running gateway. Dropping it stops every listener (in-flight requests finish).
+#[derive(Debug)]
+pub struct Gateway {
+    status: watch::Receiver<GatewayStatus>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Serve the current snapshot of `snapshots` and follow its updates. When the
+    /// sender is dropped the last snapshot stays served (a fixed configuration).
+    /// Call from a multi-threaded tokio runtime; listeners run on it.
+    pub fn start(snapshots: watch::Receiver<Arc<Snapshot>>, opts: GatewayOptions) -> Gateway {
+        let (status_tx, status) = watch::channel(GatewayStatus::default());
+        let (stop, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(follow(snapshots, opts, status_tx, stop_rx));
+        Gateway {
+            status,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Snapshot version served and listeners bound, updated after each snapshot.
+    pub fn status(&self) -> watch::Receiver<GatewayStatus> {
+        self.status.clone()
+    }
+
+    /// Stop every listener and wait until their ports are released.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Err(e) = (&mut self.task).await {
+            error!(error = %e, "gateway task failed");
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        // Dropping the task drops its listener handles, which stop accepting.
+        self.task.abort();
+    }
+}
+
+/// Run the gateway until this future is dropped (see [`Gateway::start`]). Each
+/// listener is logged as it starts: `listening http://127.0.0.1:8080 (Gateway port 80)`.
+pub async fn run(snapshots: watch::Receiver<Arc<Snapshot>>, opts: GatewayOptions) {
+    let _gateway = Gateway::start(snapshots, opts);
+    std::future::pending::<()>().await;
+}
+
+async fn follow(
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    opts: GatewayOptions,
+    status: watch::Sender<GatewayStatus>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let holder = SnapshotHolder::new(snapshots.borrow_and_update().clone());
+    let mut running = BTreeMap::new();
+    let mut source_open = true;
+    loop {
+        let snapshot = holder.load();
+        reconcile(&snapshot, &holder, &opts, &mut running).await;
+        status.send_replace(GatewayStatus {
+            version: snapshot.version,
+            listeners: running.values().map(ListenerHandle::bound).collect(),
+        });
+        drop(snapshot);
+        tokio::select! {
+            _ = &mut stop => break,
+            changed = snapshots.changed(), if source_open => match changed {
+                Ok(()) => holder.store(snapshots.borrow_and_update().clone()),
+                Err(_) => {
+                    info!("snapshot source closed; serving the last snapshot");
+                    source_open = false;
+                }
+            },
+        }
+    }
+    for (_, listener) in running {
+        listener.stop().await;
+    }
+}
+
+/// Stop listeners whose port left the snapshot, then start the new ones (stopping
+/// first frees a local port a new mapping may reuse). Failures are logged and the
+/// port skipped; it is tried again with the next snapshot.
+async fn reconcile(
+    snapshot: &Snapshot,
+    holder: &SnapshotHolder,
+    opts: &GatewayOptions,
+    running: &mut BTreeMap<u16, ListenerHandle>,
+) {
+    let wanted: BTreeMap<u16, ListenerProtocol> = snapshot
+        .listeners
+        .iter()
+        .map(|l| (l.port, l.protocol))
+        .collect();
+    let gone: BTreeSet<u16> = running
+        .keys()
+        .filter(|p| !wanted.contains_key(p))
+        .copied()
+        .collect();
+    for port in gone {
+        if let Some(listener) = running.remove(&port) {
+            info!("stopping {}", listener.bound());
+            listener.stop().await;
+        }
+    }
+    for (&port, &protocol) in &wanted {
+        if running.contains_key(&port) {
+            continue;
+        }
+        let Some(addr) = opts.bind_addr(port) else {
+            error!(
+                "Gateway port {port}: local port {port} + offset {:?} is above 65535; listener skipped",
+                opts.privileged_port_offset
+            );
+            continue;
+        };
+        let started = match protocol {
+            ListenerProtocol::Http => start_http_listener(holder.clone(), addr, port),
+        };
+        match started {
+            Ok(listener) => {
+                info!("listening {}", listener.bound());
+                running.insert(port, listener);
+            }
+            Err(e) => error!("{e}; listener skipped"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_mapping() {
+        let mut opts = GatewayOptions::default();
+        let port = |o: &GatewayOptions, p| o.bind_addr(p).map(|a| a.port());
+        assert_eq!(port(&opts, 80), Some(8080));
+        assert_eq!(port(&opts, 443), Some(8443));
+        assert_eq!(port(&opts, 1023), Some(9023));
+        assert_eq!(port(&opts, 1024), Some(1024));
+        assert_eq!(port(&opts, 8080), Some(8080));
+        assert_eq!(
+            opts.bind_addr(80).map(|a| a.ip()),
+            Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        );
+
+        opts.port_overrides.insert(80, 0);
+        assert_eq!(port(&opts, 80), Some(0));
+        opts.privileged_port_offset = Some(65000);
+        assert_eq!(port(&opts, 443), Some(65443));
+        assert_eq!(port(&opts, 600), None);
+        opts.privileged_port_offset = None;
+        assert_eq!(port(&opts, 443), Some(443));
+    }
+}

@@ -1,0 +1,224 @@
+//! isthmus-testkit: what the integration tests share. Starts the real `isthmus`
+//! binary as a child process (killed on drop), finds free loopback ports, waits for
+//! readiness by polling with a deadline (never a fixed sleep), writes config
+//! directories, and drives the real `curl`. Only ever a dev-dependency.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// `n` distinct free ports.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    held.iter().map(|l| l.local_addr().expect("addr").port()).collect()
+}
+
+/// Poll until `addr` accepts a TCP connection, or panic after `timeout`.
+pub fn wait_for_port(addr: SocketAddr, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{addr} not accepting after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Poll `f` until it returns `Some`, or panic with `what` after `timeout`.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process that is killed when dropped. Its stdout and stderr lines are
+/// collected; `wait_for_line` blocks until a line matching a predicate appears.
+pub struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command) -> Proc {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn child process");
+        let (tx, rx) = mpsc::channel();
+        fn pump<R: Read + Send + 'static>(r: R, tx: mpsc::Sender<String>) {
+            std::thread::spawn(move || {
+                for line in BufReader::new(r).lines().map_while(Result::ok) {
+                    eprintln!("  | {line}");
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        pump(child.stdout.take().expect("stdout"), tx.clone());
+        pump(child.stderr.take().expect("stderr"), tx);
+        Proc {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait for an output line for which `f` returns `Some`.
+    pub fn wait_for_line<T>(&mut self, timeout: Duration, mut f: impl FnMut(&str) -> Option<T>) -> T {
+        for l in &self.seen {
+            if let Some(v) = f(l) {
+                return v;
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    let hit = f(&l);
+                    self.seen.push(l);
+                    if let Some(v) = hit {
+                        return v;
+                    }
+                }
+                Err(_) => {
+                    let status = self.child.try_wait().ok().flatten();
+                    panic!(
+                        "no expected output line within {timeout:?} (process status: {status:?}); output so far:\n{}",
+                        self.seen.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    /// All output lines received so far (drains what is pending without blocking).
+    pub fn output(&mut self) -> &[String] {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+        &self.seen
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temporary configuration directory.
+pub struct ConfigDir {
+    dir: tempfile::TempDir,
+}
+
+impl ConfigDir {
+    pub fn new() -> ConfigDir {
+        ConfigDir {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Write (or atomically replace) a file in the directory.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).expect("write config");
+        std::fs::rename(&tmp, &path).expect("rename config");
+        path
+    }
+}
+
+impl Default for ConfigDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Result of one curl invocation.
+#[derive(Debug)]
+pub struct CurlOutput {
+    pub status: u16,
+    pub body: String,
+}
+
+/// Run the real `curl` with `args` plus `-s -w` and parse the status code.
+pub fn curl(args: &[&str]) -> CurlOutput {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    CurlOutput {
+        status: code.trim().parse().unwrap_or(0),
+        body: body.to_string(),
+    }
+}
+
+/// A running `isthmus up DIR` with the listener addresses it printed.
+pub struct Up {
+    pub proc: Proc,
+    /// (declared Gateway port, local address) for every listener printed at start.
+    pub listeners: Vec<(u16, SocketAddr)>,
+}
+
+impl Up {
+    /// Start `bin up dir extra...` and wait until it prints `ready:`.
+    pub fn start(bin: &Path, dir: &Path, extra: &[&str]) -> Up {
+        let mut cmd = Command::new(bin);
+        cmd.arg("up").arg(dir).args(extra);
+        let mut proc = Proc::spawn(&mut cmd);
+        proc.wait_for_line(Duration::from_secs(20), |l| l.starts_with("ready:").then_some(()));
+        let listeners = proc
+            .output()
+            .iter()
+            .filter_map(|l| parse_listener_line(l))
+            .collect();
+        Up { proc, listeners }
+    }
+
+    /// The local address serving a declared Gateway port.
+    pub fn addr(&self, gateway_port: u16) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(p, _)| *p == gateway_port)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| panic!("no listener for Gateway port {gateway_port}: {:?}", self.listeners))
+    }
+}
+
+/// Parse `gateway NAME: Gateway port 80 -> http://127.0.0.1:8080`.
+pub fn parse_listener_line(l: &str) -> Option<(u16, SocketAddr)> {
+    let rest = l.split_once("Gateway port ")?.1;
+    let (port, url) = rest.split_once(" -> http://")?;
+    Some((port.trim().parse().ok()?, url.trim().trim_end_matches('/').parse().ok()?))
+}
+
