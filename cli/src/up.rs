@@ -65,7 +65,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 .spawn()
                 .with_context(|| format!("starting demo app {name} {version}"))?;
             println!("demo app {name} {version}: http://127.0.0.1:{port}");
-            children.push(child);
+            children.push((child, port));
+        }
+        for (child, port) in &mut children {
+            wait_for_demo_app(child, *port).await?;
         }
     }
 
@@ -76,14 +79,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let mut gateways = Vec::new();
     for feed in feeds {
-        let name = feed.workload.to_string();
-        let gw = isthmus_gateway::Gateway::start(feed.snapshots, opts.clone())
-            .await
-            .with_context(|| format!("starting gateway {name}"))?;
+        let name = workload_name(&feed.workload);
+        let gw = isthmus_gateway::Gateway::start(feed.snapshots, opts.clone()).await;
         for l in gw.listeners() {
             println!(
-                "gateway {name}: Gateway port {} -> http://{}",
-                l.gateway_port, l.addr
+                "gateway {name}: Gateway port {} -> {}",
+                l.declared_port,
+                l.url()
             );
         }
         gateways.push(gw);
@@ -96,6 +98,30 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     drop(gateways);
     drop(children);
     Ok(())
+}
+
+/// Wait until a demo app accepts connections (it binds within milliseconds; the
+/// deadline only guards against a port taken by something else).
+async fn wait_for_demo_app(child: &mut tokio::process::Child, port: u16) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("demo app on port {port} exited ({status}); is the port in use?");
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("demo app on port {port} did not start listening within 10 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// `istio-system/istio=ingressgateway`: how `up` names a gateway workload.
+fn workload_name(w: &isthmus_model::compile::GatewayWorkload) -> String {
+    let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{}/{}", w.namespace, labels.join(","))
 }
 
 async fn shutdown_signal() {

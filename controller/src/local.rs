@@ -44,7 +44,7 @@ impl LocalController {
         let store = state.store();
         let mut workloads = gateway_workloads(&store);
         if workloads.is_empty() {
-            workloads.push(GatewayWorkload::default_ingress());
+            workloads.push(GatewayWorkload::default());
         }
         let mut ctl = LocalController {
             dir: dir.to_path_buf(),

@@ -19,10 +19,10 @@ pub use isthmus_engine::BoundListener;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayOptions {
     /// Address every listener binds (default 127.0.0.1).
-    pub bind_ip: IpAddr,
-    /// Added to Gateway ports below 1024 (default 8000: port 80 listens on 8080).
-    /// `None`: privileged ports are bound as declared.
-    pub privileged_port_offset: Option<u16>,
+    pub bind: IpAddr,
+    /// Added to Gateway ports below 1024 (default 8000: port 80 listens on 8080);
+    /// 0 binds privileged ports as declared.
+    pub port_offset: u16,
     /// Explicit Gateway port -> local port, applied before the offset. Local port 0
     /// takes an ephemeral port (tests read it from [`GatewayStatus::listeners`]).
     pub port_overrides: BTreeMap<u16, u16>,
@@ -31,8 +31,8 @@ pub struct GatewayOptions {
 impl Default for GatewayOptions {
     fn default() -> GatewayOptions {
         GatewayOptions {
-            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            privileged_port_offset: Some(8000),
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port_offset: 8000,
             port_overrides: BTreeMap::new(),
         }
     }
@@ -41,15 +41,12 @@ impl Default for GatewayOptions {
 impl GatewayOptions {
     /// The local address for a Gateway port; `None` when port + offset exceeds 65535.
     pub fn bind_addr(&self, declared_port: u16) -> Option<SocketAddr> {
-        let port = match (
-            self.port_overrides.get(&declared_port),
-            self.privileged_port_offset,
-        ) {
-            (Some(&p), _) => p,
-            (None, Some(offset)) if declared_port < 1024 => declared_port.checked_add(offset)?,
-            (None, _) => declared_port,
+        let port = match self.port_overrides.get(&declared_port) {
+            Some(&p) => p,
+            None if declared_port < 1024 => declared_port.checked_add(self.port_offset)?,
+            None => declared_port,
         };
-        Some(SocketAddr::new(self.bind_ip, port))
+        Some(SocketAddr::new(self.bind, port))
     }
 }
 
@@ -71,13 +68,17 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Serve the current snapshot of `snapshots` and follow its updates. When the
-    /// sender is dropped the last snapshot stays served (a fixed configuration).
-    /// Call from a multi-threaded tokio runtime; listeners run on it.
-    pub fn start(snapshots: watch::Receiver<Arc<Snapshot>>, opts: GatewayOptions) -> Gateway {
-        let (status_tx, status) = watch::channel(GatewayStatus::default());
+    /// Serve the current snapshot of `snapshots` and follow its updates; returns
+    /// once the listeners of the current snapshot are bound (or failed, logged).
+    /// When the sender is dropped the last snapshot stays served (a fixed
+    /// configuration). Run on a multi-threaded tokio runtime; listeners run on it.
+    pub async fn start(snapshots: watch::Receiver<Arc<Snapshot>>, opts: GatewayOptions) -> Gateway {
+        let (status_tx, mut status) = watch::channel(GatewayStatus::default());
         let (stop, stop_rx) = oneshot::channel();
         let task = tokio::spawn(follow(snapshots, opts, status_tx, stop_rx));
+        // The first status is sent after the first reconciliation; an error means
+        // the task ended (it only does on stop) and is reported by `shutdown`.
+        let _ = status.changed().await;
         Gateway {
             status,
             stop: Some(stop),
@@ -88,6 +89,11 @@ impl Gateway {
     /// Snapshot version served and listeners bound, updated after each snapshot.
     pub fn status(&self) -> watch::Receiver<GatewayStatus> {
         self.status.clone()
+    }
+
+    /// The listeners bound now, ordered by Gateway port.
+    pub fn listeners(&self) -> Vec<BoundListener> {
+        self.status.borrow().listeners.clone()
     }
 
     /// Stop every listener and wait until their ports are released.
@@ -111,7 +117,7 @@ impl Drop for Gateway {
 /// Run the gateway until this future is dropped (see [`Gateway::start`]). Each
 /// listener is logged as it starts: `listening http://127.0.0.1:8080 (Gateway port 80)`.
 pub async fn run(snapshots: watch::Receiver<Arc<Snapshot>>, opts: GatewayOptions) {
-    let _gateway = Gateway::start(snapshots, opts);
+    let _gateway = Gateway::start(snapshots, opts).await;
     std::future::pending::<()>().await;
 }
 
@@ -179,8 +185,8 @@ async fn reconcile(
         }
         let Some(addr) = opts.bind_addr(port) else {
             error!(
-                "Gateway port {port}: local port {port} + offset {:?} is above 65535; listener skipped",
-                opts.privileged_port_offset
+                "Gateway port {port}: local port {port} + offset {} is above 65535; listener skipped",
+                opts.port_offset
             );
             continue;
         };
@@ -217,10 +223,10 @@ mod tests {
 
         opts.port_overrides.insert(80, 0);
         assert_eq!(port(&opts, 80), Some(0));
-        opts.privileged_port_offset = Some(65000);
+        opts.port_offset = 65000;
         assert_eq!(port(&opts, 443), Some(65443));
         assert_eq!(port(&opts, 600), None);
-        opts.privileged_port_offset = None;
+        opts.port_offset = 0;
         assert_eq!(port(&opts, 443), Some(443));
     }
 }

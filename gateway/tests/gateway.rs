@@ -65,7 +65,7 @@ fn routed(version: u64, ports: &[u16], target: u32, upstreams: &[&Upstream]) -> 
 async fn listeners_follow_snapshots() {
     let one = Upstream::start("one").await;
     let (tx, rx) = watch::channel(Arc::new(routed(1, &[80], 0, &[&one])));
-    let gw = Gateway::start(rx, ephemeral(&[80, 81]));
+    let gw = Gateway::start(rx, ephemeral(&[80, 81])).await;
     let mut status = gw.status();
 
     let s1 = served(&mut status, 1).await;
@@ -137,7 +137,7 @@ async fn bind_failure_is_skipped_and_retried_with_the_next_snapshot() {
     opts.port_overrides.insert(80, taken.port());
 
     let (tx, rx) = watch::channel(Arc::new(routed(1, &[80, 81], 0, &[&one])));
-    let gw = Gateway::start(rx, opts);
+    let gw = Gateway::start(rx, opts).await;
     let mut status = gw.status();
     let s1 = served(&mut status, 1).await;
     assert_eq!(addr_of(&s1, 80), None, "taken port skipped");
@@ -166,13 +166,15 @@ async fn privileged_port_offset_applies() {
     // privileged Gateway port onto a port we know is free.
     let free = closed_port();
     let opts = GatewayOptions {
-        privileged_port_offset: Some(free.port() - 80),
+        port_offset: free.port() - 80,
         ..GatewayOptions::default()
     };
     let (_tx, rx) = watch::channel(Arc::new(snapshot(1, vec![(80, vec![])], vec![])));
-    let gw = Gateway::start(rx, opts);
-    let s = served(&mut gw.status(), 1).await;
-    assert_eq!(addr_of(&s, 80), Some(free));
+    let gw = Gateway::start(rx, opts).await;
+    // `start` returns once the first snapshot's listeners are bound.
+    let bound = gw.listeners();
+    assert_eq!(bound.len(), 1);
+    assert_eq!((bound[0].declared_port, bound[0].local_addr), (80, free));
     gw.shutdown().await;
 }
 
@@ -183,7 +185,7 @@ async fn snapshot_swap_under_keep_alive_load_loses_nothing() {
     let one = Upstream::start("one").await;
     let two = Upstream::start("two").await;
     let (tx, rx) = watch::channel(Arc::new(routed(1, &[80], 0, &[&one, &two])));
-    let gw = Gateway::start(rx, ephemeral(&[80]));
+    let gw = Gateway::start(rx, ephemeral(&[80])).await;
     let mut status = gw.status();
     let addr = addr_of(&served(&mut status, 1).await, 80).expect("bound");
     let u = url("a.example", addr, "/");

@@ -441,9 +441,9 @@ fn ignored_path(p: &serde_ignored::Path<'_>) -> String {
         Path::Root => String::new(),
         Path::Seq { parent, index } => format!("{}[{index}]", ignored_path(parent)),
         Path::Map { parent, key } => join_key(&ignored_path(parent), key),
-        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
-            ignored_path(parent)
-        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => ignored_path(parent),
     }
 }
 
@@ -483,7 +483,10 @@ mod tests {
     #[test]
     fn shifts_parser_lines() {
         assert_eq!(
-            shift_lines("bad at line 3 column 1, while parsing at line 1 column 2", 10),
+            shift_lines(
+                "bad at line 3 column 1, while parsing at line 1 column 2",
+                10
+            ),
             "bad at line 13 column 1, while parsing at line 11 column 2"
         );
         assert_eq!(shift_lines("no lines here", 5), "no lines here");

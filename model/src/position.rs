@@ -124,7 +124,10 @@ enum Frame {
     },
     /// A node whose path is unknown (complex keys, children of unknown nodes): its
     /// nesting depth, to find where it ends, and whether it is a mapping key.
-    Skip { depth: usize, is_key: bool },
+    Skip {
+        depth: usize,
+        is_key: bool,
+    },
 }
 
 struct Builder {

@@ -32,17 +32,49 @@ fn corpus_files() -> Vec<PathBuf> {
 /// (file suffix, field path, message fragment).
 const EXPECTED: &[(&str, &str, &str)] = &[
     // `*.kiali.io` with resolution DNS and no endpoints: Istio rejects it too.
-    ("analyzer-cases/authorizationpolicies.yaml", "spec.hosts[1]", "hosts must be FQDN"),
+    (
+        "analyzer-cases/authorizationpolicies.yaml",
+        "spec.hosts[1]",
+        "hosts must be FQDN",
+    ),
     // A SIMPLE server with neither credentialName nor certificate files.
-    ("analyzer-cases/gateway-secrets.yaml", "spec.servers[0].tls", "requires a server certificate"),
-    ("analyzer-cases/gateway-secrets.yaml", "spec.servers[0].tls", "requires a private key"),
+    (
+        "analyzer-cases/gateway-secrets.yaml",
+        "spec.servers[0].tls",
+        "requires a server certificate",
+    ),
+    (
+        "analyzer-cases/gateway-secrets.yaml",
+        "spec.servers[0].tls",
+        "requires a private key",
+    ),
     // Stub Gateways and VirtualServices that only exist to be referenced.
-    ("analyzer-cases/virtualservice_gateways.yaml", "spec.servers", "at least one server"),
-    ("analyzer-cases/virtualservice_gateways.yaml", "spec", "http, tcp or tls must be provided"),
-    ("analyzer-cases/virtualservice_gateways.yaml", "spec.hosts[0]", "wildcard host * is not allowed"),
+    (
+        "analyzer-cases/virtualservice_gateways.yaml",
+        "spec.servers",
+        "at least one server",
+    ),
+    (
+        "analyzer-cases/virtualservice_gateways.yaml",
+        "spec",
+        "http, tcp or tls must be provided",
+    ),
+    (
+        "analyzer-cases/virtualservice_gateways.yaml",
+        "spec.hosts[0]",
+        "wildcard host * is not allowed",
+    ),
     // Istio warns about the deprecated field, and about two catch-all rules.
-    ("istio-io/mirroring__mirror-v2.yaml", "spec.http[0].mirrorPercent", "deprecated"),
-    ("istio-samples/bookinfo__networking__fault-injection-details-v1.yaml", "spec.http[0]", "only the last rule can have no matches"),
+    (
+        "istio-io/mirroring__mirror-v2.yaml",
+        "spec.http[0].mirrorPercent",
+        "deprecated",
+    ),
+    (
+        "istio-samples/bookinfo__networking__fault-injection-details-v1.yaml",
+        "spec.http[0]",
+        "only the last rule can have no matches",
+    ),
 ];
 
 #[test]
@@ -63,7 +95,12 @@ fn corpus_loads_clean() {
                 .map(ToString::to_string),
         );
     }
-    assert!(bad.is_empty(), "{} findings:\n{}", bad.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} findings:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
     // 188 documents, one of them a TCPRoute (a kind isthmus does not read).
     assert!(resources >= 187, "only {resources} resources loaded");
 }
@@ -87,12 +124,19 @@ fn corpus_validates_as_istio_does() {
             }
         }
     }
-    assert!(unexpected.is_empty(), "unexpected findings:\n{}", unexpected.join("\n"));
+    assert!(
+        unexpected.is_empty(),
+        "unexpected findings:\n{}",
+        unexpected.join("\n")
+    );
     let missing: Vec<_> = EXPECTED
         .iter()
         .zip(&seen)
         .filter(|(_, s)| !**s)
         .map(|(e, _)| e)
         .collect();
-    assert!(missing.is_empty(), "expected findings not produced: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "expected findings not produced: {missing:?}"
+    );
 }

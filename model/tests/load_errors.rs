@@ -35,7 +35,10 @@ spec:
       weight: ten
 ";
     let loaded = load_str("reviews.yaml", yaml);
-    assert!(loaded.resources.is_empty(), "a resource with a type error is rejected");
+    assert!(
+        loaded.resources.is_empty(),
+        "a resource with a type error is rejected"
+    );
     let got: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
     assert_eq!(
         got,
@@ -359,20 +362,31 @@ spec:
     let [dep, pod, svc] = &loaded.resources[..] else {
         panic!("three resources expected")
     };
-    let Spec::Deployment(d) = &dep.spec else { panic!() };
+    let Spec::Deployment(d) = &dep.spec else {
+        panic!()
+    };
     assert_eq!(d.replicas, Some(2));
     assert_eq!(d.template.spec.containers[0].ports[0].container_port, 8000);
     assert_eq!(
-        d.template.metadata.annotations.get("sidecar.istio.io/inject").map(String::as_str),
+        d.template
+            .metadata
+            .annotations
+            .get("sidecar.istio.io/inject")
+            .map(String::as_str),
         Some("true")
     );
     let Spec::Pod(p) = &pod.spec else { panic!() };
     assert_eq!(p.service_account(), "todo");
     let status = p.status.as_ref().expect("pod status");
     assert_eq!(status.pod_ip.as_deref(), Some("10.1.2.3"));
-    let Spec::Service(s) = &svc.spec else { panic!() };
+    let Spec::Service(s) = &svc.spec else {
+        panic!()
+    };
     assert_eq!(s.ports[0].target_port, Some(IntOrString::Int(8000)));
-    assert_eq!(s.ports[1].target_port, Some(IntOrString::Str("admin".into())));
+    assert_eq!(
+        s.ports[1].target_port,
+        Some(IntOrString::Str("admin".into()))
+    );
 }
 
 #[test]
@@ -416,18 +430,30 @@ spec:
 ";
     let loaded = load_str("mix.yaml", yaml);
     assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
-    let Spec::PeerAuthentication(pa) = &loaded.resources[0].spec else { panic!() };
+    let Spec::PeerAuthentication(pa) = &loaded.resources[0].spec else {
+        panic!()
+    };
     assert_eq!(pa.mode(), MtlsMode::Strict);
-    assert_eq!(pa.port_level_mtls.get(&8080).and_then(|m| m.mode), Some(MtlsMode::Disable));
-    let Spec::HttpRoute(hr) = &loaded.resources[1].spec else { panic!() };
+    assert_eq!(
+        pa.port_level_mtls.get(&8080).and_then(|m| m.mode),
+        Some(MtlsMode::Disable)
+    );
+    let Spec::HttpRoute(hr) = &loaded.resources[1].spec else {
+        panic!()
+    };
     assert_eq!(hr.rules[0].backend_refs[0].weight(), 3);
     let issuer = &loaded.resources[2];
     assert_eq!(issuer.kind, Kind::ClusterIssuer);
     assert_eq!(issuer.display_ref(), "ClusterIssuer letsencrypt-prod");
-    let Spec::ClusterIssuer(ci) = &issuer.spec else { panic!() };
+    let Spec::ClusterIssuer(ci) = &issuer.spec else {
+        panic!()
+    };
     let acme = ci.acme.as_ref().expect("acme");
     assert_eq!(acme.private_key_secret_ref.name, "letsencrypt-prod");
-    let ingress = acme.solvers[0].http01.as_ref().and_then(|h| h.ingress.as_ref());
+    let ingress = acme.solvers[0]
+        .http01
+        .as_ref()
+        .and_then(|h| h.ingress.as_ref());
     assert_eq!(ingress.and_then(|i| i.class.as_deref()), Some("istio"));
 }
 
@@ -452,9 +478,52 @@ spec:
     let r = &loaded.resources[0];
     assert_eq!(r.origin.line, 2);
     assert_eq!(r.origin_at("spec.http[0].route[1].weight").line, 13);
-    assert_eq!(r.origin_at("spec.http[0].route[1].destination.host").line, 12);
+    assert_eq!(
+        r.origin_at("spec.http[0].route[1].destination.host").line,
+        12
+    );
     // Paths that are not written fall back to the nearest parent.
     assert_eq!(r.origin_at("spec.http[0].timeout").line, 9);
     assert_eq!(r.origin_at("nowhere").line, 2);
     assert!(loaded.diagnostics.iter().all(|d| d.level < Level::Warning));
+}
+
+#[test]
+fn required_fields_are_load_errors() {
+    // A server without a port, a direct response without a status and a
+    // DestinationRule without a host cannot be represented: the loader rejects them.
+    let yaml = "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  servers:
+  - hosts: [\"*.example.com\"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs}
+spec:
+  hosts: [vs]
+  http:
+  - directResponse:
+      body: {string: gone}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: dr}
+spec:
+  subsets: [{name: v1}]
+";
+    let loaded = load_str("req.yaml", yaml);
+    assert!(loaded.resources.is_empty());
+    let got: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        got,
+        [
+            "Error [IST0106] (Gateway default/gw req.yaml:6) spec.servers[0]: missing field `port`",
+            "Error [IST0106] (VirtualService default/vs req.yaml:14) spec.http[0].directResponse: missing field `status`",
+            "Error [IST0106] (DestinationRule default/dr req.yaml:20) spec: missing field `host`",
+        ]
+    );
 }

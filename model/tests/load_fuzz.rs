@@ -66,7 +66,12 @@ fn truncated_files_never_panic() {
         run(&name, &bytes);
         let starts = document_starts(&bytes);
         for cut in (0..bytes.len()).step_by(7) {
-            let start = starts.iter().copied().filter(|s| *s <= cut).max().unwrap_or(0);
+            let start = starts
+                .iter()
+                .copied()
+                .filter(|s| *s <= cut)
+                .max()
+                .unwrap_or(0);
             run(&name, &bytes[start..cut]);
             runs += 1;
         }
@@ -81,7 +86,9 @@ const NASTY: &[u8] = b":-\n #[]{},&*!|>'\"%@`?\t\\0\xff";
 fn garbled_files_never_panic() {
     let mut state: u64 = 0x2545_f491_4f6c_dd1d;
     let mut next = move || {
-        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         (state >> 33) as usize
     };
     let mut runs = 0;

@@ -8,7 +8,11 @@ use isthmus_model::validate::validate;
 /// Load + validate, every finding rendered; the YAML must load without findings.
 fn validate_yaml(file: &str, yaml: &str) -> Vec<String> {
     let loaded = load_str(file, yaml);
-    assert!(loaded.diagnostics.is_empty(), "load: {:?}", loaded.diagnostics);
+    assert!(
+        loaded.diagnostics.is_empty(),
+        "load: {:?}",
+        loaded.diagnostics
+    );
     validate(&Store::new(loaded.resources))
         .iter()
         .map(ToString::to_string)
@@ -112,21 +116,61 @@ spec:
     let got = validate_yaml("web.yaml", yaml);
     let e = "Error [IST0106] (VirtualService shop/web web.yaml:";
     let cases = [
-        ("12) ", "spec.http[0].match[0].headers.End-User", "must be lowercase"),
-        ("13) ", "spec.http[0].match[0].uri", "only one of exact, prefix or regex"),
-        ("14) ", "spec.http[0].redirect.redirectCode", "399 is not a valid redirect code"),
-        ("15) ", "spec.http[0].rewrite", "cannot contain both rewrite and redirect"),
-        ("17) ", "spec.http[1].directResponse", "cannot contain both route and directResponse"),
-        ("17) ", "spec.http[1].directResponse.status", "HTTP status 0 is not in range 200-599"),
-        ("20) ", "spec.http[2].route[0].destination.host", "destination host is required"),
+        (
+            "12) ",
+            "spec.http[0].match[0].headers.End-User",
+            "must be lowercase",
+        ),
+        (
+            "13) ",
+            "spec.http[0].match[0].uri",
+            "only one of exact, prefix or regex",
+        ),
+        (
+            "14) ",
+            "spec.http[0].redirect.redirectCode",
+            "399 is not a valid redirect code",
+        ),
+        (
+            "15) ",
+            "spec.http[0].rewrite",
+            "cannot contain both rewrite and redirect",
+        ),
+        (
+            "17) ",
+            "spec.http[1].directResponse",
+            "cannot contain both route and directResponse",
+        ),
+        (
+            "17) ",
+            "spec.http[1].directResponse.status",
+            "HTTP status 0 is not in range 200-599",
+        ),
+        (
+            "20) ",
+            "spec.http[2].route[0].destination.host",
+            "destination host is required",
+        ),
         ("21) ", "spec.http[2].timeout", "invalid duration \"1x\""),
-        ("23) ", "spec.http[2].fault.abort.percentage.value", "percentage 150 is neither 0.0, nor in range"),
+        (
+            "23) ",
+            "spec.http[2].fault.abort.percentage.value",
+            "percentage 150 is neither 0.0, nor in range",
+        ),
     ];
     for (line, field, msg) in cases {
-        assert!(has(&got, &format!("{e}{line}"), field, msg), "missing {line}{field}: {msg}\n{got:#?}");
+        assert!(
+            has(&got, &format!("{e}{line}"), field, msg),
+            "missing {line}{field}: {msg}\n{got:#?}"
+        );
     }
     assert!(
-        has(&got, "Warning [IST0133] (VirtualService shop/web web.yaml:24) ", "spec.http[3]", "only the last rule can have no matches"),
+        has(
+            &got,
+            "Warning [IST0133] (VirtualService shop/web web.yaml:24) ",
+            "spec.http[3]",
+            "only the last rule can have no matches"
+        ),
         "{got:#?}"
     );
     assert_eq!(got.len(), cases.len() + 1, "{got:#?}");
@@ -156,14 +200,37 @@ spec:
     let e = "Error [IST0106] (Gateway default/edge gw.yaml:";
     let cases = [
         ("10) ", "spec.servers[0].hosts[1]", "invalid"),
-        ("10) ", "spec.servers[0].hosts[2]", "short names (non FQDN) are not allowed"),
-        ("11) ", "spec.servers[1].name", "server names must be unique: duplicate name \"web\""),
-        ("12) ", "spec.servers[1].port.number", "port number 70000 must be in the range 1..65535"),
-        ("16) ", "spec.servers[2].hosts", "server config must contain at least one host"),
-        ("15) ", "spec.servers[2]", "server must have TLS settings for HTTPS/TLS protocols"),
+        (
+            "10) ",
+            "spec.servers[0].hosts[2]",
+            "short names (non FQDN) are not allowed",
+        ),
+        (
+            "11) ",
+            "spec.servers[1].name",
+            "server names must be unique: duplicate name \"web\"",
+        ),
+        (
+            "12) ",
+            "spec.servers[1].port.number",
+            "port number 70000 must be in the range 1..65535",
+        ),
+        (
+            "16) ",
+            "spec.servers[2].hosts",
+            "server config must contain at least one host",
+        ),
+        (
+            "15) ",
+            "spec.servers[2]",
+            "server must have TLS settings for HTTPS/TLS protocols",
+        ),
     ];
     for (line, field, msg) in cases {
-        assert!(has(&got, &format!("{e}{line}"), field, msg), "missing {line}{field}: {msg}\n{got:#?}");
+        assert!(
+            has(&got, &format!("{e}{line}"), field, msg),
+            "missing {line}{field}: {msg}\n{got:#?}"
+        );
     }
     assert_eq!(got.len(), cases.len(), "{got:#?}");
 }
@@ -193,16 +260,43 @@ spec:
 ";
     let got = validate_yaml("dr.yaml", yaml);
     let cases = [
-        ("DestinationRule default/dr dr.yaml:5) ", "spec.host", "DestinationRule host is required"),
-        ("DestinationRule default/dr dr.yaml:9) ", "spec.trafficPolicy.connectionPool.http.idleTimeout", "invalid duration \"10\""),
-        ("DestinationRule default/dr dr.yaml:12) ", "spec.subsets[1].name", "duplicate subset names: v1"),
-        ("ServiceEntry default/se dr.yaml:18) ", "spec.hosts", "service entry must have at least one host"),
-        ("ServiceEntry default/se dr.yaml:17) ", "spec.ports", "service entry must have at least one port"),
-        ("ServiceEntry default/se dr.yaml:19) ", "spec.resolution", "STATIC resolution requires endpoints"),
+        (
+            "DestinationRule default/dr dr.yaml:5) ",
+            "spec.host",
+            "DestinationRule host is required",
+        ),
+        (
+            "DestinationRule default/dr dr.yaml:9) ",
+            "spec.trafficPolicy.connectionPool.http.idleTimeout",
+            "invalid duration \"10\"",
+        ),
+        (
+            "DestinationRule default/dr dr.yaml:12) ",
+            "spec.subsets[1].name",
+            "duplicate subset names: v1",
+        ),
+        (
+            "ServiceEntry default/se dr.yaml:18) ",
+            "spec.hosts",
+            "service entry must have at least one host",
+        ),
+        (
+            "ServiceEntry default/se dr.yaml:17) ",
+            "spec.ports",
+            "service entry must have at least one port",
+        ),
+        (
+            "ServiceEntry default/se dr.yaml:19) ",
+            "spec.resolution",
+            "STATIC resolution requires endpoints",
+        ),
     ];
     for (head, field, msg) in cases {
         let head = format!("Error [IST0106] ({head}");
-        assert!(has(&got, &head, field, msg), "missing {head}{field}: {msg}\n{got:#?}");
+        assert!(
+            has(&got, &head, field, msg),
+            "missing {head}{field}: {msg}\n{got:#?}"
+        );
     }
     assert_eq!(got.len(), cases.len(), "{got:#?}");
 }
@@ -236,14 +330,33 @@ spec:
 ";
     let got = validate_yaml("sec.yaml", yaml);
     let cases = [
-        ("AuthorizationPolicy foo/deny-nothing sec.yaml:4) ", "spec.rules", "DENY action without `rules`"),
-        ("PeerAuthentication foo/default sec.yaml:12) ", "spec.portLevelMtls", "cannot have port level mTLS"),
-        ("AuthorizationPolicy foo/ports sec.yaml:21) ", "spec.rules[0].to[0].operation.ports[0]", "ports must be numbers"),
-        ("AuthorizationPolicy foo/ports sec.yaml:23) ", "spec.rules[0].from[0].source.ipBlocks[0]", "not a valid CIDR block"),
+        (
+            "AuthorizationPolicy foo/deny-nothing sec.yaml:4) ",
+            "spec.rules",
+            "DENY action without `rules`",
+        ),
+        (
+            "PeerAuthentication foo/default sec.yaml:12) ",
+            "spec.portLevelMtls",
+            "cannot have port level mTLS",
+        ),
+        (
+            "AuthorizationPolicy foo/ports sec.yaml:21) ",
+            "spec.rules[0].to[0].operation.ports[0]",
+            "ports must be numbers",
+        ),
+        (
+            "AuthorizationPolicy foo/ports sec.yaml:23) ",
+            "spec.rules[0].from[0].source.ipBlocks[0]",
+            "not a valid CIDR block",
+        ),
     ];
     for (head, field, msg) in cases {
         let head = format!("Error [IST0106] ({head}");
-        assert!(has(&got, &head, field, msg), "missing {head}{field}: {msg}\n{got:#?}");
+        assert!(
+            has(&got, &head, field, msg),
+            "missing {head}{field}: {msg}\n{got:#?}"
+        );
     }
     assert_eq!(got.len(), cases.len(), "{got:#?}");
 }

@@ -220,7 +220,10 @@ pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
         } as u32)
     }
     let body: Vec<u8> = text.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
-    let unpadded = body.strip_suffix(b"==").or_else(|| body.strip_suffix(b"=")).unwrap_or(&body);
+    let unpadded = body
+        .strip_suffix(b"==")
+        .or_else(|| body.strip_suffix(b"="))
+        .unwrap_or(&body);
     if unpadded.len() % 4 == 1 {
         return None;
     }
@@ -394,7 +397,10 @@ mod tests {
         let mut s = SecretData::default();
         s.data.insert("tls.key".into(), "c2VjcmV0".into());
         let dbg = format!("{s:?}");
-        assert!(dbg.contains("tls.key") && !dbg.contains("c2VjcmV0"), "{dbg}");
+        assert!(
+            dbg.contains("tls.key") && !dbg.contains("c2VjcmV0"),
+            "{dbg}"
+        );
         assert_eq!(s.get("tls.key").as_deref(), Some(&b"secret"[..]));
     }
 }

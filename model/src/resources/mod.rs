@@ -152,6 +152,9 @@ impl Kind {
 }
 
 /// The typed spec of a resource.
+// Specs are stored once per resource and matched everywhere: boxing the big ones
+// would cost every consumer a deref for no measurable gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Spec {
     Gateway(networking::GatewaySpec),
@@ -195,7 +198,13 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 
 impl Resource {
     /// A resource without field positions (built in code, or from a cluster object).
-    pub fn new(api_version: impl Into<String>, kind: Kind, meta: ObjectMeta, spec: Spec, origin: Origin) -> Self {
+    pub fn new(
+        api_version: impl Into<String>,
+        kind: Kind,
+        meta: ObjectMeta,
+        spec: Spec,
+        origin: Origin,
+    ) -> Self {
         Resource {
             api_version: api_version.into(),
             kind,
@@ -268,17 +277,45 @@ impl Store {
     }
 
     typed_iter!(gateways, Gateway, networking::GatewaySpec);
-    typed_iter!(virtual_services, VirtualService, networking::VirtualServiceSpec);
-    typed_iter!(destination_rules, DestinationRule, networking::DestinationRuleSpec);
+    typed_iter!(
+        virtual_services,
+        VirtualService,
+        networking::VirtualServiceSpec
+    );
+    typed_iter!(
+        destination_rules,
+        DestinationRule,
+        networking::DestinationRuleSpec
+    );
     typed_iter!(service_entries, ServiceEntry, networking::ServiceEntrySpec);
-    typed_iter!(workload_entries, WorkloadEntry, networking::WorkloadEntrySpec);
+    typed_iter!(
+        workload_entries,
+        WorkloadEntry,
+        networking::WorkloadEntrySpec
+    );
     typed_iter!(sidecars, Sidecar, networking::SidecarSpec);
-    typed_iter!(peer_authentications, PeerAuthentication, security::PeerAuthenticationSpec);
-    typed_iter!(authorization_policies, AuthorizationPolicy, security::AuthorizationPolicySpec);
-    typed_iter!(request_authentications, RequestAuthentication, security::RequestAuthenticationSpec);
+    typed_iter!(
+        peer_authentications,
+        PeerAuthentication,
+        security::PeerAuthenticationSpec
+    );
+    typed_iter!(
+        authorization_policies,
+        AuthorizationPolicy,
+        security::AuthorizationPolicySpec
+    );
+    typed_iter!(
+        request_authentications,
+        RequestAuthentication,
+        security::RequestAuthenticationSpec
+    );
     typed_iter!(kube_gateways, KubeGateway, gatewayapi::GatewaySpec);
     typed_iter!(http_routes, HttpRoute, gatewayapi::HttpRouteSpec);
-    typed_iter!(reference_grants, ReferenceGrant, gatewayapi::ReferenceGrantSpec);
+    typed_iter!(
+        reference_grants,
+        ReferenceGrant,
+        gatewayapi::ReferenceGrantSpec
+    );
     typed_iter!(issuers, Issuer, certmanager::IssuerSpec);
     typed_iter!(cluster_issuers, ClusterIssuer, certmanager::IssuerSpec);
     typed_iter!(certificates, Certificate, certmanager::CertificateSpec);

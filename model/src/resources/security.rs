@@ -42,7 +42,10 @@ pub struct PeerAuthenticationSpec {
 impl PeerAuthenticationSpec {
     /// The policy-level mode, `Unset` when absent.
     pub fn mode(&self) -> MtlsMode {
-        self.mtls.as_ref().and_then(|m| m.mode).unwrap_or(MtlsMode::Unset)
+        self.mtls
+            .as_ref()
+            .and_then(|m| m.mode)
+            .unwrap_or(MtlsMode::Unset)
     }
 }
 
