@@ -4,7 +4,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use http::HeaderMap;
 use isthmus_benches::{get, request_host, routing_store, routing_yaml, BENCH_SHAPE};
 use isthmus_model::compile::{compile_gateway, GatewayWorkload};
@@ -17,17 +17,39 @@ fn lookup(c: &mut Criterion) {
     let headers = HeaderMap::new();
     let wildcard = request_host(499);
     let cases = [
-        ("exact host, first route", "host-500.example.com", "/api/0/items"),
-        ("exact host, mixed case + port", "HOST-500.Example.COM:80", "/api/0/items"),
-        ("wildcard host, first route", wildcard.as_str(), "/api/0/items"),
-        ("exact host, last (10th) route", "host-500.example.com", "/last/page"),
+        (
+            "exact host, first route",
+            "host-500.example.com",
+            "/api/0/items",
+        ),
+        (
+            "exact host, mixed case + port",
+            "HOST-500.Example.COM:80",
+            "/api/0/items",
+        ),
+        (
+            "wildcard host, first route",
+            wildcard.as_str(),
+            "/api/0/items",
+        ),
+        (
+            "exact host, last (10th) route",
+            "host-500.example.com",
+            "/last/page",
+        ),
         ("miss: unknown host", "unknown.example.org", "/api/0/items"),
-        ("miss: known host, no route", "host-500.example.com", "/nothing"),
+        (
+            "miss: known host, no route",
+            "host-500.example.com",
+            "/nothing",
+        ),
     ];
     let mut g = c.benchmark_group("route_lookup");
     for (name, authority, path) in cases {
         let req = get(authority, path, &headers);
-        g.bench_function(name, |b| b.iter(|| black_box(router.route(black_box(&req)).is_some())));
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(router.route(black_box(&req)).is_some()))
+        });
     }
     g.finish();
 }
@@ -37,7 +59,7 @@ fn compile(c: &mut Criterion) {
     let store = routing_store(BENCH_SHAPE);
     let workload = GatewayWorkload::default();
     let mut g = c.benchmark_group("snapshot");
-    g.sample_size(10);
+    g.sample_size(10).sampling_mode(SamplingMode::Flat);
     g.bench_function("compile 1k vhosts / 10k routes from a Store", |b| {
         b.iter(|| black_box(compile_gateway(black_box(&store), &workload)))
     });

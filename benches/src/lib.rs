@@ -159,9 +159,19 @@ mod tests {
         assert_eq!(snap.clusters.len(), 200);
         assert!(snap.clusters.iter().all(|c| c.endpoints.len() == 1));
         let h = HeaderMap::new();
-        let last = router.route(&get("host-500.example.com", "/last/x", &h)).expect("last route");
-        assert_eq!(&*last.source, "VirtualService bench/vs-500 spec.http[9].match[0]");
-        let wild = router.route(&get(&request_host(9), "/api/0/x", &h)).expect("wildcard");
-        assert_eq!(&*wild.source, "VirtualService bench/vs-9 spec.http[0].match[0]");
+        let last = router
+            .route(&get("host-500.example.com", "/last/x", &h))
+            .expect("last route");
+        assert_eq!(
+            &*last.source,
+            "VirtualService bench/vs-500 spec.http[9].match[0]"
+        );
+        let wild = router
+            .route(&get(&request_host(9), "/api/0/x", &h))
+            .expect("wildcard");
+        assert_eq!(
+            &*wild.source,
+            "VirtualService bench/vs-9 spec.http[0].match[0]"
+        );
     }
 }

@@ -148,6 +148,7 @@ pub fn compile_gateway(store: &Store, workload: &GatewayWorkload) -> (Snapshot, 
         rules: RuleIndex::new(store, workload),
         clusters: Vec::new(),
         cluster_ids: HashMap::new(),
+        regexes: HashMap::new(),
         diags: Vec::new(),
     };
     let servers = c.http_servers();
@@ -239,6 +240,8 @@ struct Compiler<'s> {
     rules: RuleIndex<'s>,
     clusters: Vec<Cluster>,
     cluster_ids: HashMap<String, ClusterId>,
+    /// Compiled regexes by pattern (the same pattern often repeats across routes).
+    regexes: HashMap<String, Result<StrMatch, String>>,
     diags: Vec<Diagnostic>,
 }
 
@@ -951,7 +954,15 @@ impl<'s> Compiler<'s> {
         let Some(re) = &sm.regex else {
             return Some(None);
         };
-        match StrMatch::regex(re) {
+        let compiled = match self.regexes.get(re.as_str()) {
+            Some(c) => c.clone(),
+            None => {
+                let c = StrMatch::regex(re).map_err(|e| e.to_string());
+                self.regexes.insert(re.clone(), c.clone());
+                c
+            }
+        };
+        match compiled {
             Ok(m) => Some(Some(m)),
             Err(e) => {
                 self.diags.push(diag(

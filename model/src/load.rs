@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::diag::{Diagnostic, Level};
 use crate::position::{join_key, Positions};
@@ -243,46 +243,10 @@ fn load_document(file: &Arc<str>, doc: Document<'_>, out: &mut Loaded) {
         ok = false;
     }
 
-    // Unknown top-level keys and duplicate keys.
-    let mut warnings = Vec::new();
-    if reports_unknown_fields(kind) {
-        for key in obj.keys().filter(|k| !ENVELOPE.contains(&k.as_str())) {
-            warnings.push(ctx.finding(
-                Level::Warning,
-                "IST0133",
-                key,
-                format!("unknown field {key:?} (ignored)"),
-            ));
-        }
-    }
-    for (path, line) in positions.duplicates() {
-        let mut d = ctx.finding(
-            Level::Warning,
-            "IST0133",
-            path,
-            "key written twice in the same mapping; the last value is used".to_string(),
-        );
-        d.origin = Some(Origin {
-            file: file.clone(),
-            line: *line,
-        });
-        warnings.push(d);
-    }
+    let mut warnings = envelope_warnings(&ctx, kind, &obj);
 
-    // The decoded part: the spec, or for a Secret the whole object minus metadata.
     let status = obj.remove("status");
-    let (prefix, mut body): (&str, Value) = match kind {
-        Kind::Secret => {
-            for k in ENVELOPE {
-                obj.remove(*k);
-            }
-            ("", Value::Object(obj))
-        }
-        _ => match obj.remove("spec") {
-            None | Some(Value::Null) => ("spec", Value::Object(Default::default())),
-            Some(s) => ("spec", s),
-        },
-    };
+    let (prefix, mut body) = take_body(kind, obj);
     strip_nulls(&mut body);
     let mut spec = match decode_spec(kind, &body) {
         Ok((spec, unknown)) => {
@@ -331,6 +295,53 @@ fn load_document(file: &Arc<str>, doc: Document<'_>, out: &mut Loaded) {
         origin,
         positions: Arc::new(positions),
     });
+}
+
+/// Unknown top-level keys (for kinds that report unknown fields) and keys written
+/// twice anywhere in the document.
+fn envelope_warnings(ctx: &Ctx<'_>, kind: Kind, obj: &Map<String, Value>) -> Vec<Diagnostic> {
+    let mut warnings = Vec::new();
+    if reports_unknown_fields(kind) {
+        for key in obj.keys().filter(|k| !ENVELOPE.contains(&k.as_str())) {
+            warnings.push(ctx.finding(
+                Level::Warning,
+                "IST0133",
+                key,
+                format!("unknown field {key:?} (ignored)"),
+            ));
+        }
+    }
+    for (path, line) in ctx.positions.duplicates() {
+        let mut d = ctx.finding(
+            Level::Warning,
+            "IST0133",
+            path,
+            "key written twice in the same mapping; the last value is used".to_string(),
+        );
+        d.origin = Some(Origin {
+            file: ctx.file.clone(),
+            line: *line,
+        });
+        warnings.push(d);
+    }
+    warnings
+}
+
+/// The part of the object a kind's typed spec is decoded from, and its path prefix:
+/// `spec`, or for a Secret the whole object minus the envelope.
+fn take_body(kind: Kind, mut obj: Map<String, Value>) -> (&'static str, Value) {
+    match kind {
+        Kind::Secret => {
+            for k in ENVELOPE {
+                obj.remove(*k);
+            }
+            ("", Value::Object(obj))
+        }
+        _ => match obj.remove("spec") {
+            None | Some(Value::Null) => ("spec", Value::Object(Map::new())),
+            Some(s) => ("spec", s),
+        },
+    }
 }
 
 /// Drop `key: null` entries everywhere: like Kubernetes and protobuf JSON, an explicit
