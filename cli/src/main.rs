@@ -10,7 +10,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "isthmus", version, about = "Istio-compatible edge gateway and service mesh on Pingora")]
+#[command(
+    name = "isthmus",
+    version,
+    about = "Istio-compatible edge gateway and service mesh on Pingora"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -81,7 +85,10 @@ fn main() -> ExitCode {
 }
 
 fn run_async<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -96,4 +103,3 @@ fn run_async<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> ExitC
         }
     }
 }
-

@@ -35,7 +35,11 @@ fn demo_apps(store: &Store) -> Vec<(String, String, u16)> {
         .filter_map(|(r, we)| {
             let name = r.meta.annotations.get(DEMO_APP_ANNOTATION)?;
             let port = *we.ports.values().next()?;
-            let version = we.labels.get("version").cloned().unwrap_or_else(|| "v1".into());
+            let version = we
+                .labels
+                .get("version")
+                .cloned()
+                .unwrap_or_else(|| "v1".into());
             Some((name.clone(), version, u16::try_from(port).ok()?))
         })
         .collect()
@@ -50,7 +54,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     for p in &report.rejected {
-        eprintln!("rejected {}: fix the errors above; it is not served", p.display());
+        eprintln!(
+            "rejected {}: fix the errors above; it is not served",
+            p.display()
+        );
+    }
+    for r in &report.rejected_resources {
+        eprintln!("rejected {r}: fix the errors above; it is not served");
     }
 
     // Demo workloads first, so the first request through the gateway finds them.
@@ -90,7 +100,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
         gateways.push(gw);
     }
-    println!("ready: watching {} for changes (Ctrl-C stops)", args.dir.display());
+    println!(
+        "ready: watching {} for changes (Ctrl-C stops)",
+        args.dir.display()
+    );
 
     let watch = tokio::spawn(controller.watch());
     shutdown_signal().await;
@@ -105,7 +118,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 async fn wait_for_demo_app(child: &mut tokio::process::Child, port: u16) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {

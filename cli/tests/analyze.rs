@@ -25,7 +25,10 @@ fn analyze(args: &[&str]) -> (i32, String) {
 fn clean_demo_config_passes() {
     let (code, out) = analyze(&["configs/demo"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("No validation issues found when analyzing configs/demo"), "{out}");
+    assert!(
+        out.contains("No validation issues found when analyzing configs/demo"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -36,7 +39,10 @@ fn missing_gateway_is_an_error_with_file_line_and_exit_79() {
     let want = format!(
         "Error [IST0101] (VirtualService default/httpbin-bogus {f}:38) spec.gateways[0]: Referenced gateway not found: \"httpbin-gateway-bogus\""
     );
-    assert!(out.lines().any(|l| l == want), "missing line:\n{want}\nin:\n{out}");
+    assert!(
+        out.lines().any(|l| l == want),
+        "missing line:\n{want}\nin:\n{out}"
+    );
     assert!(out.contains("Warning [IST0132]"), "{out}");
 }
 
@@ -46,11 +52,21 @@ fn the_seeds_certificate_slip_is_named() {
     assert_eq!(code, 79, "{out}");
     let slip = out
         .lines()
-        .find(|l| l.starts_with("Warning [ISM0101] (Gateway default/todolist-gateway testdata/seed/seed-tls.yaml:"))
+        .find(|l| {
+            l.starts_with(
+                "Warning [ISM0101] (Gateway default/todolist-gateway testdata/seed/seed-tls.yaml:",
+            )
+        })
         .unwrap_or_else(|| panic!("no ISM0101 line in:\n{out}"));
-    assert!(slip.contains("\"istio-test-cert\"") && slip.contains("\"todolist-tls\""), "{slip}");
+    assert!(
+        slip.contains("\"istio-test-cert\"") && slip.contains("\"todolist-tls\""),
+        "{slip}"
+    );
     assert!(slip.contains("istio-system/todolist-cert"), "{slip}");
-    assert!(out.contains("Error [IST0101] (Gateway default/todolist-gateway"), "{out}");
+    assert!(
+        out.contains("Error [IST0101] (Gateway default/todolist-gateway"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -82,7 +98,10 @@ fn broken_yaml_names_file_line_resource_and_field() {
         "Error [IST0106] (VirtualService default/reviews {}:11) spec.http[0].route[0].weight:",
         f.display()
     );
-    assert!(out.lines().any(|l| l.starts_with(&want)), "want a line starting with\n{want}\nin:\n{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with(&want)),
+        "want a line starting with\n{want}\nin:\n{out}"
+    );
 }
 
 #[test]

@@ -27,5 +27,8 @@ fn up_configs_demo_serves_the_90_10_canary() {
     assert_eq!(v1 + v2, n, "every request answered by v1 or v2");
     let share = v2 as f64 / n as f64;
     // Binomial(1000, 0.1): sd 0.0095; 4 sd either side.
-    assert!((0.062..=0.138).contains(&share), "v2 share {share} (v1 {v1}, v2 {v2})");
+    assert!(
+        (0.062..=0.138).contains(&share),
+        "v2 share {share} (v1 {v1}, v2 {v2})"
+    );
 }

@@ -80,7 +80,11 @@ struct Sample {
 
 /// Run `clients` threads of keep-alive GETs against `url` until `stop` is set (or a
 /// hard cap of 60 s / 200k requests per client), collecting every outcome.
-fn load(url: String, clients: usize, stop: Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<Vec<Sample>>> {
+fn load(
+    url: String,
+    clients: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Vec<Sample>>> {
     (0..clients)
         .map(|_| {
             let url = url.clone();
@@ -93,7 +97,10 @@ fn load(url: String, clients: usize, stop: Arc<AtomicBool>) -> Vec<std::thread::
                     .expect("client");
                 let hard_stop = Instant::now() + Duration::from_secs(60);
                 let mut out = Vec::new();
-                while !stop.load(Ordering::Relaxed) && Instant::now() < hard_stop && out.len() < 200_000 {
+                while !stop.load(Ordering::Relaxed)
+                    && Instant::now() < hard_stop
+                    && out.len() < 200_000
+                {
                     let at = Instant::now();
                     let outcome = match client.get(&url).send() {
                         Ok(r) if r.status().is_success() => match r.text() {
@@ -131,7 +138,11 @@ fn start() -> Canary {
     dir.write("base.yaml", &config(ports[0], ports[1], ports[2]));
     dir.write("canary.yaml", &canary(90, 10));
     let up = Up::start(Path::new(BIN), dir.path(), &[]);
-    Canary { dir, up, gw_port: ports[0] }
+    Canary {
+        dir,
+        up,
+        gw_port: ports[0],
+    }
 }
 
 #[test]
@@ -148,20 +159,47 @@ fn weights_change_under_load_with_zero_failed_requests() {
     std::thread::sleep(Duration::from_millis(3000));
     stop.store(true, Ordering::Relaxed);
 
-    let samples: Vec<Sample> = threads.into_iter().flat_map(|t| t.join().expect("client thread")).collect();
-    let failures: Vec<&String> = samples.iter().filter_map(|s| s.outcome.as_ref().err()).collect();
-    assert!(failures.is_empty(), "{} failed of {}: {:?}", failures.len(), samples.len(), &failures[..failures.len().min(5)]);
+    let samples: Vec<Sample> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("client thread"))
+        .collect();
+    let failures: Vec<&String> = samples
+        .iter()
+        .filter_map(|s| s.outcome.as_ref().err())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} failed of {}: {:?}",
+        failures.len(),
+        samples.len(),
+        &failures[..failures.len().min(5)]
+    );
 
     let before: Vec<&Sample> = samples.iter().filter(|s| s.at < changed_at).collect();
     let after: Vec<&Sample> = samples
         .iter()
         .filter(|s| s.at > changed_at + Duration::from_secs(1))
         .collect();
-    assert!(before.len() >= 300 && after.len() >= 300, "too few samples: {} before, {} after", before.len(), after.len());
+    assert!(
+        before.len() >= 300 && after.len() >= 300,
+        "too few samples: {} before, {} after",
+        before.len(),
+        after.len()
+    );
     let (b, a) = (share_v2(&before), share_v2(&after));
-    eprintln!("v2 share: {b:.3} of {} before, {a:.3} of {} from 1 s after the change", before.len(), after.len());
-    assert!((0.05..=0.15).contains(&b), "90/10 split before the change: v2 share {b}");
-    assert!((0.42..=0.58).contains(&a), "50/50 split within 1 s of the change: v2 share {a}");
+    eprintln!(
+        "v2 share: {b:.3} of {} before, {a:.3} of {} from 1 s after the change",
+        before.len(),
+        after.len()
+    );
+    assert!(
+        (0.05..=0.15).contains(&b),
+        "90/10 split before the change: v2 share {b}"
+    );
+    assert!(
+        (0.42..=0.58).contains(&a),
+        "50/50 split within 1 s of the change: v2 share {a}"
+    );
 }
 
 #[test]
@@ -169,7 +207,10 @@ fn a_broken_change_is_rejected_and_the_last_good_config_keeps_serving() {
     let mut c = start();
     let url = format!("http://{}/", c.up.addr(c.gw_port));
     // Invalid: a weight that is not a number. The whole file is rejected.
-    c.dir.write("canary.yaml", &canary(90, 10).replace("weight: 10", "weight: ten"));
+    c.dir.write(
+        "canary.yaml",
+        &canary(90, 10).replace("weight: 10", "weight: ten"),
+    );
     c.up.proc.wait_for_line(Duration::from_secs(10), |l| {
         (l.contains("canary.yaml") && l.contains("weight")).then_some(())
     });

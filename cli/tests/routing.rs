@@ -88,7 +88,10 @@ impl Fixture {
     /// GET `path` with `Host: host`; returns (status, first body line).
     fn get(&self, host: &str, path: &str) -> (u16, String) {
         let out = curl(&["-H", &format!("Host: {host}"), &self.url(path)]);
-        (out.status, out.body.lines().next().unwrap_or("").to_string())
+        (
+            out.status,
+            out.body.lines().next().unwrap_or("").to_string(),
+        )
     }
 }
 
@@ -121,13 +124,20 @@ fn first_match_wins_in_list_order() {
 fn catch_all_moves_last_across_virtual_services_on_one_host() {
     // Load order puts the catch-all VirtualService first; Istio's gateway merge moves
     // catch-all routes behind the specific ones.
-    let y = vs("v1-catchall", "[merge.test]", "[gw]", &format!("  -\n{}", route_to("a")))
-        + &vs(
-            "v2-specific",
-            "[merge.test]",
-            "[gw]",
-            &format!("  - match: [{{uri: {{prefix: /special}}}}]\n{}", route_to("b")),
-        );
+    let y = vs(
+        "v1-catchall",
+        "[merge.test]",
+        "[gw]",
+        &format!("  -\n{}", route_to("a")),
+    ) + &vs(
+        "v2-specific",
+        "[merge.test]",
+        "[gw]",
+        &format!(
+            "  - match: [{{uri: {{prefix: /special}}}}]\n{}",
+            route_to("b")
+        ),
+    );
     let f = Fixture::start(&y);
     assert_eq!(f.get("merge.test", "/special/x"), (200, "b v1".into()));
     assert_eq!(f.get("merge.test", "/"), (200, "a v1".into()));
@@ -151,7 +161,12 @@ fn uri_prefix_is_a_raw_string_prefix() {
 
 #[test]
 fn wildcard_host_does_not_match_the_bare_domain_and_port_is_ignored() {
-    let f = Fixture::start(&vs("w", "[\"*.example.com\"]", "[gw]", &format!("  -\n{}", route_to("a"))));
+    let f = Fixture::start(&vs(
+        "w",
+        "[\"*.example.com\"]",
+        "[gw]",
+        &format!("  -\n{}", route_to("a")),
+    ));
     assert_eq!(f.get("www.example.com", "/"), (200, "a v1".into()));
     assert_eq!(f.get("a.b.example.com", "/"), (200, "a v1".into()));
     assert_eq!(f.get("WWW.Example.COM", "/"), (200, "a v1".into()));
@@ -174,7 +189,12 @@ fn virtual_service_without_gateways_does_not_bind_to_the_gateway() {
 
 #[test]
 fn destination_without_endpoints_is_503() {
-    let f = Fixture::start(&vs("e", "[empty.test]", "[gw]", &format!("  -\n{}", route_to("nowhere"))));
+    let f = Fixture::start(&vs(
+        "e",
+        "[empty.test]",
+        "[gw]",
+        &format!("  -\n{}", route_to("nowhere")),
+    ));
     assert_eq!(f.get("empty.test", "/").0, 503);
 }
 
@@ -183,7 +203,14 @@ fn destination_without_endpoints_is_503() {
 fn split(f: &Fixture, host: &str, n: usize) -> std::collections::BTreeMap<String, usize> {
     let url = f.url(&format!("/[1-{n}]"));
     let out = std::process::Command::new("curl")
-        .args(["-s", "--max-time", "60", "-H", &format!("Host: {host}"), &url])
+        .args([
+            "-s",
+            "--max-time",
+            "60",
+            "-H",
+            &format!("Host: {host}"),
+            &url,
+        ])
         .output()
         .expect("curl");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -191,7 +218,11 @@ fn split(f: &Fixture, host: &str, n: usize) -> std::collections::BTreeMap<String
     for l in text.lines().filter(|l| l.ends_with(" v1")) {
         *counts.entry(l.to_string()).or_insert(0) += 1;
     }
-    assert_eq!(counts.values().sum::<usize>(), n, "every request answered: {counts:?}");
+    assert_eq!(
+        counts.values().sum::<usize>(),
+        n,
+        "every request answered: {counts:?}"
+    );
     counts
 }
 
@@ -242,7 +273,17 @@ fn header_query_method_and_without_headers_matches() {
 
 #[test]
 fn h2c_prior_knowledge_is_served() {
-    let f = Fixture::start(&vs("h2", "[h2.test]", "[gw]", &format!("  -\n{}", route_to("a"))));
-    let out = curl(&["--http2-prior-knowledge", "-H", "Host: h2.test", &f.url("/")]);
+    let f = Fixture::start(&vs(
+        "h2",
+        "[h2.test]",
+        "[gw]",
+        &format!("  -\n{}", route_to("a")),
+    ));
+    let out = curl(&[
+        "--http2-prior-knowledge",
+        "-H",
+        "Host: h2.test",
+        &f.url("/"),
+    ]);
     assert_eq!((out.status, out.body.lines().next()), (200, Some("a v1")));
 }

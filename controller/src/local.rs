@@ -89,7 +89,7 @@ impl LocalController {
 
     /// Re-read the directory; when something changed, compile and push new snapshots.
     pub fn reload(&mut self) -> Result<ApplyReport, SourceError> {
-        let files = read_paths(&[self.dir.clone()])?;
+        let files = read_paths(std::slice::from_ref(&self.dir))?;
         let report = self.state.apply(files);
         for d in &report.diagnostics {
             match d.level {
@@ -103,6 +103,9 @@ impl LocalController {
                 "rejected change to {}: the last good version keeps serving",
                 p.display()
             );
+        }
+        for r in &report.rejected_resources {
+            tracing::error!("rejected change to {r}: its last good version keeps serving");
         }
         if report.changed() {
             self.version += 1;
@@ -152,7 +155,10 @@ impl LocalController {
                 _ = poll.tick() => {}
             }
             if let Err(e) = self.reload() {
-                tracing::error!("reading {}: {e}; the last good configuration keeps serving", self.dir.display());
+                tracing::error!(
+                    "reading {}: {e}; the last good configuration keeps serving",
+                    self.dir.display()
+                );
             }
         }
     }

@@ -1,12 +1,14 @@
-//! The configuration state: the last good resources of every file. A file whose new
-//! content has an Error finding (load or validation) is rejected as a whole and its
-//! previous good version keeps serving; every other file's change applies.
+//! The configuration state: the last good resources of every file. A resource whose
+//! new version has an Error finding (load or validation) is rejected alone: its
+//! previous good version, if any, keeps serving and the rest of the file applies. A
+//! file that cannot be split into resources at all (broken YAML) is rejected whole.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use isthmus_model::load::load_str;
-use isthmus_model::{validate, Diagnostic, Level, Resource, Store};
+use isthmus_model::validate::validate_resource;
+use isthmus_model::{Diagnostic, Level, Resource};
 
 use crate::source::SourceFile;
 
@@ -19,13 +21,15 @@ struct FileState {
 /// What one [`ConfigState::apply`] did.
 #[derive(Debug, Default)]
 pub struct ApplyReport {
-    /// Files whose content changed and was accepted.
+    /// Files whose content changed and was accepted, at least in part.
     pub accepted: Vec<PathBuf>,
-    /// Files whose new content was rejected (the previous version, if any, still applies).
+    /// Files whose new content was rejected whole (the previous version still applies).
     pub rejected: Vec<PathBuf>,
+    /// Resources (`Kind ns/name`) whose new version was rejected.
+    pub rejected_resources: Vec<String>,
     /// Files that disappeared.
     pub removed: Vec<PathBuf>,
-    /// Every finding of the changed files (errors of rejected files included).
+    /// Every finding of the changed files.
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -44,7 +48,7 @@ impl ConfigState {
     /// Take the full current list of files; only files whose text changed are loaded.
     pub fn apply(&mut self, files: Vec<SourceFile>) -> ApplyReport {
         let mut report = ApplyReport::default();
-        let present: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+        let present: BTreeSet<&PathBuf> = files.iter().map(|f| &f.path).collect();
         let gone: Vec<PathBuf> = self
             .files
             .keys()
@@ -61,27 +65,59 @@ impl ConfigState {
             }
             let loaded = load_str(&f.display_name(), &f.text);
             let mut diags = loaded.diagnostics;
-            diags.extend(validate::validate(&Store::new(loaded.resources.clone())));
-            let bad = diags.iter().any(|d| d.level == Level::Error);
-            report.diagnostics.extend(diags);
+            for r in &loaded.resources {
+                diags.extend(validate_resource(r));
+            }
+            let errors: Vec<&Diagnostic> =
+                diags.iter().filter(|d| d.level == Level::Error).collect();
+            let whole_file = errors.iter().any(|d| d.resource.is_none());
+            let bad: BTreeSet<String> = errors.iter().filter_map(|d| d.resource.clone()).collect();
             let entry = self.files.entry(f.path.clone()).or_default();
-            if bad {
-                // Remember the text so an unchanged bad file is not re-reported, but
-                // keep serving the last good resources.
-                entry.text = f.text;
+            // Remember the text either way, so an unchanged bad file is not re-reported.
+            entry.text = f.text;
+            if whole_file {
                 report.rejected.push(f.path);
             } else {
-                entry.text = f.text;
-                entry.good = loaded.resources;
+                let mut old: BTreeMap<String, Resource> = entry
+                    .good
+                    .drain(..)
+                    .map(|r| (r.display_ref(), r))
+                    .filter(|(k, _)| bad.contains(k))
+                    .collect();
+                // In document order: a rejected resource keeps its last good version,
+                // placed where its new (bad) document stands.
+                let line_of_bad = |key: &str| {
+                    errors
+                        .iter()
+                        .filter(|d| d.resource.as_deref() == Some(key))
+                        .filter_map(|d| d.origin.as_ref().map(|o| o.line))
+                        .min()
+                        .unwrap_or(u32::MAX)
+                };
+                let mut good: Vec<(u32, Resource)> = Vec::with_capacity(loaded.resources.len());
+                for r in loaded.resources {
+                    let key = r.display_ref();
+                    if !bad.contains(&key) {
+                        good.push((r.origin.line, r));
+                    } else if let Some(prev) = old.remove(&key) {
+                        good.push((r.origin.line, prev));
+                    }
+                }
+                good.extend(old.into_iter().map(|(k, r)| (line_of_bad(&k), r)));
+                good.sort_by_key(|(line, _)| *line);
+                let good: Vec<Resource> = good.into_iter().map(|(_, r)| r).collect();
+                entry.good = good;
+                report.rejected_resources.extend(bad);
                 report.accepted.push(f.path);
             }
+            report.diagnostics.extend(diags);
         }
         report
     }
 
     /// The resources in effect, in file order.
-    pub fn store(&self) -> Store {
-        Store::new(
+    pub fn store(&self) -> isthmus_model::Store {
+        isthmus_model::Store::new(
             self.files
                 .values()
                 .flat_map(|f| f.good.iter().cloned())

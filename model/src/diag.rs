@@ -105,7 +105,5 @@ impl fmt::Display for Diagnostic {
 
 /// Sort findings for stable output: by file, line, then code.
 pub fn sort(diags: &mut [Diagnostic]) {
-    diags.sort_by(|a, b| {
-        (&a.origin, a.code, &a.message).cmp(&(&b.origin, b.code, &b.message))
-    });
+    diags.sort_by(|a, b| (&a.origin, a.code, &a.message).cmp(&(&b.origin, b.code, &b.message)));
 }

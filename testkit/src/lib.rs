@@ -21,7 +21,9 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     let held: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
         .collect();
-    held.iter().map(|l| l.local_addr().expect("addr").port()).collect()
+    held.iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
 }
 
 /// Poll until `addr` accepts a TCP connection, or panic after `timeout`.
@@ -31,7 +33,10 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             return;
         }
-        assert!(Instant::now() < deadline, "{addr} not accepting after {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{addr} not accepting after {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -43,7 +48,10 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -81,7 +89,11 @@ impl Proc {
     }
 
     /// Wait for an output line for which `f` returns `Some`.
-    pub fn wait_for_line<T>(&mut self, timeout: Duration, mut f: impl FnMut(&str) -> Option<T>) -> T {
+    pub fn wait_for_line<T>(
+        &mut self,
+        timeout: Duration,
+        mut f: impl FnMut(&str) -> Option<T>,
+    ) -> T {
         for l in &self.seen {
             if let Some(v) = f(l) {
                 return v;
@@ -196,7 +208,9 @@ impl Up {
         let mut cmd = Command::new(bin);
         cmd.arg("up").arg(dir).args(extra);
         let mut proc = Proc::spawn(&mut cmd);
-        proc.wait_for_line(Duration::from_secs(20), |l| l.starts_with("ready:").then_some(()));
+        proc.wait_for_line(Duration::from_secs(20), |l| {
+            l.starts_with("ready:").then_some(())
+        });
         let listeners = proc
             .output()
             .iter()
@@ -211,7 +225,12 @@ impl Up {
             .iter()
             .find(|(p, _)| *p == gateway_port)
             .map(|(_, a)| *a)
-            .unwrap_or_else(|| panic!("no listener for Gateway port {gateway_port}: {:?}", self.listeners))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no listener for Gateway port {gateway_port}: {:?}",
+                    self.listeners
+                )
+            })
     }
 }
 
@@ -219,6 +238,8 @@ impl Up {
 pub fn parse_listener_line(l: &str) -> Option<(u16, SocketAddr)> {
     let rest = l.split_once("Gateway port ")?.1;
     let (port, url) = rest.split_once(" -> http://")?;
-    Some((port.trim().parse().ok()?, url.trim().trim_end_matches('/').parse().ok()?))
+    Some((
+        port.trim().parse().ok()?,
+        url.trim().trim_end_matches('/').parse().ok()?,
+    ))
 }
-

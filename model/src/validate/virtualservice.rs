@@ -167,26 +167,27 @@ impl V<'_> {
             self.route_destinations(&format!("{path}.route"), &t.route);
         }
         // A rule without matches catches everything: whatever follows it is dead.
-        let catch_all_not_last = |n: usize, no_match: &dyn Fn(usize) -> bool| {
-            (0..n.saturating_sub(1))
-                .filter(|i| no_match(*i))
-                .collect::<Vec<_>>()
-        };
-        for i in catch_all_not_last(vs.http.len(), &|i| vs.http[i].match_.is_empty()) {
-            let name = vs.http[i]
-                .name
-                .as_deref()
-                .map_or(format!("#{i}"), |n| format!("{n:?}"));
-            self.warn(
-                &format!("spec.http[{i}]"),
-                format!("only the last rule can have no matches: rule {name} matches every request, so the {} rule(s) after it are never used", vs.http.len() - i - 1),
-            );
+        let last = vs.http.len().saturating_sub(1);
+        for (i, h) in vs.http.iter().enumerate().take(last) {
+            if h.match_.is_empty() {
+                let name = h
+                    .name
+                    .as_deref()
+                    .map_or(format!("#{i}"), |n| format!("{n:?}"));
+                self.warn(
+                    &format!("spec.http[{i}]"),
+                    format!("only the last rule can have no matches: rule {name} matches every request, so the {} rule(s) after it are never used", last - i),
+                );
+            }
         }
-        for i in catch_all_not_last(vs.tcp.len(), &|i| vs.tcp[i].match_.is_empty()) {
-            self.warn(
-                &format!("spec.tcp[{i}]"),
-                format!("only the last rule can have no matches: rule #{i} matches every connection, so the {} rule(s) after it are never used", vs.tcp.len() - i - 1),
-            );
+        let last = vs.tcp.len().saturating_sub(1);
+        for (i, t) in vs.tcp.iter().enumerate().take(last) {
+            if t.match_.is_empty() {
+                self.warn(
+                    &format!("spec.tcp[{i}]"),
+                    format!("only the last rule can have no matches: rule #{i} matches every connection, so the {} rule(s) after it are never used", last - i),
+                );
+            }
         }
     }
 
