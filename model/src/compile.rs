@@ -344,6 +344,7 @@ impl<'s> Compiler<'s> {
             let hosts = vs
                 .hosts
                 .iter()
+                .filter(|h| !h.is_empty())
                 .map(|h| host::expand_short_name(h, owner).to_ascii_lowercase())
                 .collect();
             out.push((
@@ -408,6 +409,9 @@ impl<'s> Compiler<'s> {
                     let h = host::ServerHost::parse(entry, gw_ns)
                         .host
                         .to_ascii_lowercase();
+                    if h.is_empty() {
+                        continue;
+                    }
                     let idx = vhost_index(&mut vhosts, &mut by_domain, h, port);
                     vhosts[idx].https_redirect = true;
                 }

@@ -152,7 +152,7 @@ pub fn server_hosts_for_namespace<'a>(
     entries
         .iter()
         .map(|e| ServerHost::parse(e, gateway_namespace))
-        .filter(|h| h.admits(vs_namespace))
+        .filter(|h| !h.host.is_empty() && h.admits(vs_namespace))
         .map(|h| h.host)
         .collect()
 }
