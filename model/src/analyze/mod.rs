@@ -27,6 +27,7 @@ pub const CODES: &[(&str, &str, Level)] = &[
     ("IST0101", "ReferencedResourceNotFound", Level::Error),
     // Emitted by the loader and the validator.
     ("IST0106", "SchemaValidationError", Level::Error),
+    ("IST0133", "SchemaWarning", Level::Warning),
     (
         "IST0109",
         "ConflictingMeshGatewayVirtualServiceHosts",
@@ -88,6 +89,12 @@ pub const CODES: &[(&str, &str, Level)] = &[
     // PeerAuthentication with a workload selector in the root namespace: Istio
     // ignores it.
     ("ISM0103", "IgnoredRootNamespaceSelector", Level::Warning),
+    // Emitted by the gateway compiler (`compile::CODE_*`), logged when a snapshot is built.
+    ("ISM0201", "GatewayServerNotServed", Level::Info),
+    ("ISM0202", "RouteNotCompiled", Level::Error),
+    ("ISM0203", "DestinationWithoutEndpoints", Level::Warning),
+    ("ISM0204", "RouteFeatureNotServed", Level::Warning),
+    ("ISM0205", "RouteFieldsNotApplied", Level::Info),
 ];
 
 /// The level of a code in [`CODES`]; unknown codes count as errors.
