@@ -71,7 +71,7 @@ fn main() -> ExitCode {
             bind,
         } => {
             init_tracing();
-            run_async(async move {
+            run_async(None, async move {
                 demo_app::DemoApp { name, version }
                     .serve(SocketAddr::new(bind, port))
                     .await
@@ -79,16 +79,21 @@ fn main() -> ExitCode {
         }
         Command::Up(args) => {
             init_tracing();
-            run_async(up::run(args))
+            run_async(args.workers, up::run(args))
         }
     }
 }
 
-fn run_async<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+/// Run `f` on a multi-threaded runtime with `workers` threads (default: one per core).
+fn run_async<F: std::future::Future<Output = anyhow::Result<()>>>(
+    workers: Option<usize>,
+    f: F,
+) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n.max(1));
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -26,6 +26,9 @@ pub struct UpArgs {
     /// Do not start the demo apps the directory declares.
     #[arg(long)]
     no_demo_apps: bool,
+    /// Proxy worker threads (default: one per CPU core).
+    #[arg(long, env = "ISTHMUS_WORKERS")]
+    pub workers: Option<usize>,
 }
 
 /// A demo app to start: (name, version, port).
