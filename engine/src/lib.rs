@@ -1,11 +1,17 @@
 //! The Pingora proxy engine both roles run: the snapshot holder ([`SnapshotHolder`]),
 //! the per-request routing and upstream selection ([`RouterProxy`]), and listener
-//! services started and stopped at run time ([`start_http_listener`]).
+//! services started and stopped at run time ([`start_http_listener`],
+//! [`start_https_listener`] with its SNI certificate resolver [`SniResolver`]).
 
 pub mod holder;
 pub mod listener;
 pub mod proxy;
+pub mod tls;
 
 pub use holder::SnapshotHolder;
-pub use listener::{start_http_listener, BoundListener, ListenError, ListenerHandle, STOP_GRACE};
+pub use listener::{
+    start_http_listener, start_https_listener, BoundListener, ListenError, ListenerHandle,
+    STOP_GRACE,
+};
 pub use proxy::{RequestCtx, RouterProxy, CONNECT_TIMEOUT};
+pub use tls::{CertificateError, SniResolver};

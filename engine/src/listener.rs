@@ -3,8 +3,10 @@
 //! bound is an error naming the address instead of Pingora's panic, port 0 works,
 //! and the actual address is known; the bound socket is handed to Pingora through
 //! its listen-fd table. Each listener is one Pingora service with its own upstream
-//! connection pool. Today: plain HTTP/1.1 + h2c; a TLS listener is another
-//! `start_*` next to [`start_http_listener`] returning the same [`ListenerHandle`].
+//! connection pool: plain HTTP/1.1 + h2c ([`start_http_listener`]), or TLS 1.2/1.3
+//! with ALPN h2 and http/1.1 and certificates from an [`SniResolver`]
+//! ([`start_https_listener`]; Pingora never sees certificate files, whose loading
+//! panics on error).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -14,6 +16,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
 use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Fds;
@@ -24,6 +27,7 @@ use tracing::warn;
 
 use crate::holder::SnapshotHolder;
 use crate::proxy::RouterProxy;
+use crate::tls::SniResolver;
 
 /// How long [`ListenerHandle::stop`] waits for the accept loop to end. Requests in
 /// flight are not cut: they finish on their connections; idle keep-alive
@@ -43,30 +47,43 @@ pub enum ListenError {
         addr: SocketAddr,
         declared_port: u16,
     },
+    #[error("cannot set up TLS on {addr} (Gateway port {declared_port}): {reason}")]
+    Tls {
+        addr: SocketAddr,
+        declared_port: u16,
+        reason: String,
+    },
 }
 
-/// A listener as bound: the Gateway port it serves and the local address.
+/// A listener as bound: the Gateway port it serves, the local address, and whether
+/// it terminates TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BoundListener {
     pub declared_port: u16,
     pub local_addr: SocketAddr,
+    pub tls: bool,
 }
 
 impl BoundListener {
-    /// `http://127.0.0.1:8080`.
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// `http://127.0.0.1:8080` or `https://127.0.0.1:8443`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.local_addr)
+        format!("{}://{}", self.scheme(), self.local_addr)
     }
 }
 
 impl fmt::Display for BoundListener {
     /// `http://127.0.0.1:8080 (Gateway port 80)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "http://{} (Gateway port {})",
-            self.local_addr, self.declared_port
-        )
+        write!(f, "{} (Gateway port {})", self.url(), self.declared_port)
     }
 }
 
@@ -133,6 +150,28 @@ pub fn start_http_listener(
     bind: SocketAddr,
     declared_port: u16,
 ) -> Result<ListenerHandle, ListenError> {
+    start(holder, bind, declared_port, None)
+}
+
+/// Bind `bind` and terminate TLS on it (1.2 and 1.3, ALPN h2 then http/1.1) with the
+/// certificates `certificates` picks by SNI, then route as [`start_http_listener`]
+/// does with scheme `https`. Update the certificates with [`SniResolver::update`]:
+/// new handshakes use them, established connections are not touched.
+pub fn start_https_listener(
+    holder: SnapshotHolder,
+    bind: SocketAddr,
+    declared_port: u16,
+    certificates: Arc<SniResolver>,
+) -> Result<ListenerHandle, ListenError> {
+    start(holder, bind, declared_port, Some(certificates))
+}
+
+fn start(
+    holder: SnapshotHolder,
+    bind: SocketAddr,
+    declared_port: u16,
+    tls: Option<Arc<SniResolver>>,
+) -> Result<ListenerHandle, ListenError> {
     let bind_err = |reason| ListenError::Bind {
         addr: bind,
         declared_port,
@@ -150,14 +189,36 @@ pub fn start_http_listener(
     let mut fds = Fds::new();
     fds.add(key.clone(), socket.into_raw_fd());
 
+    let bound = BoundListener {
+        declared_port,
+        local_addr,
+        tls: tls.is_some(),
+    };
+    let mut proxy = RouterProxy::new(holder, declared_port);
     let mut options = HttpServerOptions::default();
-    options.h2c = true;
-    let mut service =
-        ProxyServiceBuilder::new(&server_conf(), RouterProxy::new(holder, declared_port))
-            .name(format!("http {local_addr} (Gateway port {declared_port})"))
-            .server_options(options)
-            .build();
-    service.add_tcp(&key);
+    if tls.is_some() {
+        proxy = proxy.https();
+    } else {
+        options.h2c = true;
+    }
+    let mut service = ProxyServiceBuilder::new(&server_conf(), proxy)
+        .name(bound.to_string())
+        .server_options(options)
+        .build();
+    match tls {
+        None => service.add_tcp(&key),
+        Some(resolver) => {
+            // No certificate paths: with a resolver set, `build()` reads no files.
+            let mut settings = TlsSettings::intermediate("", "").map_err(|e| ListenError::Tls {
+                addr: bind,
+                declared_port,
+                reason: e.to_string(),
+            })?;
+            settings.set_cert_resolver(resolver);
+            settings.enable_h2();
+            service.add_tls_with_settings(&key, None, settings);
+        }
+    }
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let task = runtime.spawn(async move {
@@ -166,10 +227,7 @@ pub fn start_http_listener(
             .await;
     });
     Ok(ListenerHandle {
-        bound: BoundListener {
-            declared_port,
-            local_addr,
-        },
+        bound,
         shutdown,
         task: Some(task),
     })

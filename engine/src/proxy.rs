@@ -35,11 +35,14 @@ const NO_ROUTE: &str = "no route\n";
 const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream\n";
 const UPSTREAM_CONNECT_ERROR: &str = "upstream connect error\n";
 
-/// The proxy of one listener: the snapshot holder and the Gateway port (as declared,
-/// not the local bind port) whose listener it serves.
+/// The proxy of one listener: the snapshot holder, the Gateway port (as declared,
+/// not the local bind port) whose listener it serves, and its scheme.
 pub struct RouterProxy {
     holder: SnapshotHolder,
     port: u16,
+    /// `http`, or `https` behind TLS termination: what routes match as `scheme` and
+    /// what `x-forwarded-proto` says.
+    scheme: &'static str,
 }
 
 impl RouterProxy {
@@ -47,6 +50,15 @@ impl RouterProxy {
         RouterProxy {
             holder,
             port: declared_port,
+            scheme: "http",
+        }
+    }
+
+    /// The proxy of a listener that terminated TLS (scheme `https`).
+    pub fn https(self) -> RouterProxy {
+        RouterProxy {
+            scheme: "https",
+            ..self
         }
     }
 }
@@ -156,7 +168,7 @@ async fn resolve(ep: &Endpoint) -> io::Result<SocketAddr> {
 
 /// The request as the router sees it. The authority is the URI's (HTTP/2
 /// `:authority`, HTTP/1.1 absolute form), else the Host header.
-fn request_view(req: &RequestHeader, port: u16) -> RequestView<'_> {
+fn request_view<'a>(req: &'a RequestHeader, port: u16, scheme: &'a str) -> RequestView<'a> {
     let authority = match req.uri.authority() {
         Some(a) => a.as_str(),
         None => req
@@ -169,7 +181,7 @@ fn request_view(req: &RequestHeader, port: u16) -> RequestView<'_> {
         authority,
         path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
         method: req.method.as_str(),
-        scheme: "http",
+        scheme,
         port,
         headers: &req.headers,
     }
@@ -210,7 +222,7 @@ impl ProxyHttp for RouterProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snapshot = self.holder.load();
-        let view = request_view(session.req_header(), self.port);
+        let view = request_view(session.req_header(), self.port, self.scheme);
         let (id, cluster, endpoint) = match select(&snapshot, self.port, &view) {
             Selection::NoRoute => {
                 respond(session, 404, NO_ROUTE).await?;
@@ -272,7 +284,7 @@ impl ProxyHttp for RouterProxy {
     ) -> Result<()> {
         // Host is preserved as received (Istio's default). Edge semantics as Envoy's
         // `use_remote_address`: x-forwarded-proto is ours, the peer is appended to XFF.
-        upstream.insert_header("x-forwarded-proto", "http")?;
+        upstream.insert_header("x-forwarded-proto", self.scheme)?;
         if let Some(ip) = session
             .client_addr()
             .and_then(|a| a.as_inet())

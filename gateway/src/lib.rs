@@ -1,14 +1,19 @@
 //! The edge role: follows a stream of [`Snapshot`]s, swaps each into the engine's
 //! snapshot holder (requests in flight finish on the old one; no connection is
 //! closed), and starts or stops one listener per Gateway port as ports appear or
-//! disappear. Locally a privileged Gateway port (below 1024) listens on port + 8000.
+//! disappear (or change between HTTP and HTTPS). An HTTPS listener's certificates are
+//! swapped with each snapshot: new handshakes get the new ones, established
+//! connections keep theirs. Locally a privileged Gateway port (below 1024) listens on
+//! port + 8000 (443 on 8443).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use isthmus_engine::{start_http_listener, ListenerHandle, SnapshotHolder};
-use isthmus_model::snapshot::{ListenerProtocol, Snapshot};
+use isthmus_engine::{
+    start_http_listener, start_https_listener, ListenerHandle, SnapshotHolder, SniResolver,
+};
+use isthmus_model::snapshot::{Snapshot, TlsTermination};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info};
@@ -115,7 +120,8 @@ impl Drop for Gateway {
 }
 
 /// Run the gateway until this future is dropped (see [`Gateway::start`]). Each
-/// listener is logged as it starts: `listening http://127.0.0.1:8080 (Gateway port 80)`.
+/// listener is logged as it starts: `listening http://127.0.0.1:8080 (Gateway port 80)`,
+/// `listening https://127.0.0.1:8443 (Gateway port 443)`.
 pub async fn run(snapshots: watch::Receiver<Arc<Snapshot>>, opts: GatewayOptions) {
     let _gateway = Gateway::start(snapshots, opts).await;
     std::future::pending::<()>().await;
@@ -135,7 +141,7 @@ async fn follow(
         reconcile(&snapshot, &holder, &opts, &mut running).await;
         status.send_replace(GatewayStatus {
             version: snapshot.version,
-            listeners: running.values().map(ListenerHandle::bound).collect(),
+            listeners: running.values().map(|r| r.handle.bound()).collect(),
         });
         drop(snapshot);
         tokio::select! {
@@ -150,37 +156,58 @@ async fn follow(
         }
     }
     for (_, listener) in running {
-        listener.stop().await;
+        listener.handle.stop().await;
     }
 }
 
-/// Stop listeners whose port left the snapshot, then start the new ones (stopping
-/// first frees a local port a new mapping may reuse). Failures are logged and the
-/// port skipped; it is tried again with the next snapshot.
+/// A listener started by [`reconcile`], with the certificate resolver of an HTTPS one.
+struct Running {
+    handle: ListenerHandle,
+    certificates: Option<Arc<SniResolver>>,
+}
+
+/// Swap in the certificates of `tls`, logging the credentials that cannot serve.
+fn update_certificates(resolver: &SniResolver, tls: &TlsTermination, port: u16) {
+    for e in resolver.update(tls) {
+        error!("Gateway port {port}: {e}; handshakes for its names are refused until it is fixed");
+    }
+}
+
+/// Stop listeners whose port left the snapshot or changed between HTTP and HTTPS,
+/// update the certificates of the HTTPS ones that stay, then start the new ones
+/// (stopping first frees a local port a new mapping may reuse). Failures are logged
+/// and the port skipped; it is tried again with the next snapshot.
 async fn reconcile(
     snapshot: &Snapshot,
     holder: &SnapshotHolder,
     opts: &GatewayOptions,
-    running: &mut BTreeMap<u16, ListenerHandle>,
+    running: &mut BTreeMap<u16, Running>,
 ) {
-    let wanted: BTreeMap<u16, ListenerProtocol> = snapshot
+    let wanted: BTreeMap<u16, Option<&TlsTermination>> = snapshot
         .listeners
         .iter()
-        .map(|l| (l.port, l.protocol))
+        .map(|l| (l.port, l.protocol.tls()))
         .collect();
     let gone: BTreeSet<u16> = running
-        .keys()
-        .filter(|p| !wanted.contains_key(p))
-        .copied()
+        .iter()
+        .filter(|(p, r)| {
+            wanted
+                .get(p)
+                .is_none_or(|tls| tls.is_some() != r.certificates.is_some())
+        })
+        .map(|(p, _)| *p)
         .collect();
     for port in gone {
         if let Some(listener) = running.remove(&port) {
-            info!("stopping {}", listener.bound());
-            listener.stop().await;
+            info!("stopping {}", listener.handle.bound());
+            listener.handle.stop().await;
         }
     }
-    for (&port, &protocol) in &wanted {
-        if running.contains_key(&port) {
+    for (&port, &tls) in &wanted {
+        if let Some(r) = running.get(&port) {
+            if let (Some(resolver), Some(tls)) = (&r.certificates, tls) {
+                update_certificates(resolver, tls, port);
+            }
             continue;
         }
         let Some(addr) = opts.bind_addr(port) else {
@@ -190,13 +217,25 @@ async fn reconcile(
             );
             continue;
         };
-        let started = match protocol {
-            ListenerProtocol::Http => start_http_listener(holder.clone(), addr, port),
+        let certificates = tls.map(|tls| {
+            let resolver = Arc::new(SniResolver::new());
+            update_certificates(&resolver, tls, port);
+            resolver
+        });
+        let started = match &certificates {
+            None => start_http_listener(holder.clone(), addr, port),
+            Some(c) => start_https_listener(holder.clone(), addr, port, c.clone()),
         };
         match started {
-            Ok(listener) => {
-                info!("listening {}", listener.bound());
-                running.insert(port, listener);
+            Ok(handle) => {
+                info!("listening {}", handle.bound());
+                running.insert(
+                    port,
+                    Running {
+                        handle,
+                        certificates,
+                    },
+                );
             }
             Err(e) => error!("{e}; listener skipped"),
         }
@@ -206,6 +245,51 @@ async fn reconcile(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use isthmus_model::snapshot::{Listener, ListenerProtocol, Router};
+
+    fn one_listener(version: u64, https: bool) -> Arc<Snapshot> {
+        let protocol = if https {
+            ListenerProtocol::Https(TlsTermination::default())
+        } else {
+            ListenerProtocol::Http
+        };
+        Arc::new(Snapshot {
+            version,
+            listeners: vec![Listener {
+                port: 443,
+                protocol,
+                router: Router::new(Vec::new()),
+            }],
+            clusters: Vec::new(),
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_port_that_changes_protocol_is_restarted_with_its_scheme() {
+        let opts = GatewayOptions {
+            port_overrides: BTreeMap::from([(443, 0)]),
+            ..GatewayOptions::default()
+        };
+        let (tx, rx) = watch::channel(one_listener(1, false));
+        let gw = Gateway::start(rx, opts).await;
+        let mut status = gw.status();
+        assert!(!gw.listeners()[0].tls);
+        for (version, https) in [(2, true), (3, true), (4, false)] {
+            tx.send_replace(one_listener(version, https));
+            while status.borrow_and_update().version != version {
+                status.changed().await.expect("gateway running");
+            }
+            let l = status.borrow().listeners.clone();
+            assert_eq!(l.len(), 1, "{l:?}");
+            assert_eq!(l[0].tls, https);
+            let scheme = if https { "https" } else { "http" };
+            assert_eq!(
+                l[0].to_string(),
+                format!("{scheme}://{} (Gateway port 443)", l[0].local_addr)
+            );
+        }
+        gw.shutdown().await;
+    }
 
     #[test]
     fn port_mapping() {

@@ -5,8 +5,19 @@
 //! 1. **Gateways** whose `selector` is a subset of the workload's labels (nil or empty
 //!    selector: every workload; Gateways of every namespace are considered). Servers
 //!    with protocol HTTP, HTTP2, GRPC or GRPC-WEB become one HTTP [`Listener`] per port
-//!    (servers of several Gateways on one port merge). HTTPS, TLS, TCP and others are
-//!    skipped with an Info finding for now.
+//!    (servers of several Gateways on one port merge). HTTPS servers with
+//!    `tls.mode: SIMPLE` and a `credentialName` become HTTPS listeners the same way:
+//!    the same virtual hosts and routes (Istio applies `http` rules to terminated
+//!    HTTPS), plus per server its SNI names and certificate ([`TlsTermination`]). One
+//!    router serves every server of the port, so a request's `Host` is not checked
+//!    against its SNI (Envoy's per-server route tables would 404 a mismatch). HTTP and
+//!    HTTPS servers on one port conflict: the later ones are dropped with an Error.
+//!    Other TLS modes, TLS, TCP and other protocols are skipped with an Info finding.
+//!    **Certificates** follow Istio's `credentialName` rule: the Secret `name`
+//!    (`kubernetes://name`) in the gateway workload's namespace, or `ns/name`
+//!    (`kubernetes://ns/name`); keys `cert`/`key`, else `tls.crt`/`tls.key`. A missing
+//!    secret (IST0101) or one without usable PEM (IST0161) is an Error; that server's
+//!    certificate is left out (its handshakes are refused) and the rest still serves.
 //! 2. **VirtualService binding**: top-level `gateways` entries `name` (the VS's
 //!    namespace), `ns/name`, `./name` or the legacy `name.ns.svc...`; an empty list means
 //!    `mesh` only, so the VS does not bind to any gateway. `match[].gateways` only
@@ -51,14 +62,16 @@ use std::sync::Arc;
 
 use crate::diag::{Diagnostic, Level};
 use crate::host;
+use crate::resources::core::decode_base64;
 use crate::resources::networking::{
-    Destination, HttpMatchRequest, HttpRoute, Labels, Resolution, Server, ServiceEntrySpec,
-    ServicePort, StringMatch, Subset, VirtualServiceSpec, WorkloadEntrySpec,
+    Destination, HttpMatchRequest, HttpRoute, Labels, Resolution, Server, ServerTlsMode,
+    ServiceEntrySpec, ServicePort, StringMatch, Subset, VirtualServiceSpec, WorkloadEntrySpec,
 };
-use crate::resources::{Resource, Store};
+use crate::resources::{Kind, Resource, Spec, Store};
 use crate::snapshot::{
     Cluster, ClusterId, Endpoint, HeaderMatch, Listener, ListenerProtocol, PathMatch, QueryMatch,
-    Route, RouteAction, RouteMatch, Router, Snapshot, StrMatch, VirtualHost, WeightedClusters,
+    Route, RouteAction, RouteMatch, Router, Snapshot, StrMatch, TlsCredential, TlsServer,
+    TlsTermination, VirtualHost, WeightedClusters,
 };
 
 /// Info: a Gateway server is not served (its protocol is not supported yet).
@@ -72,6 +85,10 @@ pub const CODE_NO_ENDPOINTS: &str = "ISM0203";
 pub const CODE_UNSUPPORTED: &str = "ISM0204";
 /// Info: fields of a rule that are accepted but not applied yet.
 pub const CODE_NOT_APPLIED: &str = "ISM0205";
+/// Error: a `credentialName` names no Secret (Istio's code).
+pub const CODE_CREDENTIAL_NOT_FOUND: &str = "IST0101";
+/// Error: a `credentialName` Secret holds no usable certificate and key (Istio's code).
+pub const CODE_CREDENTIAL_INVALID: &str = "IST0161";
 
 /// Istio's root namespace: the last place a DestinationRule is looked up, and where
 /// Istio's default gateways run.
@@ -155,7 +172,7 @@ pub fn compile_gateway(store: &Store, workload: &GatewayWorkload) -> (Snapshot, 
     let vss = c.bound_virtual_services();
     let listeners = servers
         .into_iter()
-        .map(|(port, servers)| c.listener(port, &servers, &vss))
+        .map(|(port, p)| c.listener(port, p.https, &p.servers, &vss))
         .collect();
     let snapshot = Snapshot {
         version: 0,
@@ -208,12 +225,20 @@ fn diag(level: Level, code: &'static str, r: &Resource, field: &str, msg: String
         .field(field)
 }
 
-/// One HTTP server of a selected Gateway.
+/// One HTTP or TLS-terminated HTTPS server of a selected Gateway.
 struct HttpServer<'s> {
     gateway: &'s Resource,
     /// `ns/name` of the Gateway, as VirtualServices refer to it.
     gateway_ref: String,
     server: &'s Server,
+    /// Index in `spec.servers`.
+    index: usize,
+}
+
+/// The servers of one port: all plain HTTP, or all TLS-terminated HTTPS.
+struct PortServers<'s> {
+    https: bool,
+    servers: Vec<HttpServer<'s>>,
 }
 
 /// A VirtualService bound to at least one Gateway, with its resolved names.
@@ -246,9 +271,10 @@ struct Compiler<'s> {
 }
 
 impl<'s> Compiler<'s> {
-    /// Plain-HTTP servers of the selected Gateways, by port, in store order.
-    fn http_servers(&mut self) -> BTreeMap<u16, Vec<HttpServer<'s>>> {
-        let mut out: BTreeMap<u16, Vec<HttpServer<'s>>> = BTreeMap::new();
+    /// HTTP and TLS-terminated HTTPS servers of the selected Gateways, by port, in
+    /// store order.
+    fn http_servers(&mut self) -> BTreeMap<u16, PortServers<'s>> {
+        let mut out: BTreeMap<u16, PortServers<'s>> = BTreeMap::new();
         let store = self.store;
         for (r, gw) in store.gateways() {
             if !self.workload.selected_by(gw.selector.as_ref()) {
@@ -256,18 +282,18 @@ impl<'s> Compiler<'s> {
             }
             for (i, server) in gw.servers.iter().enumerate() {
                 let protocol = server.port.protocol.to_ascii_uppercase();
-                match protocol.as_str() {
-                    "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => {}
-                    // TLS termination slots in here: HTTPS/TLS with SIMPLE or MUTUAL
-                    // become listeners with one router per server (SNI).
-                    "HTTPS" | "TLS" => {
+                let https = match protocol.as_str() {
+                    "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => false,
+                    "HTTPS" if self.terminates_tls(r, i, server) => true,
+                    "HTTPS" => continue,
+                    "TLS" => {
                         self.diags.push(diag(
                             Level::Info,
                             CODE_SERVER_SKIPPED,
                             r,
                             &format!("spec.servers[{i}].port.protocol"),
                             format!(
-                                "{protocol} server on port {} is not served yet (TLS comes in a later version)",
+                                "TLS server on port {} is not served yet (TLS routes and TCP proxying come in a later version)",
                                 server.port.number
                             ),
                         ));
@@ -286,7 +312,7 @@ impl<'s> Compiler<'s> {
                         ));
                         continue;
                     }
-                }
+                };
                 let port = match u16::try_from(server.port.number) {
                     Ok(p) if p != 0 => p,
                     _ => {
@@ -303,14 +329,202 @@ impl<'s> Compiler<'s> {
                         continue;
                     }
                 };
-                out.entry(port).or_default().push(HttpServer {
+                let on_port = out.entry(port).or_insert(PortServers {
+                    https,
+                    servers: Vec::new(),
+                });
+                if on_port.https != https {
+                    let (first, this) = if https {
+                        ("HTTP", "HTTPS")
+                    } else {
+                        ("HTTPS", "HTTP")
+                    };
+                    self.diags.push(diag(
+                        Level::Error,
+                        CODE_ROUTE_INVALID,
+                        r,
+                        &format!("spec.servers[{i}].port"),
+                        format!(
+                            "port {port} is already served as {first} by an earlier server; this {this} server is skipped (use another port)"
+                        ),
+                    ));
+                    continue;
+                }
+                on_port.servers.push(HttpServer {
                     gateway: r,
                     gateway_ref: format!("{}/{}", r.namespace(), r.name()),
                     server,
+                    index: i,
                 });
             }
         }
         out
+    }
+
+    /// Whether an HTTPS server is terminated here: `tls.mode: SIMPLE` with a
+    /// `credentialName`. Anything else is reported and skipped.
+    fn terminates_tls(&mut self, r: &Resource, i: usize, server: &Server) -> bool {
+        let base = format!("spec.servers[{i}].tls");
+        let port = server.port.number;
+        let Some(tls) = &server.tls else {
+            self.diags.push(diag(
+                Level::Error,
+                CODE_ROUTE_INVALID,
+                r,
+                &format!("spec.servers[{i}]"),
+                format!("HTTPS server on port {port} has no tls settings; server skipped"),
+            ));
+            return false;
+        };
+        let mode = tls.mode.unwrap_or(ServerTlsMode::Passthrough);
+        if mode != ServerTlsMode::Simple {
+            self.diags.push(diag(
+                Level::Info,
+                CODE_SERVER_SKIPPED,
+                r,
+                &format!("{base}.mode"),
+                format!(
+                    "HTTPS server on port {port} with tls.mode {} is not served yet (only SIMPLE is)",
+                    tls_mode_name(mode)
+                ),
+            ));
+            return false;
+        }
+        let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+        if set(&tls.credential_name) {
+            return true;
+        }
+        let (field, what) = if !tls.credential_names.is_empty() {
+            ("credentialNames", "credentialNames")
+        } else if !tls.tls_certificates.is_empty() {
+            ("tlsCertificates", "tlsCertificates")
+        } else if set(&tls.server_certificate) || set(&tls.private_key) {
+            (
+                "serverCertificate",
+                "certificate files (serverCertificate/privateKey)",
+            )
+        } else {
+            self.diags.push(diag(
+                Level::Error,
+                CODE_ROUTE_INVALID,
+                r,
+                &format!("{base}.credentialName"),
+                format!("HTTPS server on port {port}: tls.mode SIMPLE needs credentialName; server skipped"),
+            ));
+            return false;
+        };
+        self.diags.push(diag(
+            Level::Warning,
+            CODE_UNSUPPORTED,
+            r,
+            &format!("{base}.{field}"),
+            format!(
+                "{what} are not supported yet, use credentialName; the HTTPS server on port {port} is skipped"
+            ),
+        ));
+        false
+    }
+
+    /// Per server of an HTTPS port: its SNI names and its certificate.
+    fn tls_termination(&mut self, servers: &[HttpServer<'s>]) -> TlsTermination {
+        let mut out = Vec::with_capacity(servers.len());
+        for s in servers {
+            let gw_ns = s.gateway.namespace();
+            let mut sni: Vec<String> = Vec::new();
+            for entry in &s.server.hosts {
+                let h = host::ServerHost::parse(entry, gw_ns)
+                    .host
+                    .to_ascii_lowercase();
+                if !h.is_empty() && !sni.contains(&h) {
+                    sni.push(h);
+                }
+            }
+            let (secret, credential) = self.credential(s, &sni);
+            out.push(TlsServer {
+                source: format!("{} spec.servers[{}]", s.gateway.display_ref(), s.index),
+                sni,
+                secret,
+                credential,
+            });
+        }
+        TlsTermination { servers: out }
+    }
+
+    /// The Secret named by a server's `credentialName` (as `Secret ns/name`) and its
+    /// certificate and key, or `None` with an Error finding.
+    fn credential(
+        &mut self,
+        s: &HttpServer<'s>,
+        sni: &[String],
+    ) -> (String, Option<TlsCredential>) {
+        let r = s.gateway;
+        let field = format!("spec.servers[{}].tls.credentialName", s.index);
+        let written = s
+            .server
+            .tls
+            .as_ref()
+            .and_then(|t| t.credential_name.as_deref())
+            .unwrap_or("");
+        let refused = if sni.is_empty() {
+            "this server's handshakes are refused".to_string()
+        } else {
+            format!("TLS handshakes for {} are refused", sni.join(", "))
+        };
+        let Some((ns, name)) = resolve_credential(written, &self.workload.namespace) else {
+            self.diags.push(diag(
+                Level::Warning,
+                CODE_UNSUPPORTED,
+                r,
+                &field,
+                format!(
+                    "credentialName {written:?}: only Secrets (`name`, `ns/name`, `kubernetes://...`) are supported; {refused}"
+                ),
+            ));
+            return (format!("Secret {written}"), None);
+        };
+        let secret_ref = format!("Secret {ns}/{name}");
+        let data = match self.store.find(Kind::Secret, &ns, &name).map(|x| &x.spec) {
+            Some(Spec::Secret(data)) => data,
+            _ => {
+                let looked_in = if written.contains('/') {
+                    format!("namespace {ns}, as written")
+                } else {
+                    format!(
+                        "namespace {ns}, where the gateway workload runs (Istio reads credentialName secrets there, not in the Gateway's namespace)"
+                    )
+                };
+                self.diags.push(diag(
+                    Level::Error,
+                    CODE_CREDENTIAL_NOT_FOUND,
+                    r,
+                    &field,
+                    format!(
+                        "credentialName {written:?}: no {secret_ref}; looked in {looked_in}; {refused}"
+                    ),
+                ));
+                return (secret_ref, None);
+            }
+        };
+        match server_cert_and_key(|k| data.get(k)) {
+            Ok((cert_chain_pem, private_key_pem)) => (
+                secret_ref.clone(),
+                Some(TlsCredential {
+                    secret: secret_ref,
+                    cert_chain_pem,
+                    private_key_pem,
+                }),
+            ),
+            Err(why) => {
+                self.diags.push(diag(
+                    Level::Error,
+                    CODE_CREDENTIAL_INVALID,
+                    r,
+                    &field,
+                    format!("credentialName {written:?}: {secret_ref}: {why}; {refused}"),
+                ));
+                (secret_ref, None)
+            }
+        }
     }
 
     /// VirtualServices visible to the workload and bound to some Gateway, in binding
@@ -361,7 +575,13 @@ impl<'s> Compiler<'s> {
         out.into_iter().map(|(_, vs)| vs).collect()
     }
 
-    fn listener(&mut self, port: u16, servers: &[HttpServer<'s>], vss: &[BoundVs<'s>]) -> Listener {
+    fn listener(
+        &mut self,
+        port: u16,
+        https: bool,
+        servers: &[HttpServer<'s>],
+        vss: &[BoundVs<'s>],
+    ) -> Listener {
         let mut vhosts: Vec<VirtualHost> = Vec::new();
         let mut by_domain: HashMap<String, usize> = HashMap::new();
         // Routes of one VS for one Gateway on this port (None: it produced none).
@@ -369,7 +589,9 @@ impl<'s> Compiler<'s> {
         let mut appended: HashSet<(usize, usize, &str)> = HashSet::new();
         for s in servers {
             let gw_ns = s.gateway.namespace();
-            let redirect = s.server.tls.as_ref().is_some_and(|t| t.https_redirect);
+            // `httpsRedirect` only means something on plain HTTP (Envoy's
+            // `require_tls` is already satisfied on a TLS connection).
+            let redirect = !https && s.server.tls.as_ref().is_some_and(|t| t.https_redirect);
             for (vi, vs) in vss.iter().enumerate() {
                 if !vs.gateways.contains(&s.gateway_ref) {
                     continue;
@@ -421,9 +643,14 @@ impl<'s> Compiler<'s> {
             // Stable: catch-alls last, everything else in order (Istio SortVHostRoutes).
             vh.routes.sort_by_key(|r| r.matcher.is_catch_all());
         }
+        let protocol = if https {
+            ListenerProtocol::Https(self.tls_termination(servers))
+        } else {
+            ListenerProtocol::Http
+        };
         Listener {
             port,
-            protocol: ListenerProtocol::Http,
+            protocol,
             router: Router::new(vhosts),
         }
     }
@@ -982,6 +1209,96 @@ impl<'s> Compiler<'s> {
     }
 }
 
+fn tls_mode_name(mode: ServerTlsMode) -> &'static str {
+    match mode {
+        ServerTlsMode::Passthrough => "PASSTHROUGH (the default)",
+        ServerTlsMode::Simple => "SIMPLE",
+        ServerTlsMode::Mutual => "MUTUAL",
+        ServerTlsMode::AutoPassthrough => "AUTO_PASSTHROUGH",
+        ServerTlsMode::IstioMutual => "ISTIO_MUTUAL",
+        ServerTlsMode::OptionalMutual => "OPTIONAL_MUTUAL",
+    }
+}
+
+/// A `credentialName` as (namespace, name) (Istio `pilot/pkg/model/credentials`):
+/// `name` and `kubernetes://name` are in `home` (the gateway workload's namespace),
+/// `ns/name` and `kubernetes://ns/name` as written. `None` for other schemes
+/// (`builtin://`, `configmap://`, `kubernetes-gateway://`) or an empty name.
+fn resolve_credential(written: &str, home: &str) -> Option<(String, String)> {
+    let rest = match written.strip_prefix("kubernetes://") {
+        Some(rest) => rest,
+        None if written.contains("://") => return None,
+        None => written,
+    };
+    let (ns, name) = rest.split_once('/').unwrap_or((home, rest));
+    (!ns.is_empty() && !name.is_empty()).then(|| (ns.to_string(), name.to_string()))
+}
+
+/// Istio's `extractCertInfo`: `cert` + `key` when both are non-empty, else `tls.crt` +
+/// `tls.key`; then a PEM check of both (the engine parses them for real).
+fn server_cert_and_key(
+    get: impl Fn(&str) -> Option<Vec<u8>>,
+) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let pairs = [("cert", "key"), ("tls.crt", "tls.key")];
+    let found = pairs.iter().find_map(|&(c, k)| match (get(c), get(k)) {
+        (Some(cert), Some(key)) if !cert.is_empty() && !key.is_empty() => Some((c, cert, k, key)),
+        _ => None,
+    });
+    let Some((cert_key, cert, key_key, key)) = found else {
+        if let Some((c, k)) = pairs
+            .iter()
+            .find(|(c, k)| get(c).is_some() && get(k).is_some())
+        {
+            return Err(format!("keys {c:?} and {k:?} are present but empty"));
+        }
+        return Err(
+            "it has neither keys \"cert\" and \"key\" nor \"tls.crt\" and \"tls.key\" (or their data is not base64)"
+                .to_string(),
+        );
+    };
+    let blocks = pem_blocks(&cert).map_err(|e| format!("{cert_key:?} is not valid PEM: {e}"))?;
+    if !blocks.iter().any(|l| l == "CERTIFICATE") {
+        return Err(format!("{cert_key:?} holds no CERTIFICATE PEM block"));
+    }
+    let blocks = pem_blocks(&key).map_err(|e| format!("{key_key:?} is not valid PEM: {e}"))?;
+    match blocks.iter().find(|l| l.ends_with("PRIVATE KEY")) {
+        None => Err(format!("{key_key:?} holds no PRIVATE KEY PEM block")),
+        Some(l) if l.starts_with("ENCRYPTED") => Err(format!(
+            "{key_key:?} is an encrypted private key, which cannot be used without its password"
+        )),
+        Some(_) => Ok((cert, key)),
+    }
+}
+
+/// The labels of the PEM blocks in `text`, checking that each body is base64 of a DER
+/// structure (an ASN.1 SEQUENCE). Text outside the blocks is ignored, as OpenSSL does.
+fn pem_blocks(text: &[u8]) -> Result<Vec<String>, String> {
+    let text = std::str::from_utf8(text).map_err(|_| "not text".to_string())?;
+    let mut labels = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("-----BEGIN ") {
+        let after = &rest[start + "-----BEGIN ".len()..];
+        let label_end = after
+            .find("-----")
+            .ok_or_else(|| "a BEGIN line is not closed".to_string())?;
+        let label = &after[..label_end];
+        let body = &after[label_end + 5..];
+        let end_marker = format!("-----END {label}-----");
+        let body_end = body
+            .find(&end_marker)
+            .ok_or_else(|| format!("no \"{end_marker}\" line"))?;
+        if decode_base64(&body[..body_end]).is_none_or(|der| der.first() != Some(&0x30)) {
+            return Err(format!("the {label} block is not base64 DER"));
+        }
+        labels.push(label.to_string());
+        rest = &body[body_end + end_marker.len()..];
+    }
+    if labels.is_empty() {
+        return Err("no PEM block".to_string());
+    }
+    Ok(labels)
+}
+
 /// `{}` or `regex: "*"` (Istio `canBeConvertedToPresentMatch`).
 fn is_presence(sm: &StringMatch) -> bool {
     (sm.exact.is_none() && sm.prefix.is_none() && sm.regex.is_none())
@@ -1149,6 +1466,316 @@ mod tests {
             Some("o/gw".into())
         );
         assert_eq!(resolve_gateway_ref("mesh", "ns"), None);
+    }
+
+    #[test]
+    fn credential_names() {
+        let r = |w: &str| resolve_credential(w, "istio-system");
+        let pair = |a: &str, b: &str| Some((a.to_string(), b.to_string()));
+        assert_eq!(r("c"), pair("istio-system", "c"));
+        assert_eq!(r("kubernetes://c"), pair("istio-system", "c"));
+        assert_eq!(r("ns/c"), pair("ns", "c"));
+        assert_eq!(r("kubernetes://ns/c"), pair("ns", "c"));
+        assert_eq!(r("builtin://"), None);
+        assert_eq!(r("configmap://ns/c"), None);
+        assert_eq!(r(""), None);
+    }
+
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMAMCAQI=\n-----END PRIVATE KEY-----\n";
+
+    fn pair(data: &[(&str, &str)]) -> Result<(Vec<u8>, Vec<u8>), String> {
+        server_cert_and_key(|k| {
+            data.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.as_bytes().to_vec())
+        })
+    }
+
+    #[test]
+    fn secret_keys_in_istio_order() {
+        let ok = |c: &str, k: &str| Ok((c.as_bytes().to_vec(), k.as_bytes().to_vec()));
+        assert_eq!(pair(&[("tls.crt", CERT), ("tls.key", KEY)]), ok(CERT, KEY));
+        let other = CERT.replace("MAMCAQE=", "MAMCAQM=");
+        // `cert`/`key` win over `tls.crt`/`tls.key`; empty ones are skipped.
+        assert_eq!(
+            pair(&[
+                ("cert", &other),
+                ("key", KEY),
+                ("tls.crt", CERT),
+                ("tls.key", KEY)
+            ]),
+            ok(&other, KEY)
+        );
+        assert_eq!(
+            pair(&[
+                ("cert", ""),
+                ("key", ""),
+                ("tls.crt", CERT),
+                ("tls.key", KEY)
+            ]),
+            ok(CERT, KEY)
+        );
+        let e = pair(&[("cert", ""), ("key", "")]).unwrap_err();
+        assert!(e.contains("present but empty"), "{e}");
+        let e = pair(&[("ca.crt", CERT)]).unwrap_err();
+        assert!(e.contains("neither keys"), "{e}");
+        let e = pair(&[("tls.crt", "garbage"), ("tls.key", KEY)]).unwrap_err();
+        assert!(
+            e.contains("\"tls.crt\" is not valid PEM: no PEM block"),
+            "{e}"
+        );
+        let cut = &CERT[..CERT.len() - 10];
+        let e = pair(&[("tls.crt", cut), ("tls.key", KEY)]).unwrap_err();
+        assert!(e.contains("no \"-----END CERTIFICATE-----\" line"), "{e}");
+        let bad_body = CERT.replace("MAMCAQE=", "!!!!");
+        let e = pair(&[("tls.crt", &bad_body), ("tls.key", KEY)]).unwrap_err();
+        assert!(e.contains("not base64 DER"), "{e}");
+        let e = pair(&[("tls.crt", KEY), ("tls.key", KEY)]).unwrap_err();
+        assert!(e.contains("no CERTIFICATE"), "{e}");
+        let e = pair(&[("tls.crt", CERT), ("tls.key", CERT)]).unwrap_err();
+        assert!(e.contains("no PRIVATE KEY"), "{e}");
+        let enc = KEY.replace("PRIVATE KEY", "ENCRYPTED PRIVATE KEY");
+        let e = pair(&[("tls.crt", CERT), ("tls.key", &enc)]).unwrap_err();
+        assert!(e.contains("encrypted"), "{e}");
+    }
+
+    /// A Gateway in `default` with two HTTPS servers on 443 and one HTTP server on 80,
+    /// its secrets, and a VirtualService bound to it; `extra` is appended.
+    fn tls_store(extra: &str) -> Store {
+        let yaml = format!(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 443, name: https-a, protocol: HTTPS}}
+    hosts: [a.test, "ns1/b.test"]
+    tls: {{mode: SIMPLE, credentialName: a-cert, httpsRedirect: true}}
+  - port: {{number: 443, name: https-any, protocol: HTTPS}}
+    hosts: ["*"]
+    tls: {{mode: SIMPLE, credentialName: "kubernetes://other/any-cert"}}
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: [a.test]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: a-cert, namespace: istio-system}}
+type: kubernetes.io/tls
+stringData: {{tls.crt: "{cert}", tls.key: "{key}"}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: any-cert, namespace: other}}
+stringData: {{cert: "{cert}", key: "{key}", tls.crt: x, tls.key: y}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: vs, namespace: default}}
+spec:
+  hosts: [a.test]
+  gateways: [gw]
+  http:
+  - match: [{{scheme: {{exact: https}}}}]
+    route: [{{destination: {{host: secure.default.svc.cluster.local}}}}]
+  - route: [{{destination: {{host: plain.default.svc.cluster.local}}}}]
+{extra}"#,
+            cert = CERT.replace('\n', "\\n"),
+            key = KEY.replace('\n', "\\n"),
+        );
+        let loaded = crate::load::load_str("tls.yaml", &yaml);
+        assert!(
+            loaded.diagnostics.iter().all(|d| d.level == Level::Info),
+            "{:?}",
+            loaded.diagnostics
+        );
+        Store::new(loaded.resources)
+    }
+
+    fn errors(diags: &[Diagnostic]) -> Vec<String> {
+        diags
+            .iter()
+            .filter(|d| d.level >= Level::Warning && d.code != CODE_NO_ENDPOINTS)
+            .map(|d| d.to_string())
+            .collect()
+    }
+
+    fn routed_to(snap: &Snapshot, port: u16, scheme: &str) -> Option<String> {
+        let headers = http::HeaderMap::new();
+        let req = crate::snapshot::RequestView {
+            authority: "a.test",
+            path: "/",
+            method: "GET",
+            scheme,
+            port,
+            headers: &headers,
+        };
+        let route = snap.listener(port)?.router.route(&req)?;
+        let RouteAction::Forward(w) = &route.action;
+        Some(snap.cluster(w.targets[0].0).host.clone())
+    }
+
+    #[test]
+    fn https_simple_servers_become_an_https_listener() {
+        let (snap, diags) = compile_gateway(&tls_store(""), &GatewayWorkload::default());
+        assert_eq!(errors(&diags), Vec::<String>::new());
+        let ports: Vec<u16> = snap.listeners.iter().map(|l| l.port).collect();
+        assert_eq!(ports, [80, 443]);
+        assert_eq!(
+            snap.listener(80).map(|l| &l.protocol),
+            Some(&ListenerProtocol::Http)
+        );
+        let l443 = snap.listener(443).expect("443");
+        let tls = l443.protocol.tls().expect("HTTPS listener");
+        assert_eq!(tls.servers.len(), 2);
+        let (a, any) = (&tls.servers[0], &tls.servers[1]);
+        assert_eq!(a.source, "Gateway default/gw spec.servers[0]");
+        assert_eq!(a.sni, ["a.test", "b.test"]);
+        assert_eq!(a.secret, "Secret istio-system/a-cert");
+        let cred = a.credential.as_ref().expect("a-cert loaded");
+        assert_eq!(cred.cert_chain_pem, CERT.as_bytes());
+        assert_eq!(cred.private_key_pem, KEY.as_bytes());
+        assert!(
+            !format!("{cred:?}").contains("MAMCAQI"),
+            "Debug hides the key"
+        );
+        assert_eq!(any.sni, ["*"]);
+        assert_eq!(any.secret, "Secret other/any-cert");
+        // `cert`/`key` win over `tls.crt`/`tls.key`.
+        let cred = any.credential.as_ref().expect("any-cert loaded");
+        assert_eq!(cred.cert_chain_pem, CERT.as_bytes());
+        // Same routes on both listeners; scheme decides; no https redirect on TLS.
+        assert!(!l443.router.vhosts.iter().any(|v| v.https_redirect));
+        assert_eq!(
+            routed_to(&snap, 443, "https").as_deref(),
+            Some("secure.default.svc.cluster.local")
+        );
+        assert_eq!(
+            routed_to(&snap, 80, "http").as_deref(),
+            Some("plain.default.svc.cluster.local")
+        );
+    }
+
+    #[test]
+    fn missing_or_bad_secrets_leave_that_server_without_a_certificate() {
+        // A workload in namespace `edge`, where `a-cert` exists with a cut PEM.
+        let extra = r#"---
+apiVersion: v1
+kind: Secret
+metadata: {name: a-cert, namespace: edge}
+stringData: {tls.crt: "-----BEGIN CERTIFICATE-----\nMAMC", tls.key: "k"}
+"#;
+        let workload = GatewayWorkload {
+            namespace: "edge".to_string(),
+            ..GatewayWorkload::default()
+        };
+        let (snap, diags) = compile_gateway(&tls_store(extra), &workload);
+        let tls = snap
+            .listener(443)
+            .and_then(|l| l.protocol.tls())
+            .expect("443 still served");
+        assert!(tls.servers[0].credential.is_none());
+        assert_eq!(tls.servers[0].secret, "Secret edge/a-cert");
+        // The explicit namespace does not depend on the workload.
+        assert!(tls.servers[1].credential.is_some());
+        let errs = errors(&diags);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("tls.yaml:")
+                && errs[0].contains(CODE_CREDENTIAL_INVALID)
+                && errs[0].contains("Secret edge/a-cert")
+                && errs[0].contains("no \"-----END CERTIFICATE-----\" line")
+                && errs[0].contains("TLS handshakes for a.test, b.test are refused"),
+            "{}",
+            errs[0]
+        );
+        let d = diags
+            .iter()
+            .find(|d| d.code == CODE_CREDENTIAL_INVALID)
+            .expect("finding");
+        assert_eq!(d.level, Level::Error);
+        assert!(
+            d.to_string().contains("spec.servers[0].tls.credentialName"),
+            "{d}"
+        );
+
+        // No secret at all in the workload's namespace: IST0101 naming where it looked.
+        let workload = GatewayWorkload {
+            namespace: "nowhere".to_string(),
+            ..GatewayWorkload::default()
+        };
+        let (snap, diags) = compile_gateway(&tls_store(""), &workload);
+        assert!(snap
+            .listener(443)
+            .and_then(|l| l.protocol.tls())
+            .is_some_and(|t| t.servers[0].credential.is_none()));
+        let errs = errors(&diags);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains(CODE_CREDENTIAL_NOT_FOUND)
+                && errs[0].contains("no Secret nowhere/a-cert"),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn other_tls_modes_and_port_conflicts_are_skipped() {
+        let extra = r#"---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw2, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8443, name: mtls, protocol: HTTPS}
+    hosts: [m.test]
+    tls: {mode: MUTUAL, credentialName: a-cert}
+  - port: {number: 8444, name: pass, protocol: HTTPS}
+    hosts: [p.test]
+    tls: {}
+  - port: {number: 80, name: clash, protocol: HTTPS}
+    hosts: [c.test]
+    tls: {mode: SIMPLE, credentialName: a-cert}
+  - port: {number: 8445, name: files, protocol: HTTPS}
+    hosts: [f.test]
+    tls: {mode: SIMPLE, serverCertificate: /etc/cert.pem, privateKey: /etc/key.pem}
+"#;
+        let (snap, diags) = compile_gateway(&tls_store(extra), &GatewayWorkload::default());
+        let ports: Vec<u16> = snap.listeners.iter().map(|l| l.port).collect();
+        assert_eq!(ports, [80, 443]);
+        assert_eq!(
+            snap.listener(80).map(|l| &l.protocol),
+            Some(&ListenerProtocol::Http)
+        );
+        let text: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+        let has = |level: Level, code: &str, what: &str| {
+            diags
+                .iter()
+                .any(|d| d.level == level && d.code == code && d.to_string().contains(what))
+        };
+        assert!(
+            has(Level::Info, CODE_SERVER_SKIPPED, "tls.mode MUTUAL"),
+            "{text:?}"
+        );
+        assert!(
+            has(Level::Info, CODE_SERVER_SKIPPED, "PASSTHROUGH"),
+            "{text:?}"
+        );
+        assert!(
+            has(
+                Level::Error,
+                CODE_ROUTE_INVALID,
+                "port 80 is already served as HTTP"
+            ),
+            "{text:?}"
+        );
+        assert!(
+            has(Level::Warning, CODE_UNSUPPORTED, "certificate files"),
+            "{text:?}"
+        );
     }
 
     #[test]

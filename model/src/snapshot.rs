@@ -34,11 +34,72 @@ impl Snapshot {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenerProtocol {
     /// HTTP/1.1 and h2c (HTTP, HTTP2, GRPC, GRPC-WEB server protocols).
     Http,
-    // TLS-terminated HTTPS (one router per server/SNI) comes with the TLS issue.
+    /// TLS terminated here (`protocol: HTTPS`, `tls.mode: SIMPLE`): a certificate chosen
+    /// by SNI, then the same HTTP routing as [`ListenerProtocol::Http`], with scheme
+    /// `https`.
+    Https(TlsTermination),
+}
+
+impl ListenerProtocol {
+    /// The TLS settings of an HTTPS listener.
+    pub fn tls(&self) -> Option<&TlsTermination> {
+        match self {
+            ListenerProtocol::Http => None,
+            ListenerProtocol::Https(t) => Some(t),
+        }
+    }
+}
+
+/// The certificates of one HTTPS listener: one entry per Gateway server on the port,
+/// in store order. The engine picks the server for a handshake by SNI: an exact name
+/// first, then the longest `*` suffix, then `*`; without SNI, the `*` server. When
+/// several servers claim a name, the first one keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsTermination {
+    pub servers: Vec<TlsServer>,
+}
+
+/// One Gateway server of an HTTPS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsServer {
+    /// `Gateway ns/name spec.servers[i]`, for logs.
+    pub source: String,
+    /// SNI patterns, lower-case: exact names, `*.suffix`, or `*` (the server's hosts
+    /// without their namespace part).
+    pub sni: Vec<String>,
+    /// `Secret ns/name` named by `credentialName`, for logs.
+    pub secret: String,
+    /// `None` when the secret is missing or unusable (reported when compiling):
+    /// handshakes for the server's names are refused.
+    pub credential: Option<TlsCredential>,
+}
+
+/// A server certificate chain and its private key, as PEM (the model does no crypto;
+/// the engine parses them). `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsCredential {
+    /// `Secret ns/name`, as errors name it.
+    pub secret: String,
+    /// The secret's `cert` or `tls.crt`: the leaf certificate first, then its chain.
+    pub cert_chain_pem: Vec<u8>,
+    /// The secret's `key` or `tls.key`.
+    pub private_key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsCredential")
+            .field("secret", &self.secret)
+            .field(
+                "cert_chain_pem",
+                &format_args!("{} bytes", self.cert_chain_pem.len()),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// One gateway port (as declared in the Gateway; the process may bind elsewhere).

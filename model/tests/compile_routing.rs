@@ -632,16 +632,18 @@ spec:
             .map(|l| l.port)
             .collect()
     };
-    assert_eq!(ports(&workloads[0]), [80, 82]);
-    assert_eq!(ports(&workloads[1]), [81, 82]);
+    assert_eq!(ports(&workloads[0]), [80, 82, 443]);
+    assert_eq!(ports(&workloads[1]), [81, 82, 443]);
+    // The HTTPS listener starts without its certificate: Secret `cert` is missing.
     let (_, diags) = compile_gateway(&store, &workloads[0]);
-    let skipped = diags
+    let missing = diags
         .iter()
-        .find(|d| d.level == Level::Info)
-        .expect("HTTPS skipped");
+        .find(|d| d.level == Level::Error)
+        .expect("credential not found");
+    assert_eq!(missing.code, "IST0101");
     assert_eq!(
-        skipped.field.as_deref(),
-        Some("spec.servers[1].port.protocol")
+        missing.field.as_deref(),
+        Some("spec.servers[1].tls.credentialName")
     );
     assert!(gateway_workloads(&Store::default()).is_empty());
 }

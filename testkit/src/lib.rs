@@ -234,12 +234,15 @@ impl Up {
     }
 }
 
-/// Parse `gateway NAME: Gateway port 80 -> http://127.0.0.1:8080`.
+/// Parse `gateway NAME: Gateway port 80 -> http://127.0.0.1:8080` (or `https://`).
 pub fn parse_listener_line(l: &str) -> Option<(u16, SocketAddr)> {
     let rest = l.split_once("Gateway port ")?.1;
-    let (port, url) = rest.split_once(" -> http://")?;
+    let (port, url) = rest.split_once(" -> ")?;
+    let addr = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
     Some((
         port.trim().parse().ok()?,
-        url.trim().trim_end_matches('/').parse().ok()?,
+        addr.trim().trim_end_matches('/').parse().ok()?,
     ))
 }
