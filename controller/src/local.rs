@@ -125,7 +125,9 @@ impl LocalController {
         let watcher = {
             let tx = tx.clone();
             notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-                if ev.is_ok() {
+                // Our own reads produce access events: reacting to them would reload
+                // in a loop. Only changes count.
+                if ev.is_ok_and(|e| !e.kind.is_access()) {
                     let _ = tx.send(());
                 }
             })
