@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Results writer of the load benchmarks: turns the JSON that bench.py writes
+(`{"meta": ..., "cells": [...]}`, one cell per scenario x target x repetition) into
+the Markdown report. `python3 benches/load/report.py FILE.json` re-renders a saved
+run to stdout."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+
+PEERS = ["direct", "nginx", "haproxy", "envoy"]
+ORDER = PEERS + ["isthmus"]
+MEDIAN_KEYS = ["rps", "p50_ms", "p99_ms", "cpu_us", "cpu_user_us", "cpu_sys_us", "cpu_cores",
+               "upstream_cpu_us", "loadgen_cores"]
+
+
+def cell_line(c: dict) -> str:
+    """One progress line for a finished cell."""
+    head = f"{c['scenario']:<8} {c['target']:<8} rep {c['rep'] + 1}"
+    if "na" in c:
+        return f"{head}: {c['na']}"
+    if "error" in c:
+        return f"{head}: FAILED: {c['error']}"
+    cpu = f", {c['cpu_us']:.1f} us CPU/req" if "cpu_us" in c else ""
+    noisy = "" if c.get("quiet", True) else f" (noisy: other {c.get('other_cores', 0):.2f} cores)"
+    return (f"{head}: {c['rps']:,.0f} req/s, p50 {c.get('p50_ms', float('nan')):.2f} ms, "
+            f"p99 {c.get('p99_ms', float('nan')):.2f} ms{cpu}{noisy}")
+
+
+def aggregate(cells: list[dict]) -> dict[tuple[str, str], dict]:
+    """Median over the repetitions of each scenario x target."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for c in cells:
+        groups.setdefault((c["scenario"], c["target"]), []).append(c)
+    out = {}
+    for key, cs in groups.items():
+        ok = [c for c in cs if "na" not in c and "error" not in c]
+        agg: dict = {"runs": len(ok), "of": len(cs)}
+        if not ok:
+            first = cs[0]
+            agg["na" if "na" in first else "error"] = first.get("na") or first.get("error")
+            out[key] = agg
+            continue
+        for k in MEDIAN_KEYS:
+            vals = [c[k] for c in ok if k in c]
+            if vals:
+                agg[k] = statistics.median(vals)
+        for k in ("rss_peak_kib", "hwm_kib"):
+            vals = [c[k] for c in ok if k in c]
+            if vals:
+                agg[k] = max(vals)
+        agg["errors"] = sum(c.get("errors", 0) for c in ok)
+        agg["requests"] = sum(c.get("requests", 0) for c in ok)
+        agg["noisy"] = sum(1 for c in ok if not c.get("quiet", True))
+        rps = [c["rps"] for c in ok]
+        if len(rps) > 1:
+            agg["rps_spread"] = (min(rps), max(rps))
+        out[key] = agg
+    return out
+
+
+def fmt(v, spec: str, dash: str = "") -> str:
+    return dash if v is None else format(v, spec)
+
+
+def ratio(a, b) -> str:
+    if a is None or b is None or b == 0:
+        return ""
+    return f"{a / b:.2f}x"
+
+
+def render(data: dict) -> str:
+    meta, cells = data["meta"], data["cells"]
+    agg = aggregate(cells)
+    idle = meta.get("idle_rss_kib", {})
+    v = meta.get("versions", {})
+    lines = [
+        f"# isthmus load benchmarks ({meta['mode']})",
+        "",
+        f"- date: {meta['date']}",
+        f"- command: `{meta.get('command') or 'benches/run.sh ' + meta['mode']}`",
+        f"- machine: {meta['machine']}",
+        "- pinning: load generator on CPU 0; upstream (nginx, 1 worker) and the proxy under "
+        "test on CPU 1; every proxy with one worker/thread "
+        f"(isthmus: {meta.get('isthmus_workers', '?')})",
+        f"- runs: {meta['duration_s']} s per cell, {meta['reps']} repetition(s), median shown; "
+        f"wait for < {meta['quiet_threshold'] * 100:.0f} % machine CPU before each "
+        f"(at most {meta['quiet_timeout_s']:.0f} s)",
+        "- versions: " + ", ".join(f"{k} {v[k]}" for k in
+                                   ("nginx", "haproxy", "envoy", "isthmus", "wrk", "h2load",
+                                    "openssl") if k in v),
+    ]
+    if "shim" in meta:
+        lines.append(f"- full-handshake test, client-side no-resumption shim: {meta['shim']}")
+    tls = meta.get("tls", {})
+    if tls:
+        parts = []
+        for name in ORDER:
+            if name in tls:
+                t = tls[name]
+                parts.append(f"{name} {t.get('protocol', '?')} {t.get('cipher', '?')} "
+                             f"{t.get('kx', '?').split(',')[0]}, resumption offered: "
+                             f"{t.get('resumption', '?')}")
+        lines.append("- TLS as negotiated by `openssl s_client`: " + "; ".join(parts))
+    for name, na in meta.get("na", {}).items():
+        for proto, why in na.items():
+            lines.append(f"- {name} {proto}: {why}")
+    lines += [
+        "",
+        "| scenario | target | req/s | p50 ms | p99 ms | added p50 / p99 ms vs direct "
+        "| proxy CPU µs/req (user + sys) | proxy CPU cores | upstream CPU µs/req "
+        "| proxy RSS MB idle → peak | VmHWM MB | notes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for key, title in meta["scenarios"].items():
+        first = True
+        for name in ORDER:
+            a = agg.get((key, name))
+            if a is None:
+                continue
+            label = title if first else ""
+            first = False
+            if "na" in a or "error" in a:
+                why = a.get("na") or f"failed: {a.get('error')}"
+                lines.append(f"| {label} | {name} | {why} | | | | | | | | | |")
+                continue
+            added = ""
+            d = agg.get((key, "direct"))
+            if key.startswith("rate") and name != "direct" and d and "p50_ms" in d:
+                added = f"{a['p50_ms'] - d['p50_ms']:+.2f} / {a['p99_ms'] - d['p99_ms']:+.2f}"
+            cpu = ""
+            if "cpu_us" in a:
+                cpu = f"{a['cpu_us']:.1f} ({a['cpu_user_us']:.1f} + {a['cpu_sys_us']:.1f})"
+                if key == "tls-hs":
+                    cpu += " per handshake"
+            rss = hwm = ""
+            if "rss_peak_kib" in a:
+                rss = f"{idle.get(name, 0) / 1024:.1f} → {a['rss_peak_kib'] / 1024:.1f}"
+                hwm = f"{a['hwm_kib'] / 1024:.1f}"
+            notes = []
+            if a.get("loadgen_cores", 0) > 0.9:
+                notes.append(f"client at {a['loadgen_cores'] * 100:.0f} % of CPU 0")
+            if a.get("errors"):
+                notes.append(f"{a['errors']} errors of {a['requests']:,}")
+            if a.get("noisy"):
+                notes.append(f"noisy ({a['noisy']}/{a['runs']})")
+            if a["runs"] < a["of"]:
+                notes.append(f"{a['of'] - a['runs']} run(s) failed")
+            if "rps_spread" in a:
+                lo, hi = a["rps_spread"]
+                if hi - lo > 0.005 * hi:  # not at the fixed rate
+                    notes.append(f"req/s {lo:,.0f}–{hi:,.0f}")
+            lines.append(
+                f"| {label} | {name} | {a['rps']:,.0f} | {fmt(a.get('p50_ms'), '.2f')} "
+                f"| {fmt(a.get('p99_ms'), '.2f')} | {added} | {cpu} "
+                f"| {fmt(a.get('cpu_cores'), '.3f')} | {fmt(a.get('upstream_cpu_us'), '.1f')} "
+                f"| {rss} | {hwm} "
+                f"| {'; '.join(notes)} |")
+    lines += [
+        "",
+        "isthmus relative to each peer in the same run (CPU/req and p99: below 1 is better "
+        "for isthmus; req/s: above 1 is better):",
+        "",
+        "| scenario | vs | CPU/req ratio | req/s ratio | p99 ratio |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for key in meta["scenarios"]:
+        me = agg.get((key, "isthmus"))
+        if not me or "rps" not in me:
+            continue
+        for peer in PEERS:
+            p = agg.get((key, peer))
+            if not p or "rps" not in p:
+                continue
+            lines.append(f"| {key} | {peer} | {ratio(me.get('cpu_us'), p.get('cpu_us'))} "
+                         f"| {ratio(me['rps'], p['rps'])} "
+                         f"| {ratio(me.get('p99_ms'), p.get('p99_ms'))} |")
+    lines += ["", "How to read this table: see \"Load benchmarks\" in benches/README.md.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: report.py RESULTS.json")
+    with open(sys.argv[1]) as f:
+        print(render(json.load(f)))
