@@ -46,14 +46,21 @@ enum Command {
         /// Address to bind.
         #[arg(long, default_value = "127.0.0.1")]
         bind: IpAddr,
+        /// Exit when standard input closes (`up` passes a pipe, so its demo apps end
+        /// with it even when it is killed with SIGKILL).
+        #[arg(long, hide = true)]
+        exit_with_stdin: bool,
     },
     /// Print the version.
     Version,
 }
 
+/// Logs to stderr, filtered by `ISTHMUS_LOG` (an `EnvFilter`). The default keeps
+/// Pingora to warnings and rustls to errors: rustls warns about every alert it sends,
+/// and a refused TLS handshake is the gateway's one DEBUG line, not a warning.
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ISTHMUS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora=warn,rustls=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -75,8 +82,12 @@ fn main() -> ExitCode {
             port,
             name,
             bind,
+            exit_with_stdin,
         } => {
             init_tracing();
+            if exit_with_stdin {
+                demo_app::exit_when_stdin_closes();
+            }
             run_async(None, async move {
                 demo_app::DemoApp { name, version }
                     .serve(SocketAddr::new(bind, port))

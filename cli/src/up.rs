@@ -1,12 +1,16 @@
 //! `isthmus up DIR`: the embedded default. Runs the local controller on the
-//! directory, one gateway per gateway workload on loopback, and the demo apps the
-//! directory declares (WorkloadEntries annotated `isthmus.dev/demo-app`).
+//! directory, one gateway per gateway workload on loopback, the demo apps the
+//! directory declares (WorkloadEntries annotated `isthmus.dev/demo-app`), and the
+//! ACME manager that issues the cert-manager Certificates of ACME issuers into the
+//! state directory (whose `secrets/` the controller loads as configuration).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use isthmus_controller::LocalController;
+use isthmus_gateway::acme::{load_ca_roots, AcmeManager, AcmeOptions, StateDir};
 use isthmus_model::{Level, Store};
 
 /// Annotation on a WorkloadEntry: start a built-in demo app (value: the app name)
@@ -29,6 +33,19 @@ pub struct UpArgs {
     /// Proxy worker threads (default: one per CPU core).
     #[arg(long, env = "ISTHMUS_WORKERS")]
     pub workers: Option<usize>,
+    /// Where isthmus keeps its state: ACME accounts and issued certificates (as
+    /// Secret YAML in `secrets/`, served like configuration). Default: DIR/.isthmus,
+    /// created when first needed.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// PEM root certificate(s) to trust for ACME servers besides the system's (e.g.
+    /// a local pebble's); an issuer with its own `caBundle` trusts only that.
+    #[arg(long, env = "ISTHMUS_ACME_CA_ROOT")]
+    acme_ca_root: Option<PathBuf>,
+    /// Longest wait, in seconds, between retries of a failed ACME order (the first
+    /// retry is after 2 s, doubling).
+    #[arg(long, default_value_t = 3600)]
+    acme_retry_max: u64,
 }
 
 /// A demo app to start: (name, version, port).
@@ -49,8 +66,21 @@ fn demo_apps(store: &Store) -> Vec<(String, String, u16)> {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    let (controller, feeds, report) = LocalController::open(&args.dir)
-        .with_context(|| format!("loading {}", args.dir.display()))?;
+    let state = match &args.state_dir {
+        Some(root) => StateDir::open(root).context("--state-dir")?,
+        None => StateDir::new(&args.dir.join(".isthmus")),
+    };
+    let mut acme = AcmeOptions::new(state.clone());
+    if let Some(root) = &args.acme_ca_root {
+        acme.extra_roots = load_ca_roots(root)
+            .map_err(anyhow::Error::msg)
+            .context("--acme-ca-root")?;
+    }
+    acme.retry.max = Duration::from_secs(args.acme_retry_max.max(1));
+    acme.retry.first = acme.retry.first.min(acme.retry.max);
+    let (controller, feeds, report) =
+        LocalController::open_with(&args.dir, Some(&state.secrets_dir()))
+            .with_context(|| format!("loading {}", args.dir.display()))?;
     for d in &report.diagnostics {
         if d.level >= Level::Warning {
             eprintln!("{d}");
@@ -72,7 +102,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let exe = std::env::current_exe().context("locating the isthmus binary")?;
         for (name, version, port) in demo_apps(&controller.store()) {
             let child = tokio::process::Command::new(&exe)
-                .args(["demo-app", "--name", &name, "--version", &version])
+                .args([
+                    "demo-app",
+                    "--exit-with-stdin",
+                    "--name",
+                    &name,
+                    "--version",
+                    &version,
+                ])
+                .stdin(std::process::Stdio::piped())
                 .args(["--port", &port.to_string()])
                 .kill_on_drop(true)
                 .spawn()
@@ -103,6 +141,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
         gateways.push(gw);
     }
+    // After the listeners: HTTP-01 challenges are answered by them.
+    let acme = AcmeManager::start(controller.stores(), acme);
     println!(
         "ready: watching {} for changes (Ctrl-C stops)",
         args.dir.display()
@@ -111,6 +151,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let watch = tokio::spawn(controller.watch());
     shutdown_signal().await;
     watch.abort();
+    drop(acme);
     drop(gateways);
     drop(children);
     Ok(())

@@ -1,14 +1,19 @@
 //! The local controller: the YAML directory as the config source, one snapshot per
 //! gateway workload, pushed through `watch` channels (the in-process equivalent of
 //! istiod's push). Changes are picked up by inotify (`notify`), with a slow poll as a
-//! safety net for events the watcher can miss.
+//! safety net for events the watcher can miss. A second, optional directory holds the
+//! Secrets the gateway issued itself over ACME (the state directory's `secrets/`): it
+//! is read and watched the same way, only its Secrets are taken, and an issued Secret
+//! replaces a Secret of the same namespace/name from the config directory (as
+//! cert-manager overwrites a Certificate's Secret; a static one serves until then).
+//! The resources in effect are also published as a whole ([`LocalController::stores`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use isthmus_model::compile::{compile_gateway, gateway_workloads, GatewayWorkload};
-use isthmus_model::{Level, Snapshot, Store};
+use isthmus_model::{Kind, Level, Snapshot, Store};
 use tokio::sync::{mpsc, watch};
 
 use crate::source::{read_paths, SourceError};
@@ -25,7 +30,10 @@ pub struct GatewayFeed {
 pub struct LocalController {
     dir: PathBuf,
     state: ConfigState,
+    /// The directory of issued Secrets and its state.
+    issued: Option<(PathBuf, ConfigState)>,
     feeds: Vec<(GatewayWorkload, watch::Sender<Arc<Snapshot>>)>,
+    stores: watch::Sender<Arc<Store>>,
     version: u64,
 }
 
@@ -39,17 +47,38 @@ impl LocalController {
     /// the returned report and not served; the gateway workloads are those of the
     /// Gateways found now (the default ingress gateway when there are none).
     pub fn open(dir: &Path) -> Result<(Self, Vec<GatewayFeed>, ApplyReport), SourceError> {
+        LocalController::open_with(dir, None)
+    }
+
+    /// [`LocalController::open`], plus the directory of issued Secrets `issued_dir`
+    /// (read once it exists). Its findings are added to the returned report.
+    pub fn open_with(
+        dir: &Path,
+        issued_dir: Option<&Path>,
+    ) -> Result<(Self, Vec<GatewayFeed>, ApplyReport), SourceError> {
         let mut state = ConfigState::default();
-        let report = state.apply(read_paths(&[dir.to_path_buf()])?);
-        let store = state.store();
+        let mut report = state.apply(read_paths(&[dir.to_path_buf()])?);
+        let issued = match issued_dir {
+            Some(d) => {
+                let mut issued = ConfigState::default();
+                let r = issued.apply(read_issued(d)?);
+                merge_report(&mut report, r);
+                Some((d.to_path_buf(), issued))
+            }
+            None => None,
+        };
+        let store = merged_store(&state, issued.as_ref().map(|(_, s)| s));
         let mut workloads = gateway_workloads(&store);
         if workloads.is_empty() {
             workloads.push(GatewayWorkload::default());
         }
+        let (stores, _) = watch::channel(Arc::new(store.clone()));
         let mut ctl = LocalController {
             dir: dir.to_path_buf(),
             state,
+            issued,
             feeds: Vec::new(),
+            stores,
             version: 1,
         };
         let mut feeds = Vec::new();
@@ -67,7 +96,12 @@ impl LocalController {
 
     /// The resources currently in effect.
     pub fn store(&self) -> Store {
-        self.state.store()
+        merged_store(&self.state, self.issued.as_ref().map(|(_, s)| s))
+    }
+
+    /// The resources in effect, now and after every applied change.
+    pub fn stores(&self) -> watch::Receiver<Arc<Store>> {
+        self.stores.subscribe()
     }
 
     pub fn version(&self) -> u64 {
@@ -90,7 +124,15 @@ impl LocalController {
     /// Re-read the directory; when something changed, compile and push new snapshots.
     pub fn reload(&mut self) -> Result<ApplyReport, SourceError> {
         let files = read_paths(std::slice::from_ref(&self.dir))?;
-        let report = self.state.apply(files);
+        let issued_files = match &self.issued {
+            Some((d, _)) => Some(read_issued(d)?),
+            None => None,
+        };
+        let mut report = self.state.apply(files);
+        if let (Some((_, issued)), Some(files)) = (&mut self.issued, issued_files) {
+            let r = issued.apply(files);
+            merge_report(&mut report, r);
+        }
         for d in &report.diagnostics {
             match d.level {
                 Level::Error => tracing::error!("{d}"),
@@ -109,11 +151,12 @@ impl LocalController {
         }
         if report.changed() {
             self.version += 1;
-            let store = self.state.store();
+            let store = self.store();
             for (w, tx) in &self.feeds {
                 let snap = self.compile(&store, w);
                 tx.send_replace(Arc::new(snap));
             }
+            self.stores.send_replace(Arc::new(store));
             tracing::info!(version = self.version, "configuration applied");
         }
         Ok(report)
@@ -135,8 +178,16 @@ impl LocalController {
         let _watcher = match watcher {
             Ok(mut w) => {
                 use notify::Watcher;
-                if let Err(e) = w.watch(&self.dir, notify::RecursiveMode::Recursive) {
-                    tracing::warn!("cannot watch {}: {e}; polling only", self.dir.display());
+                let dirs = std::iter::once(&self.dir).chain(self.issued.iter().map(|(d, _)| d));
+                for dir in dirs {
+                    // An issued-Secrets directory inside the config directory is
+                    // watched with it, also before it exists.
+                    if dir != &self.dir && dir.starts_with(&self.dir) {
+                        continue;
+                    }
+                    if let Err(e) = w.watch(dir, notify::RecursiveMode::Recursive) {
+                        tracing::warn!("cannot watch {}: {e}; polling only", dir.display());
+                    }
                 }
                 Some(w)
             }
@@ -163,5 +214,114 @@ impl LocalController {
                 );
             }
         }
+    }
+}
+
+/// The files of the issued-Secrets directory; none while it does not exist.
+fn read_issued(dir: &Path) -> Result<Vec<crate::source::SourceFile>, SourceError> {
+    if dir.exists() {
+        read_paths(&[dir.to_path_buf()])
+    } else {
+        Ok(Vec::new())
+    }
+}
+
+/// Add the report of the issued-Secrets directory to the config directory's.
+fn merge_report(into: &mut ApplyReport, r: ApplyReport) {
+    into.accepted.extend(r.accepted);
+    into.rejected.extend(r.rejected);
+    into.rejected_resources.extend(r.rejected_resources);
+    into.removed.extend(r.removed);
+    into.diagnostics.extend(r.diagnostics);
+}
+
+/// The configuration with the issued Secrets first; a config Secret of the same
+/// namespace/name as an issued one is left out. Anything but Secrets in the issued
+/// directory is ignored.
+fn merged_store(config: &ConfigState, issued: Option<&ConfigState>) -> Store {
+    let Some(issued) = issued else {
+        return config.store();
+    };
+    let secrets: Vec<_> = issued
+        .store()
+        .resources
+        .into_iter()
+        .filter(|r| r.kind == Kind::Secret)
+        .collect();
+    let shadowed = |r: &isthmus_model::Resource| {
+        r.kind == Kind::Secret
+            && secrets
+                .iter()
+                .any(|s| s.namespace() == r.namespace() && s.name() == r.name())
+    };
+    let rest: Vec<_> = config
+        .store()
+        .resources
+        .into_iter()
+        .filter(|r| !shadowed(r))
+        .collect();
+    Store::new(secrets.into_iter().chain(rest).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use isthmus_model::Spec;
+
+    fn secret(name: &str, value: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: istio-system}}\nstringData: {{tls.crt: {value}}}\n"
+        )
+    }
+
+    fn crt_of(store: &Store, name: &str) -> Vec<String> {
+        store
+            .secrets()
+            .filter(|(r, _)| r.name() == name)
+            .filter_map(|(_, s)| s.get("tls.crt"))
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn issued_secrets_replace_config_secrets_of_the_same_name() {
+        let config = tempfile::tempdir().expect("tempdir");
+        let issued = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            config.path().join("secrets.yaml"),
+            secret("a", "static") + "---\n" + &secret("b", "static-b"),
+        )
+        .expect("write");
+        let (mut ctl, _, report) =
+            LocalController::open_with(config.path(), Some(issued.path())).expect("open");
+        assert!(report.rejected.is_empty(), "{report:?}");
+        let stores = ctl.stores();
+        assert_eq!(crt_of(&stores.borrow(), "a"), ["static"]);
+
+        // Issued later: replaces the static one (and only Secrets are taken).
+        std::fs::write(
+            issued.path().join("istio-system.a.yaml"),
+            secret("a", "issued")
+                + "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: stray}\n",
+        )
+        .expect("write");
+        let report = ctl.reload().expect("reload");
+        assert!(report.changed());
+        let store = stores.borrow().clone();
+        assert_eq!(crt_of(&store, "a"), ["issued"]);
+        assert_eq!(crt_of(&store, "b"), ["static-b"]);
+        assert!(store.namespaces().next().is_none());
+        assert!(matches!(
+            store
+                .find(Kind::Secret, "istio-system", "a")
+                .map(|r| &r.spec),
+            Some(Spec::Secret(_))
+        ));
+
+        // Removed again: the static one is back.
+        std::fs::remove_file(issued.path().join("istio-system.a.yaml")).expect("rm");
+        ctl.reload().expect("reload");
+        assert_eq!(crt_of(&stores.borrow(), "a"), ["static"]);
+        assert_eq!(crt_of(&ctl.store(), "a"), ["static"]);
     }
 }

@@ -3,11 +3,13 @@
 //! services started and stopped at run time ([`start_http_listener`],
 //! [`start_https_listener`] with its SNI certificate resolver [`SniResolver`]).
 
+pub mod acme_challenge;
 pub mod holder;
 pub mod listener;
 pub mod proxy;
 pub mod tls;
 
+pub use acme_challenge::ChallengeTokens;
 pub use holder::SnapshotHolder;
 pub use listener::{
     start_http_listener, start_https_listener, BoundListener, ListenError, ListenerHandle,

@@ -3,10 +3,13 @@
 //! bound is an error naming the address instead of Pingora's panic, port 0 works,
 //! and the actual address is known; the bound socket is handed to Pingora through
 //! its listen-fd table. Each listener is one Pingora service with its own upstream
-//! connection pool: plain HTTP/1.1 + h2c ([`start_http_listener`]), or TLS 1.2/1.3
-//! with ALPN h2 and http/1.1 and certificates from an [`SniResolver`]
-//! ([`start_https_listener`]; Pingora never sees certificate files, whose loading
-//! panics on error).
+//! connection pool: plain HTTP/1.1 + h2c ([`start_http_listener`]), or TLS
+//! ([`start_https_listener`]): a plain TCP listener whose app (`TlsApp`) makes the
+//! handshake with the settings [`SniResolver`] picks by SNI (certificate, versions,
+//! suites, client certificates; ALPN h2 and http/1.1), then hands the TLS stream to
+//! the HTTP proxy. Pingora's own TLS listener takes one `TlsSettings` per port and
+//! logs every refused handshake as an ERROR; ours logs a refusal as one DEBUG line
+//! (`TLS handshake refused (SNI a.test): peer sent no certificates peer=...`).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -14,16 +17,18 @@ use std::os::fd::IntoRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use parking_lot::Mutex;
-use pingora::apps::HttpServerOptions;
-use pingora::listeners::tls::TlsSettings;
-use pingora::proxy::ProxyServiceBuilder;
+use pingora::apps::{HttpServerOptions, ServerApp};
+use pingora::protocols::Stream;
+use pingora::proxy::{http_proxy, HttpProxy, ProxyServiceBuilder};
 use pingora::server::configuration::ServerConf;
-use pingora::server::Fds;
+use pingora::server::{Fds, ShutdownWatch};
+use pingora::services::listening::Service;
 use pingora::services::Service as _;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::holder::SnapshotHolder;
 use crate::proxy::RouterProxy;
@@ -33,6 +38,9 @@ use crate::tls::SniResolver;
 /// flight are not cut: they finish on their connections; idle keep-alive
 /// connections are closed and HTTP/2 clients get a GOAWAY.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a client has to complete its TLS handshake (ClientHello included).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
@@ -46,12 +54,6 @@ pub enum ListenError {
     NoRuntime {
         addr: SocketAddr,
         declared_port: u16,
-    },
-    #[error("cannot set up TLS on {addr} (Gateway port {declared_port}): {reason}")]
-    Tls {
-        addr: SocketAddr,
-        declared_port: u16,
-        reason: String,
     },
 }
 
@@ -153,10 +155,10 @@ pub fn start_http_listener(
     start(holder, bind, declared_port, None)
 }
 
-/// Bind `bind` and terminate TLS on it (1.2 and 1.3, ALPN h2 then http/1.1) with the
-/// certificates `certificates` picks by SNI, then route as [`start_http_listener`]
-/// does with scheme `https`. Update the certificates with [`SniResolver::update`]:
-/// new handshakes use them, established connections are not touched.
+/// Bind `bind` and terminate TLS on it (ALPN h2 then http/1.1) with the server
+/// `certificates` picks by SNI, then route as [`start_http_listener`] does with
+/// scheme `https`. Update the servers with [`SniResolver::update`]: new handshakes
+/// use them, established connections are not touched.
 pub fn start_https_listener(
     holder: SnapshotHolder,
     bind: SocketAddr,
@@ -194,41 +196,78 @@ fn start(
         local_addr,
         tls: tls.is_some(),
     };
-    let mut proxy = RouterProxy::new(holder, declared_port);
-    let mut options = HttpServerOptions::default();
-    if tls.is_some() {
-        proxy = proxy.https();
-    } else {
-        options.h2c = true;
-    }
-    let mut service = ProxyServiceBuilder::new(&server_conf(), proxy)
-        .name(bound.to_string())
-        .server_options(options)
-        .build();
-    match tls {
-        None => service.add_tcp(&key),
-        Some(resolver) => {
-            // No certificate paths: with a resolver set, `build()` reads no files.
-            let mut settings = TlsSettings::intermediate("", "").map_err(|e| ListenError::Tls {
-                addr: bind,
-                declared_port,
-                reason: e.to_string(),
-            })?;
-            settings.set_cert_resolver(resolver);
-            settings.enable_h2();
-            service.add_tls_with_settings(&key, None, settings);
-        }
-    }
-
+    let fds = Some(Arc::new(Mutex::new(fds)));
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let task = runtime.spawn(async move {
-        service
-            .start_service(Some(Arc::new(Mutex::new(fds))), shutdown_rx, 1)
-            .await;
-    });
+    let proxy = RouterProxy::new(holder, declared_port);
+    let task = match tls {
+        None => {
+            let mut options = HttpServerOptions::default();
+            options.h2c = true;
+            let mut service = ProxyServiceBuilder::new(&server_conf(), proxy)
+                .name(bound.to_string())
+                .server_options(options)
+                .build();
+            service.add_tcp(&key);
+            runtime.spawn(async move { service.start_service(fds, shutdown_rx, 1).await })
+        }
+        Some(servers) => {
+            let app = TlsApp {
+                http: Arc::new(http_proxy(&server_conf(), proxy.https())),
+                servers,
+            };
+            let mut service = Service::new(bound.to_string(), app);
+            service.add_tcp(&key);
+            runtime.spawn(async move { service.start_service(fds, shutdown_rx, 1).await })
+        }
+    };
     Ok(ListenerHandle {
         bound,
         shutdown,
         task: Some(task),
     })
+}
+
+/// The app of an HTTPS listener: the TLS handshake by SNI, then the HTTP proxy on
+/// the TLS stream for as long as the connection is reused.
+struct TlsApp {
+    http: Arc<HttpProxy<RouterProxy>>,
+    servers: Arc<SniResolver>,
+}
+
+#[async_trait]
+impl ServerApp for TlsApp {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().map(|a| a.to_string()))
+            .unwrap_or_default();
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.servers.handshake(stream))
+            .await
+        {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(refused)) => {
+                debug!(%peer, "{refused}");
+                return None;
+            }
+            Err(_) => {
+                debug!(%peer, "TLS handshake refused: not completed within {HANDSHAKE_TIMEOUT:?}");
+                return None;
+            }
+        };
+        // A reused connection is still TLS: keep it here rather than hand it back to
+        // the service, which would start another handshake on it.
+        let mut next = Some(tls);
+        while let Some(stream) = next {
+            next = self.http.process_new(stream, shutdown).await;
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.http.cleanup().await;
+    }
 }

@@ -32,6 +32,7 @@ use crate::holder::SnapshotHolder;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const NO_ROUTE: &str = "no route\n";
+const MISDIRECTED: &str = "misdirected request\n";
 const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream\n";
 const UPSTREAM_CONNECT_ERROR: &str = "upstream connect error\n";
 
@@ -187,6 +188,14 @@ fn request_view<'a>(req: &'a RequestHeader, port: u16, scheme: &'a str) -> Reque
     }
 }
 
+/// Whether the TLS connection under `session` was set up for servers other than
+/// the one `authority` belongs to on this port.
+fn misdirected(session: &Session, snapshot: &Snapshot, port: u16, authority: &str) -> bool {
+    crate::tls::TlsConnection::of(session)
+        .zip(snapshot.listener(port).and_then(|l| l.protocol.tls()))
+        .is_some_and(|(conn, tls)| !conn.admits(tls, authority))
+}
+
 /// Answer locally with a short `text/plain` body.
 async fn respond(session: &mut Session, status: u16, body: &'static str) -> Result<()> {
     let head_only = session.req_header().method == Method::HEAD;
@@ -221,8 +230,19 @@ impl ProxyHttp for RouterProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // ACME HTTP-01 answers come first: before routing and before httpsRedirect.
+        if crate::acme_challenge::try_serve(session, self.scheme).await? {
+            return Ok(true);
+        }
         let snapshot = self.holder.load();
         let view = request_view(session.req_header(), self.port, self.scheme);
+        // One router serves the whole port: a request whose Host belongs to a server
+        // with other TLS settings (e.g. MUTUAL) than the one this connection's
+        // handshake went through must not reach that server's routes (421, RFC 9110).
+        if self.scheme == "https" && misdirected(session, &snapshot, self.port, view.authority) {
+            respond(session, 421, MISDIRECTED).await?;
+            return Ok(true);
+        }
         let (id, cluster, endpoint) = match select(&snapshot, self.port, &view) {
             Selection::NoRoute => {
                 respond(session, 404, NO_ROUTE).await?;

@@ -1,25 +1,62 @@
-//! TLS termination for HTTPS listeners: the certificate for each handshake, chosen by
-//! SNI ([`SniResolver`], a rustls `ResolvesServerCert` that Pingora's `TlsSettings`
-//! uses instead of certificate files). The SNI map is built from a snapshot's
+//! TLS termination for HTTPS listeners: each handshake gets the settings of the
+//! Gateway server its SNI names. [`SniResolver`] reads the ClientHello itself (rustls'
+//! `Acceptor`, then the bytes are replayed), picks the server, and completes the
+//! handshake with that server's own rustls `ServerConfig`: its certificate, protocol
+//! versions, cipher suites and client-certificate checks ([`TlsPolicy`]). So servers
+//! with different TLS modes, CAs or versions share a port, which one Pingora
+//! `TlsSettings` per listener cannot do. The SNI map is built from a snapshot's
 //! [`TlsTermination`] (PEM in, parsed here) and swapped atomically: new handshakes see
-//! the new certificates, established connections keep theirs. Choice: an exact name,
+//! the new settings, established connections keep theirs. Choice: an exact name,
 //! then the longest `*` suffix, then `*`; no SNI: the `*` server. A name whose server
-//! has no usable certificate, or no match at all, aborts the handshake (rustls sends
-//! an `access_denied` alert).
+//! cannot serve (no usable certificate or client CA), or no match at all, is refused
+//! with an `access_denied` alert.
+//!
+//! Client certificates (MUTUAL, OPTIONAL_MUTUAL) are checked inside the handshake: a
+//! chain to the server's CA (webpki), then `subjectAltNames` and the
+//! `verifyCertificate*` pins ([`x509`] reads the SANs and the public key), so a
+//! refused client never gets to send a request. Each accepted connection carries a
+//! [`TlsConnection`] in its `SslDigest` extension, for checks per request
+//! ([`TlsConnection::admits`]).
+
+mod x509;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use isthmus_model::snapshot::{TlsCredential, TlsTermination};
+use async_trait::async_trait;
+use isthmus_model::snapshot::{
+    CipherSuite, ClientCertificate, ClientVerification, TlsCredential, TlsPolicy, TlsTermination,
+    TlsVersion,
+};
 use parking_lot::Mutex;
+use pingora::listeners::tls::{Acceptor, TlsSettings};
+use pingora::listeners::TlsAccept;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::tls::TlsRef;
+use pingora::protocols::Stream;
+use pingora::proxy::Session;
+use pingora::tls::{hash_certificate, TlsAcceptor};
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use tracing::debug;
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+    SupportedCipherSuite,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A fatal `access_denied` alert record, sent when no server serves the SNI.
+const ACCESS_DENIED: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31];
+
+/// A ClientHello larger than this is refused (rustls' own limit is lower).
+const MAX_CLIENT_HELLO: usize = 64 * 1024;
 
 /// A credential that cannot serve: the secret, the Gateway server, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,56 +69,127 @@ pub struct CertificateError {
     pub reason: String,
 }
 
-/// SNI pattern -> certificate. `None` values: the server claiming the name has no
-/// usable certificate, so the handshake is refused rather than served by another one.
+/// A handshake that did not complete: the SNI asked for and why. The listener logs
+/// it as one line; the client got an alert or a closed connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("TLS handshake refused (SNI {}): {reason}", sni.as_deref().unwrap_or("none"))]
+pub struct Refused {
+    pub sni: Option<String>,
+    pub reason: String,
+}
+
+impl Refused {
+    fn new(sni: Option<String>, reason: impl Into<String>) -> Refused {
+        Refused {
+            sni,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What a connection was accepted as; in the `SslDigest` extension of every
+/// connection an HTTPS listener accepts.
+#[derive(Debug)]
+pub struct TlsConnection {
+    /// `Gateway ns/name spec.servers[i]` of the server the SNI chose.
+    pub server: String,
+    /// The settings its handshake was made with.
+    pub policy: Arc<TlsPolicy>,
+}
+
+impl TlsConnection {
+    /// The connection a request came on, when its listener terminated TLS.
+    pub fn of(session: &Session) -> Option<&TlsConnection> {
+        session
+            .digest()?
+            .ssl_digest
+            .as_ref()?
+            .extension
+            .get::<TlsConnection>()
+    }
+
+    /// Whether a request for `authority` may be served on this connection: the
+    /// server its host gets by the SNI rules (`tls`: the listener's servers in the
+    /// request's snapshot) has the same TLS settings as the one this connection was
+    /// accepted by, so a client cannot pass one server's handshake and then reach
+    /// the routes of a server that verifies clients differently. A host no server
+    /// claims is left to routing (which has no virtual host for it).
+    pub fn admits(&self, tls: &TlsTermination, authority: &str) -> bool {
+        let host = isthmus_model::snapshot::strip_port(authority);
+        tls.server_for(Some(host))
+            .is_none_or(|s| s.policy == *self.policy)
+    }
+}
+
+/// Everything a handshake for one server needs; shared by every server with the
+/// same credential and policy.
+struct Setup {
+    cert: Arc<CertifiedKey>,
+    config: Arc<ServerConfig>,
+    policy: Arc<TlsPolicy>,
+}
+
+/// One Gateway server as handshakes see it.
+struct Served {
+    setup: Arc<Setup>,
+    /// Pingora's acceptor over `setup.config`, with the callback that stores the
+    /// [`TlsConnection`].
+    acceptor: Acceptor,
+}
+
+/// SNI pattern -> server. `None` values: the server claiming the name cannot serve,
+/// so the handshake is refused rather than served by another one.
 #[derive(Default)]
 struct SniMap {
-    exact: HashMap<String, Option<Arc<CertifiedKey>>>,
-    /// `*suffix` patterns as (`suffix`, certificate), longest suffix first.
-    wildcards: Vec<(String, Option<Arc<CertifiedKey>>)>,
-    any: Option<Option<Arc<CertifiedKey>>>,
+    exact: HashMap<String, Option<Arc<Served>>>,
+    /// `*suffix` patterns as (`suffix`, server), longest suffix first.
+    wildcards: Vec<(String, Option<Arc<Served>>)>,
+    any: Option<Option<Arc<Served>>>,
 }
 
 impl SniMap {
-    fn insert(&mut self, pattern: &str, cert: Option<Arc<CertifiedKey>>) {
+    fn insert(&mut self, pattern: &str, served: Option<Arc<Served>>) {
         if pattern == "*" {
-            self.any.get_or_insert(cert);
+            self.any.get_or_insert(served);
         } else if let Some(suffix) = pattern.strip_prefix('*') {
             if !self.wildcards.iter().any(|(s, _)| s == suffix) {
-                self.wildcards.push((suffix.to_string(), cert));
+                self.wildcards.push((suffix.to_string(), served));
             }
         } else {
-            self.exact.entry(pattern.to_string()).or_insert(cert);
+            self.exact.entry(pattern.to_string()).or_insert(served);
         }
     }
 
-    fn lookup(&self, sni: Option<&str>) -> Option<&Arc<CertifiedKey>> {
+    fn lookup(&self, sni: Option<&str>) -> Option<&Arc<Served>> {
         let Some(name) = sni else {
             return self.any.as_ref()?.as_ref();
         };
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(cert) = self.exact.get(&name) {
-            return cert.as_ref();
+        if let Some(served) = self.exact.get(&name) {
+            return served.as_ref();
         }
-        for (suffix, cert) in &self.wildcards {
+        for (suffix, served) in &self.wildcards {
             // A wildcard needs a non-empty label in front: `*.a.test` is not `a.test`.
             if name.len() > suffix.len() && name.ends_with(suffix.as_str()) {
-                return cert.as_ref();
+                return served.as_ref();
             }
         }
         self.any.as_ref()?.as_ref()
     }
 }
 
-/// A credential and what parsing it gave.
-type Loaded = (TlsCredential, Result<Arc<CertifiedKey>, String>);
+/// A server's credential and policy, and what building its setup gave.
+type Loaded = (
+    (TlsCredential, TlsPolicy),
+    Result<Arc<Setup>, (String, String)>,
+);
 
-/// The certificate resolver of one HTTPS listener. One writer ([`SniResolver::update`]),
+/// The TLS servers of one HTTPS listener. One writer ([`SniResolver::update`]),
 /// lock-free readers (the handshakes).
 pub struct SniResolver {
     map: ArcSwap<SniMap>,
     provider: Arc<CryptoProvider>,
-    /// Credentials parsed for the current map, so an unchanged one is neither parsed
+    /// Setups built for the current map, so an unchanged server is neither rebuilt
     /// nor reported again.
     loaded: Mutex<Vec<Loaded>>,
 }
@@ -89,6 +197,8 @@ pub struct SniResolver {
 impl SniResolver {
     /// A resolver that refuses every handshake until [`SniResolver::update`].
     pub fn new() -> SniResolver {
+        // Pingora's `TlsSettings::build` installs it too; verifiers need it first.
+        pingora::tls::install_default_crypto_provider();
         SniResolver {
             map: ArcSwap::from_pointee(SniMap::default()),
             provider: Arc::new(rustls::crypto::ring::default_provider()),
@@ -96,26 +206,31 @@ impl SniResolver {
         }
     }
 
-    /// Parse the certificates of `tls` and swap them in. Returns the credentials that
-    /// cannot serve and were not reported by an earlier update (their names are
-    /// refused); the other servers are served.
+    /// Build the servers of `tls` and swap them in. Returns the servers that cannot
+    /// serve and were not reported by an earlier update (their names are refused);
+    /// the others are served. A server whose client-certificate check is
+    /// `Unavailable` is refused silently: the compiler reported it.
     pub fn update(&self, tls: &TlsTermination) -> Vec<CertificateError> {
         let mut loaded = self.loaded.lock();
         let mut next: Vec<Loaded> = Vec::new();
         let mut errors = Vec::new();
         let mut map = SniMap::default();
         for server in &tls.servers {
-            let cert = server.credential.as_ref().and_then(|cred| {
-                if let Some((_, done)) = next.iter().find(|(c, _)| c == cred) {
+            let setup = server.credential.as_ref().and_then(|cred| {
+                if server.policy.client_certificate == ClientCertificate::Unavailable {
+                    return None;
+                }
+                let key = (cred.clone(), server.policy.clone());
+                if let Some((_, done)) = next.iter().find(|(k, _)| *k == key) {
                     return done.as_ref().ok().cloned();
                 }
-                let done = match loaded.iter().find(|(c, _)| c == cred) {
+                let done = match loaded.iter().find(|(k, _)| *k == key) {
                     Some((_, done)) => done.clone(),
                     None => {
-                        let done = certified_key(cred, &self.provider);
-                        if let Err(reason) = &done {
+                        let done = build_setup(cred, &server.policy, &self.provider);
+                        if let Err((secret, reason)) = &done {
                             errors.push(CertificateError {
-                                secret: cred.secret.clone(),
+                                secret: secret.clone(),
                                 server: server.source.clone(),
                                 reason: reason.clone(),
                             });
@@ -123,11 +238,19 @@ impl SniResolver {
                         done
                     }
                 };
-                next.push((cred.clone(), done.clone()));
+                next.push((key, done.clone()));
                 done.ok()
             });
+            let served = setup.and_then(|setup| {
+                let conn = Arc::new(TlsConnection {
+                    server: server.source.clone(),
+                    policy: setup.policy.clone(),
+                });
+                let acceptor = acceptor(setup.config.clone(), conn)?;
+                Some(Arc::new(Served { setup, acceptor }))
+            });
             for pattern in &server.sni {
-                map.insert(pattern, cert.clone());
+                map.insert(pattern, served.clone());
             }
         }
         // Longest suffix first; stable, so the first server keeps equal lengths.
@@ -140,7 +263,49 @@ impl SniResolver {
 
     /// The certificate a handshake with this SNI (or none) gets.
     pub fn certificate_for(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        self.map.load().lookup(sni).cloned()
+        self.map.load().lookup(sni).map(|s| s.setup.cert.clone())
+    }
+
+    /// The rustls settings a handshake with this SNI (or none) gets.
+    pub fn config_for(&self, sni: Option<&str>) -> Option<Arc<ServerConfig>> {
+        self.map.load().lookup(sni).map(|s| s.setup.config.clone())
+    }
+
+    /// Read the ClientHello of a freshly accepted TCP connection, pick the server by
+    /// its SNI and complete the handshake with that server's settings. The caller
+    /// bounds the time this takes.
+    pub async fn handshake(&self, stream: Stream) -> Result<Stream, Refused> {
+        let mut tcp: Box<L4Stream> = stream
+            .into_any()
+            .downcast()
+            .map_err(|_| Refused::new(None, "not a TCP connection"))?;
+        let (hello, sni) = match read_client_hello(&mut tcp).await {
+            Ok(read) => read,
+            Err((reason, alert)) => {
+                send(&mut tcp, &alert).await;
+                return Err(Refused::new(None, reason));
+            }
+        };
+        let Some(served) = self.map.load().lookup(sni.as_deref()).cloned() else {
+            send(&mut tcp, &ACCESS_DENIED).await;
+            let why = if sni.is_some() {
+                "no Gateway server with a usable certificate has this name"
+            } else {
+                "no SNI, and no `*` server with a usable certificate"
+            };
+            return Err(Refused::new(sni, why));
+        };
+        tcp.rewind(&hello);
+        match served.acceptor.tls_handshake(*tcp).await {
+            Ok(tls) => Ok(Box::new(tls)),
+            Err(e) => {
+                // Pingora's error reads ` TLSHandshakeFailure context: tls connect
+                // error: <rustls' reason>`: keep the reason.
+                let text = e.root_cause().to_string();
+                let why = text.split_once("error: ").map_or(text.as_str(), |(_, w)| w);
+                Err(Refused::new(sni, why.trim()))
+            }
+        }
     }
 }
 
@@ -164,16 +329,360 @@ impl fmt::Debug for SniResolver {
     }
 }
 
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let cert = self.certificate_for(hello.server_name());
-        if cert.is_none() {
-            debug!(
-                sni = hello.server_name(),
-                "no certificate for this name: handshake refused"
-            );
+/// Write a few bytes (an alert) and flush; the connection is dropped next anyway.
+async fn send(tcp: &mut L4Stream, bytes: &[u8]) {
+    if !bytes.is_empty() && tcp.write_all(bytes).await.is_ok() {
+        let _ = tcp.flush().await;
+    }
+}
+
+/// Read until a whole ClientHello is in: the bytes read (to replay) and its SNI.
+/// On error, the reason and the alert to send (possibly empty).
+async fn read_client_hello(
+    tcp: &mut L4Stream,
+) -> Result<(Vec<u8>, Option<String>), (String, Vec<u8>)> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut read = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = match tcp.read(&mut buf).await {
+            Ok(0) => return Err(("closed before its ClientHello".into(), Vec::new())),
+            Ok(n) => n,
+            Err(e) => return Err((format!("reading the ClientHello: {e}"), Vec::new())),
+        };
+        read.extend_from_slice(&buf[..n]);
+        let mut chunk = &buf[..n];
+        while !chunk.is_empty() {
+            match acceptor.read_tls(&mut chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return Err((format!("not a TLS ClientHello: {e}"), Vec::new())),
+            }
         }
-        cert
+        match acceptor.accept() {
+            Ok(None) if read.len() <= MAX_CLIENT_HELLO => {}
+            Ok(None) => return Err(("ClientHello too large".into(), Vec::new())),
+            Ok(Some(accepted)) => {
+                let sni = accepted.client_hello().server_name().map(str::to_owned);
+                return Ok((read, sni));
+            }
+            Err((e, mut alert)) => {
+                let mut bytes = Vec::new();
+                let _ = alert.write_all(&mut bytes);
+                return Err((format!("bad ClientHello: {e}"), bytes));
+            }
+        }
+    }
+}
+
+/// Pingora's acceptor over `config`, with the callback storing `conn` in each
+/// connection's digest. Pingora only attaches callbacks to acceptors it builds, so
+/// build one (from a placeholder resolver) and put our configuration in. (Pingora's
+/// `with_callbacks` cannot fail today; `None` would refuse the server.)
+fn acceptor(config: Arc<ServerConfig>, conn: Arc<TlsConnection>) -> Option<Acceptor> {
+    let mut settings = TlsSettings::with_callbacks(Box::new(OnHandshake(conn))).ok()?;
+    settings.set_cert_resolver(Arc::new(NoCertificate));
+    let mut acceptor = settings.build();
+    acceptor.acceptor = TlsAcceptor::from(config);
+    Some(acceptor)
+}
+
+struct OnHandshake(Arc<TlsConnection>);
+
+#[async_trait]
+impl TlsAccept for OnHandshake {
+    async fn handshake_complete_callback(
+        &self,
+        _tls: &TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        Some(self.0.clone())
+    }
+}
+
+/// The placeholder resolver of [`acceptor`]'s throw-away configuration.
+#[derive(Debug)]
+struct NoCertificate;
+
+impl ResolvesServerCert for NoCertificate {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        None
+    }
+}
+
+/// A server's certificate, whatever the ClientHello (the SNI chose the server).
+#[derive(Debug)]
+struct Fixed(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for Fixed {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// Parse a server's credential and build its rustls configuration. On error: the
+/// secret at fault and why.
+fn build_setup(
+    cred: &TlsCredential,
+    policy: &TlsPolicy,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<Setup>, (String, String)> {
+    let cert = certified_key(cred, provider).map_err(|e| (cred.secret.clone(), e))?;
+    let config = server_config(cert.clone(), policy, provider, &cred.secret)?;
+    Ok(Arc::new(Setup {
+        cert,
+        config: Arc::new(config),
+        policy: Arc::new(policy.clone()),
+    }))
+}
+
+/// The rustls settings of one server: versions, suites, client certificates, ALPN
+/// h2 then http/1.1. On error: the secret at fault (`secret`, or the CA's) and why.
+fn server_config(
+    cert: Arc<CertifiedKey>,
+    policy: &TlsPolicy,
+    provider: &CryptoProvider,
+    secret: &str,
+) -> Result<ServerConfig, (String, String)> {
+    let mut provider = provider.clone();
+    let listed = &policy.cipher_suites;
+    provider.cipher_suites.retain(|s| {
+        let version = match s {
+            SupportedCipherSuite::Tls12(_) => TlsVersion::Tls12,
+            SupportedCipherSuite::Tls13(_) => TlsVersion::Tls13,
+        };
+        !listed.iter().any(|c| c.version() == version)
+            || listed.iter().any(|c| rustls_suite(*c) == s.suite())
+    });
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
+        (TlsVersion::Tls12, &rustls::version::TLS12),
+        (TlsVersion::Tls13, &rustls::version::TLS13),
+    ]
+    .into_iter()
+    .filter(|(v, _)| (policy.min_version..=policy.max_version).contains(v))
+    .map(|(_, v)| v)
+    .collect();
+    let provider = Arc::new(provider);
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| (secret.to_string(), format!("no usable TLS settings: {e}")))?;
+    let builder = match &policy.client_certificate {
+        ClientCertificate::NotRequested => builder.with_no_client_auth(),
+        ClientCertificate::Verified(v) => {
+            builder.with_client_cert_verifier(client_verifier(v, provider)?)
+        }
+        ClientCertificate::Unavailable => {
+            let why = "client certificates cannot be verified".to_string();
+            return Err((secret.to_string(), why));
+        }
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(Fixed(cert)));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn rustls_suite(c: CipherSuite) -> rustls::CipherSuite {
+    use rustls::CipherSuite as R;
+    match c {
+        CipherSuite::Tls13Aes128GcmSha256 => R::TLS13_AES_128_GCM_SHA256,
+        CipherSuite::Tls13Aes256GcmSha384 => R::TLS13_AES_256_GCM_SHA384,
+        CipherSuite::Tls13Chacha20Poly1305Sha256 => R::TLS13_CHACHA20_POLY1305_SHA256,
+        CipherSuite::EcdheEcdsaAes128GcmSha256 => R::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        CipherSuite::EcdheEcdsaAes256GcmSha384 => R::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        CipherSuite::EcdheEcdsaChacha20Poly1305 => R::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        CipherSuite::EcdheRsaAes128GcmSha256 => R::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        CipherSuite::EcdheRsaAes256GcmSha384 => R::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        CipherSuite::EcdheRsaChacha20Poly1305 => R::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    }
+}
+
+/// webpki's chain check against the server's CA, plus our checks when there are
+/// any. On error: the CA secret and why.
+fn client_verifier(
+    v: &ClientVerification,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, (String, String)> {
+    let fail = |why: String| (v.ca_secret.clone(), why);
+    let mut roots = RootCertStore::empty();
+    for der in CertificateDer::pem_slice_iter(&v.ca_pem) {
+        let der = der.map_err(|e| fail(format!("the CA certificate is not valid PEM: {e}")))?;
+        roots
+            .add(der)
+            .map_err(|e| fail(format!("a CA certificate cannot be used: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(fail("no CA certificate in the CA PEM".into()));
+    }
+    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    if !v.required {
+        builder = builder.allow_unauthenticated();
+    }
+    let inner = builder
+        .build()
+        .map_err(|e| fail(format!("cannot verify client certificates: {e}")))?;
+    if v.subject_alt_names.is_empty() && v.certificate_sha256.is_empty() && v.spki_sha256.is_empty()
+    {
+        return Ok(inner);
+    }
+    Ok(Arc::new(ClientChecks {
+        inner,
+        subject_alt_names: v.subject_alt_names.clone(),
+        certificate_sha256: v.certificate_sha256.clone(),
+        spki_sha256: v.spki_sha256.clone(),
+    }))
+}
+
+/// webpki's verifier, then `subjectAltNames` and the pins on the client's
+/// certificate, all before the handshake completes.
+#[derive(Debug)]
+struct ClientChecks {
+    inner: Arc<dyn ClientCertVerifier>,
+    subject_alt_names: Vec<String>,
+    certificate_sha256: Vec<[u8; 32]>,
+    spki_sha256: Vec<[u8; 32]>,
+}
+
+/// Why a certificate that chains to the CA was still refused (in the log line).
+#[derive(Debug, thiserror::Error)]
+#[error("client certificate refused: {0}")]
+struct ClientCheckFailed(String);
+
+impl ClientChecks {
+    fn check(&self, der: &[u8]) -> Result<(), String> {
+        if !self.subject_alt_names.is_empty() {
+            let sans = x509::subject_alt_names(der)
+                .ok_or_else(|| "its subjectAltName cannot be read".to_string())?;
+            if !sans
+                .iter()
+                .any(|san| self.subject_alt_names.iter().any(|want| san.matches(want)))
+            {
+                let have: Vec<String> = sans.iter().map(ToString::to_string).collect();
+                return Err(format!(
+                    "its SANs [{}] include none of subjectAltNames [{}]",
+                    have.join(", "),
+                    self.subject_alt_names.join(", ")
+                ));
+            }
+        }
+        if self.certificate_sha256.is_empty() && self.spki_sha256.is_empty() {
+            return Ok(());
+        }
+        let digest = |bytes: &[u8]| hash_certificate(&CertificateDer::from(bytes.to_vec()));
+        let cert_pinned = self
+            .certificate_sha256
+            .iter()
+            .any(|pin| pin[..] == digest(der)[..]);
+        let spki_pinned = x509::spki(der).is_some_and(|spki| {
+            self.spki_sha256
+                .iter()
+                .any(|pin| pin[..] == digest(spki)[..])
+        });
+        if cert_pinned || spki_pinned {
+            Ok(())
+        } else {
+            Err("it matches neither verifyCertificateHash nor verifyCertificateSpki".into())
+        }
+    }
+}
+
+impl ClientCertVerifier for ClientChecks {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        self.check(end_entity).map_err(|why| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+                Arc::new(ClientCheckFailed(why)),
+            )))
+        })?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// A SAN of a client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum San {
+    Dns(String),
+    Uri(String),
+    Email(String),
+    Ip(IpAddr),
+}
+
+impl San {
+    /// Whether this SAN is the `subjectAltNames` entry `want`: equal (DNS names
+    /// case-insensitively, IP addresses as addresses), or a `*.suffix` DNS SAN
+    /// covering one label in front of `suffix` (as Envoy matches DNS SANs).
+    fn matches(&self, want: &str) -> bool {
+        match self {
+            San::Dns(dns) => {
+                if dns.eq_ignore_ascii_case(want) {
+                    return true;
+                }
+                let Some(suffix) = dns.strip_prefix('*') else {
+                    return false;
+                };
+                let Some(label_len) = want.len().checked_sub(suffix.len()) else {
+                    return false;
+                };
+                suffix.starts_with('.')
+                    && label_len > 0
+                    && want.is_char_boundary(label_len)
+                    && !want[..label_len].contains('.')
+                    && want[label_len..].eq_ignore_ascii_case(suffix)
+            }
+            San::Uri(uri) => uri == want,
+            San::Email(email) => email == want,
+            San::Ip(ip) => want.parse::<IpAddr>().is_ok_and(|w| w == *ip),
+        }
+    }
+}
+
+impl fmt::Display for San {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            San::Dns(v) => write!(f, "DNS:{v}"),
+            San::Uri(v) => write!(f, "URI:{v}"),
+            San::Email(v) => write!(f, "email:{v}"),
+            San::Ip(v) => write!(f, "IP:{v}"),
+        }
     }
 }
 
@@ -209,6 +718,9 @@ fn certified_key(
 mod tests {
     use super::*;
     use isthmus_model::snapshot::TlsServer;
+    use pingora::tls::TlsConnector;
+    use rustls::pki_types::ServerName;
+    use rustls::ClientConfig;
     use std::path::Path;
     use std::process::Command;
 
@@ -248,6 +760,7 @@ mod tests {
                 cert_chain_pem: c.clone(),
                 private_key_pem: k.clone(),
             }),
+            policy: TlsPolicy::default(),
         }
     }
 
@@ -350,5 +863,414 @@ mod tests {
         };
         assert_eq!(r.update(&fixed), []);
         assert_eq!(served(&r, Some("m.test")), Some(der(&other.0)));
+    }
+
+    /// A CA made by `openssl`, and leaf certificates it signs.
+    struct Ca {
+        dir: tempfile::TempDir,
+        name: String,
+    }
+
+    impl Ca {
+        fn new(name: &str) -> Ca {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let out = Command::new("openssl")
+                .args(["req", "-x509", "-nodes", "-days", "2", "-subj"])
+                .arg(format!("/CN={name}"))
+                .args(EC)
+                .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+                .args(["-addext", "keyUsage=critical,keyCertSign"])
+                .arg("-keyout")
+                .arg(dir.path().join("ca.key"))
+                .arg("-out")
+                .arg(dir.path().join("ca.crt"))
+                .output()
+                .expect("run openssl");
+            assert!(out.status.success(), "{out:?}");
+            Ca {
+                dir,
+                name: name.to_string(),
+            }
+        }
+
+        fn pem(&self) -> Vec<u8> {
+            std::fs::read(self.dir.path().join("ca.crt")).expect("ca.crt")
+        }
+
+        /// A leaf `CN=cn` with the given SANs and extended key usage, (cert, key) PEM.
+        fn leaf(&self, cn: &str, san: &str, usage: &str) -> (Vec<u8>, Vec<u8>) {
+            let p = |ext: &str| self.dir.path().join(format!("{cn}.{ext}"));
+            let out = Command::new("openssl")
+                .args(["req", "-new", "-nodes", "-subj"])
+                .arg(format!("/CN={cn}"))
+                .args(EC)
+                .arg("-keyout")
+                .arg(p("key"))
+                .arg("-out")
+                .arg(p("csr"))
+                .output()
+                .expect("run openssl");
+            assert!(out.status.success(), "{out:?}");
+            std::fs::write(
+                p("ext"),
+                format!("subjectAltName={san}\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage={usage}\n"),
+            )
+            .expect("ext");
+            let out = Command::new("openssl")
+                .args(["x509", "-req", "-days", "2", "-in"])
+                .arg(p("csr"))
+                .arg("-CA")
+                .arg(self.dir.path().join("ca.crt"))
+                .arg("-CAkey")
+                .arg(self.dir.path().join("ca.key"))
+                .arg("-extfile")
+                .arg(p("ext"))
+                .arg("-out")
+                .arg(p("crt"))
+                .output()
+                .expect("run openssl");
+            assert!(out.status.success(), "{} {out:?}", self.name);
+            (
+                std::fs::read(p("crt")).expect("crt"),
+                std::fs::read(p("key")).expect("key"),
+            )
+        }
+    }
+
+    fn verified(ca: &Ca, required: bool, sans: &[&str]) -> ClientCertificate {
+        ClientCertificate::Verified(ClientVerification {
+            required,
+            ca_secret: format!("Secret istio-system/{}", ca.name),
+            ca_pem: ca.pem(),
+            subject_alt_names: sans.iter().map(|s| s.to_string()).collect(),
+            certificate_sha256: Vec::new(),
+            spki_sha256: Vec::new(),
+        })
+    }
+
+    /// A rustls client handshake with `sni` against `resolver` over loopback TCP,
+    /// optionally with a client certificate and limited to some versions or suites.
+    /// Ok: (version, suite, the server's TlsConnection.server); Err: the server's
+    /// refusal.
+    async fn connect(
+        resolver: &Arc<SniResolver>,
+        roots: &[u8],
+        sni: &str,
+        client: Option<&(Vec<u8>, Vec<u8>)>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        suites: Option<&[rustls::CipherSuite]>,
+    ) -> Result<(rustls::ProtocolVersion, rustls::CipherSuite, String), Refused> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let r = resolver.clone();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let stream: Stream = Box::new(L4Stream::from(tcp));
+            let mut tls = r.handshake(stream).await?;
+            let conn = tls
+                .get_ssl_digest()
+                .and_then(|d| d.extension.get::<TlsConnection>().map(|c| c.server.clone()));
+            // Hold the connection until the client has read its end.
+            let _ = tls.write_all(b"x").await;
+            let _ = tls.flush().await;
+            Ok::<_, Refused>(conn.unwrap_or_default())
+        });
+        let mut provider = rustls::crypto::ring::default_provider();
+        if let Some(suites) = suites {
+            provider
+                .cipher_suites
+                .retain(|s| suites.contains(&s.suite()));
+        }
+        let mut store = RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(roots) {
+            store.add(c.expect("pem")).expect("root");
+        }
+        let builder = ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(versions)
+            .expect("versions")
+            .with_root_certificates(store);
+        let config = match client {
+            None => builder.with_no_client_auth(),
+            Some((c, k)) => builder
+                .with_client_auth_cert(
+                    CertificateDer::pem_slice_iter(c)
+                        .collect::<Result<Vec<_>, _>>()
+                        .expect("chain"),
+                    PrivateKeyDer::from_pem_slice(k).expect("key"),
+                )
+                .expect("client cert"),
+        };
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = ServerName::try_from(sni.to_string()).expect("name");
+        let client = TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await;
+        let negotiated = client.map(|mut c| async move {
+            // TLS 1.3 client certificates are checked after the client's last flight:
+            // a refusal shows as an alert on the first read.
+            let mut b = [0u8; 1];
+            let read = c.read(&mut b).await;
+            let (_, conn) = c.get_ref();
+            (
+                read,
+                conn.protocol_version(),
+                conn.negotiated_cipher_suite(),
+            )
+        });
+        let negotiated = match negotiated {
+            Ok(f) => Some(f.await),
+            Err(_) => None,
+        };
+        let served = server.await.expect("server task")?;
+        match negotiated {
+            Some((Ok(1), Some(v), Some(s))) => Ok((v, s.suite(), served)),
+            other => panic!("server accepted, client saw {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn servers_on_one_port_keep_their_own_modes_versions_and_suites() {
+        let ca = Ca::new("clients");
+        let other = Ca::new("other");
+        let server_ca = Ca::new("servers");
+        let good = ca.leaf(
+            "good",
+            "DNS:good.client.test,URI:spiffe://td/ns/a/sa/b",
+            "clientAuth",
+        );
+        let wrong_san = ca.leaf("wrong", "DNS:wrong.client.test", "clientAuth");
+        let foreign = other.leaf("foreign", "DNS:good.client.test", "clientAuth");
+        let cert = |n: &str| server_ca.leaf(n, &format!("DNS:{n}"), "serverAuth");
+        let with = |name: &str, policy: TlsPolicy| {
+            let mut s = server(name, &[name], Some(&cert(name)));
+            s.policy = policy;
+            s
+        };
+        let r = Arc::new(SniResolver::new());
+        let errors = r.update(&TlsTermination {
+            servers: vec![
+                with(
+                    "mutual.test",
+                    TlsPolicy {
+                        client_certificate: verified(&ca, true, &["spiffe://td/ns/a/sa/b"]),
+                        ..TlsPolicy::default()
+                    },
+                ),
+                with(
+                    "optional.test",
+                    TlsPolicy {
+                        client_certificate: verified(&ca, false, &[]),
+                        ..TlsPolicy::default()
+                    },
+                ),
+                with("simple.test", TlsPolicy::default()),
+                with(
+                    "modern.test",
+                    TlsPolicy {
+                        min_version: TlsVersion::Tls13,
+                        ..TlsPolicy::default()
+                    },
+                ),
+                with(
+                    "chacha.test",
+                    TlsPolicy {
+                        max_version: TlsVersion::Tls12,
+                        cipher_suites: vec![CipherSuite::EcdheEcdsaChacha20Poly1305],
+                        ..TlsPolicy::default()
+                    },
+                ),
+                with(
+                    "refused.test",
+                    TlsPolicy {
+                        client_certificate: ClientCertificate::Unavailable,
+                        ..TlsPolicy::default()
+                    },
+                ),
+            ],
+        });
+        assert_eq!(errors, []);
+        let roots = server_ca.pem();
+        let both = &[&rustls::version::TLS13, &rustls::version::TLS12][..];
+        let tls12 = &[&rustls::version::TLS12][..];
+        let tls13 = &[&rustls::version::TLS13][..];
+
+        // MUTUAL: the right certificate only.
+        let ok = connect(&r, &roots, "mutual.test", Some(&good), both, None)
+            .await
+            .expect("good");
+        assert_eq!(
+            ok.2, "Gateway default/gw mutual.test",
+            "TlsConnection stored"
+        );
+        for (client, why) in [
+            (None, "peer sent no certificates"),
+            (Some(&foreign), "UnknownIssuer"),
+            (Some(&wrong_san), "include none of subjectAltNames"),
+        ] {
+            for versions in [tls12, tls13] {
+                let e = connect(&r, &roots, "mutual.test", client, versions, None)
+                    .await
+                    .expect_err("refused");
+                assert!(e.reason.contains(why), "{why}: {e}");
+                assert_eq!(e.sni.as_deref(), Some("mutual.test"));
+            }
+        }
+        // OPTIONAL_MUTUAL: none or a good one; a bad one is refused.
+        connect(&r, &roots, "optional.test", None, both, None)
+            .await
+            .expect("none");
+        connect(&r, &roots, "optional.test", Some(&wrong_san), both, None)
+            .await
+            .expect("any SAN");
+        let e = connect(&r, &roots, "optional.test", Some(&foreign), both, None)
+            .await
+            .expect_err("foreign CA");
+        assert!(e.reason.contains("UnknownIssuer"), "{e}");
+        // SIMPLE on the same port asks for nothing.
+        let ok = connect(&r, &roots, "simple.test", None, both, None)
+            .await
+            .expect("simple");
+        assert_eq!(ok.0, rustls::ProtocolVersion::TLSv1_3);
+        // Versions and suites per server.
+        let e = connect(&r, &roots, "modern.test", None, tls12, None)
+            .await
+            .expect_err("1.2");
+        assert_eq!(e.reason, "peer is incompatible: Tls12NotOfferedOrEnabled");
+        let ok = connect(&r, &roots, "chacha.test", None, both, None)
+            .await
+            .expect("1.2");
+        assert_eq!(
+            (ok.0, ok.1),
+            (
+                rustls::ProtocolVersion::TLSv1_2,
+                rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+            )
+        );
+        let aes = [rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256];
+        connect(&r, &roots, "chacha.test", None, both, Some(&aes))
+            .await
+            .expect_err("suite not allowed");
+        // TLS 1.3 suites are not restricted when none is listed.
+        let aes13 = [rustls::CipherSuite::TLS13_AES_256_GCM_SHA384];
+        let ok = connect(&r, &roots, "modern.test", None, tls13, Some(&aes13))
+            .await
+            .expect("1.3");
+        assert_eq!(ok.1, aes13[0]);
+        // Unavailable checks and unknown names: an alert, nothing served.
+        for sni in ["refused.test", "unknown.test"] {
+            let e = connect(&r, &roots, sni, None, both, None)
+                .await
+                .expect_err("refused");
+            assert!(e.reason.contains("no Gateway server"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_connection_admits_hosts_of_servers_with_its_settings() {
+        let ca = Ca::new("admits");
+        let mutual = TlsPolicy {
+            client_certificate: verified(&ca, true, &[]),
+            ..TlsPolicy::default()
+        };
+        let with = |sni: &[&str], policy: &TlsPolicy| {
+            let mut s = server(sni[0], sni, None);
+            s.policy = policy.clone();
+            s
+        };
+        let tls = TlsTermination {
+            servers: vec![
+                with(&["a.test", "*.a.test"], &mutual),
+                with(&["b.test"], &TlsPolicy::default()),
+                with(&["c.test"], &mutual),
+            ],
+        };
+        let conn = |policy: &TlsPolicy| TlsConnection {
+            server: String::new(),
+            policy: Arc::new(policy.clone()),
+        };
+        let over_mutual = conn(&mutual);
+        assert!(over_mutual.admits(&tls, "a.test"));
+        assert!(over_mutual.admits(&tls, "X.A.test:8443"));
+        assert!(over_mutual.admits(&tls, "c.test"), "same settings");
+        assert!(!over_mutual.admits(&tls, "b.test"));
+        let over_simple = conn(&TlsPolicy::default());
+        assert!(
+            !over_simple.admits(&tls, "a.test:443"),
+            "no way around mTLS"
+        );
+        assert!(over_simple.admits(&tls, "b.test"));
+        assert!(over_simple.admits(&tls, "unknown.test"), "left to routing");
+    }
+
+    #[test]
+    fn client_checks_match_sans_and_pins() {
+        let dns = San::Dns("*.w.test".into());
+        assert!(dns.matches("a.w.test") && dns.matches("A.W.TEST"));
+        assert!(!dns.matches("w.test") && !dns.matches("a.b.w.test") && !dns.matches(".w.test"));
+        assert!(San::Dns("a.test".into()).matches("A.test"));
+        assert!(San::Ip("::1".parse().expect("ip")).matches("0:0::1"));
+        assert!(!San::Ip("10.0.0.1".parse().expect("ip")).matches("10.0.0.2"));
+        assert!(San::Uri("spiffe://td/x".into()).matches("spiffe://td/x"));
+        assert!(!San::Uri("spiffe://td/x".into()).matches("spiffe://td/X"));
+
+        let ca = Ca::new("pins");
+        let (pem, _) = ca.leaf("pinned", "DNS:p.test", "clientAuth");
+        let der = CertificateDer::from_pem_slice(&pem).expect("pem").to_vec();
+        let sha = |b: &[u8]| {
+            <[u8; 32]>::try_from(hash_certificate(&CertificateDer::from(b.to_vec())))
+                .expect("32 bytes")
+        };
+        let spki = x509::spki(&der).expect("spki");
+        let checks = |sans: &[&str], certs: Vec<[u8; 32]>, spkis: Vec<[u8; 32]>| ClientChecks {
+            inner: WebPkiClientVerifier::no_client_auth(),
+            subject_alt_names: sans.iter().map(|s| s.to_string()).collect(),
+            certificate_sha256: certs,
+            spki_sha256: spkis,
+        };
+        assert_eq!(checks(&["p.test"], vec![], vec![]).check(&der), Ok(()));
+        let e = checks(&["q.test"], vec![], vec![]).check(&der).unwrap_err();
+        assert_eq!(
+            e,
+            "its SANs [DNS:p.test] include none of subjectAltNames [q.test]"
+        );
+        // Certificate and key pins are ORed, and ANDed with the SANs.
+        assert_eq!(checks(&[], vec![sha(&der)], vec![]).check(&der), Ok(()));
+        assert_eq!(
+            checks(&[], vec![[0; 32]], vec![sha(spki)]).check(&der),
+            Ok(())
+        );
+        assert!(checks(&[], vec![[0; 32]], vec![[1; 32]])
+            .check(&der)
+            .is_err());
+        assert!(checks(&["q.test"], vec![sha(&der)], vec![])
+            .check(&der)
+            .is_err());
+    }
+
+    #[test]
+    fn an_unusable_client_ca_is_reported_against_its_secret() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert = openssl_cert(dir.path(), "s", EC);
+        let mut s = server("s", &["s.test"], Some(&cert));
+        s.policy.client_certificate = ClientCertificate::Verified(ClientVerification {
+            required: true,
+            ca_secret: "Secret istio-system/s-cacert".into(),
+            ca_pem: b"-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n".to_vec(),
+            subject_alt_names: Vec::new(),
+            certificate_sha256: Vec::new(),
+            spki_sha256: Vec::new(),
+        });
+        let r = SniResolver::new();
+        let errors = r.update(&TlsTermination { servers: vec![s] });
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].secret, "Secret istio-system/s-cacert");
+        assert!(errors[0].reason.contains("CA certificate"), "{}", errors[0]);
+        assert_eq!(
+            served(&r, Some("s.test")),
+            None,
+            "refused, not served without checks"
+        );
     }
 }

@@ -1,10 +1,13 @@
 //! The edge role: follows a stream of [`Snapshot`]s, swaps each into the engine's
 //! snapshot holder (requests in flight finish on the old one; no connection is
 //! closed), and starts or stops one listener per Gateway port as ports appear or
-//! disappear (or change between HTTP and HTTPS). An HTTPS listener's certificates are
-//! swapped with each snapshot: new handshakes get the new ones, established
-//! connections keep theirs. Locally a privileged Gateway port (below 1024) listens on
-//! port + 8000 (443 on 8443).
+//! disappear (or change between HTTP and HTTPS). An HTTPS listener's servers (per SNI:
+//! certificate, TLS mode and client CA, versions, cipher suites) are swapped with each
+//! snapshot: new handshakes get the new ones, established connections keep theirs.
+//! Locally a privileged Gateway port (below 1024) listens on port + 8000 (443 on
+//! 8443).
+
+pub mod acme;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -166,7 +169,7 @@ struct Running {
     certificates: Option<Arc<SniResolver>>,
 }
 
-/// Swap in the certificates of `tls`, logging the credentials that cannot serve.
+/// Swap in the servers of `tls`, logging those that cannot serve.
 fn update_certificates(resolver: &SniResolver, tls: &TlsTermination, port: u16) {
     for e in resolver.update(tls) {
         error!("Gateway port {port}: {e}; handshakes for its names are refused until it is fixed");

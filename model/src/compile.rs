@@ -6,18 +6,27 @@
 //!    selector: every workload; Gateways of every namespace are considered). Servers
 //!    with protocol HTTP, HTTP2, GRPC or GRPC-WEB become one HTTP [`Listener`] per port
 //!    (servers of several Gateways on one port merge). HTTPS servers with
-//!    `tls.mode: SIMPLE` and a `credentialName` become HTTPS listeners the same way:
-//!    the same virtual hosts and routes (Istio applies `http` rules to terminated
-//!    HTTPS), plus per server its SNI names and certificate ([`TlsTermination`]). One
-//!    router serves every server of the port, so a request's `Host` is not checked
-//!    against its SNI (Envoy's per-server route tables would 404 a mismatch). HTTP and
-//!    HTTPS servers on one port conflict: the later ones are dropped with an Error.
-//!    Other TLS modes, TLS, TCP and other protocols are skipped with an Info finding.
+//!    `tls.mode` SIMPLE, MUTUAL or OPTIONAL_MUTUAL and a `credentialName` become
+//!    HTTPS listeners the same way: the same virtual hosts and routes (Istio applies
+//!    `http` rules to terminated HTTPS), plus per server its SNI names, certificate and
+//!    [`TlsPolicy`] ([`TlsTermination`]). One router serves every server of the port,
+//!    so a request's `Host` is not checked against its SNI here (Envoy's per-server
+//!    route tables would 404 a mismatch). HTTP and HTTPS servers on one port
+//!    conflict: the later ones are dropped with an Error. Other TLS modes, TLS, TCP
+//!    and other protocols are skipped with an Info finding.
 //!    **Certificates** follow Istio's `credentialName` rule: the Secret `name`
 //!    (`kubernetes://name`) in the gateway workload's namespace, or `ns/name`
 //!    (`kubernetes://ns/name`); keys `cert`/`key`, else `tls.crt`/`tls.key`. A missing
 //!    secret (IST0101) or one without usable PEM (IST0161) is an Error; that server's
 //!    certificate is left out (its handshakes are refused) and the rest still serves.
+//!    **Client CAs** (MUTUAL, OPTIONAL_MUTUAL) as Istio's `GetCaCert`: the Secret named
+//!    by `caCertCredentialName`, else `<credentialName>-cacert`, else the credential's
+//!    own Secret; keys `cacert`, then `ca.crt`. Without one, or with a
+//!    `verifyCertificate*` pin that cannot be read, the server refuses every handshake
+//!    (an Error) rather than admit unauthenticated clients. **Versions**: TLS 1.2
+//!    (default minimum) and 1.3; 1.0 and 1.1 are raised to 1.2 with a Warning.
+//!    **Cipher suites**: OpenSSL (Envoy) or IANA names of the suites rustls offers;
+//!    others are ignored with a Warning.
 //! 2. **VirtualService binding**: top-level `gateways` entries `name` (the VS's
 //!    namespace), `ns/name`, `./name` or the legacy `name.ns.svc...`; an empty list means
 //!    `mesh` only, so the VS does not bind to any gateway. `match[].gateways` only
@@ -65,13 +74,15 @@ use crate::host;
 use crate::resources::core::decode_base64;
 use crate::resources::networking::{
     Destination, HttpMatchRequest, HttpRoute, Labels, Resolution, Server, ServerTlsMode,
-    ServiceEntrySpec, ServicePort, StringMatch, Subset, VirtualServiceSpec, WorkloadEntrySpec,
+    ServerTlsSettings, ServiceEntrySpec, ServicePort, StringMatch, Subset, TlsProtocol,
+    VirtualServiceSpec, WorkloadEntrySpec,
 };
 use crate::resources::{Kind, Resource, Spec, Store};
 use crate::snapshot::{
-    Cluster, ClusterId, Endpoint, HeaderMatch, Listener, ListenerProtocol, PathMatch, QueryMatch,
-    Route, RouteAction, RouteMatch, Router, Snapshot, StrMatch, TlsCredential, TlsServer,
-    TlsTermination, VirtualHost, WeightedClusters,
+    CipherSuite, ClientCertificate, ClientVerification, Cluster, ClusterId, Endpoint, HeaderMatch,
+    Listener, ListenerProtocol, PathMatch, QueryMatch, Route, RouteAction, RouteMatch, Router,
+    Snapshot, StrMatch, TlsCredential, TlsPolicy, TlsServer, TlsTermination, TlsVersion,
+    VirtualHost, WeightedClusters,
 };
 
 /// Info: a Gateway server is not served (its protocol is not supported yet).
@@ -361,8 +372,8 @@ impl<'s> Compiler<'s> {
         out
     }
 
-    /// Whether an HTTPS server is terminated here: `tls.mode: SIMPLE` with a
-    /// `credentialName`. Anything else is reported and skipped.
+    /// Whether an HTTPS server is terminated here: `tls.mode` SIMPLE, MUTUAL or
+    /// OPTIONAL_MUTUAL with a `credentialName`. Anything else is reported and skipped.
     fn terminates_tls(&mut self, r: &Resource, i: usize, server: &Server) -> bool {
         let base = format!("spec.servers[{i}].tls");
         let port = server.port.number;
@@ -377,14 +388,14 @@ impl<'s> Compiler<'s> {
             return false;
         };
         let mode = tls.mode.unwrap_or(ServerTlsMode::Passthrough);
-        if mode != ServerTlsMode::Simple {
+        if !terminated_mode(mode) {
             self.diags.push(diag(
                 Level::Info,
                 CODE_SERVER_SKIPPED,
                 r,
                 &format!("{base}.mode"),
                 format!(
-                    "HTTPS server on port {port} with tls.mode {} is not served yet (only SIMPLE is)",
+                    "HTTPS server on port {port} with tls.mode {} is not served yet (SIMPLE, MUTUAL and OPTIONAL_MUTUAL are)",
                     tls_mode_name(mode)
                 ),
             ));
@@ -409,7 +420,10 @@ impl<'s> Compiler<'s> {
                 CODE_ROUTE_INVALID,
                 r,
                 &format!("{base}.credentialName"),
-                format!("HTTPS server on port {port}: tls.mode SIMPLE needs credentialName; server skipped"),
+                format!(
+                    "HTTPS server on port {port}: tls.mode {} needs credentialName; server skipped",
+                    tls_mode_name(mode)
+                ),
             ));
             return false;
         };
@@ -440,11 +454,13 @@ impl<'s> Compiler<'s> {
                 }
             }
             let (secret, credential) = self.credential(s, &sni);
+            let policy = self.tls_policy(s, &sni, credential.is_some());
             out.push(TlsServer {
                 source: format!("{} spec.servers[{}]", s.gateway.display_ref(), s.index),
                 sni,
                 secret,
                 credential,
+                policy,
             });
         }
         TlsTermination { servers: out }
@@ -465,11 +481,7 @@ impl<'s> Compiler<'s> {
             .as_ref()
             .and_then(|t| t.credential_name.as_deref())
             .unwrap_or("");
-        let refused = if sni.is_empty() {
-            "this server's handshakes are refused".to_string()
-        } else {
-            format!("TLS handshakes for {} are refused", sni.join(", "))
-        };
+        let refused = refused_handshakes(sni);
         let Some((ns, name)) = resolve_credential(written, &self.workload.namespace) else {
             self.diags.push(diag(
                 Level::Warning,
@@ -523,6 +535,313 @@ impl<'s> Compiler<'s> {
                     format!("credentialName {written:?}: {secret_ref}: {why}; {refused}"),
                 ));
                 (secret_ref, None)
+            }
+        }
+    }
+
+    /// A server's protocol versions, cipher suites and client-certificate checks.
+    /// What isthmus cannot honour is reported; a client-certificate check that cannot
+    /// be set up leaves the server refusing every handshake.
+    fn tls_policy(&mut self, s: &HttpServer<'s>, sni: &[String], has_cert: bool) -> TlsPolicy {
+        let mut policy = TlsPolicy::default();
+        let Some(tls) = &s.server.tls else {
+            return policy;
+        };
+        let r = s.gateway;
+        let base = format!("spec.servers[{}].tls", s.index);
+        let min = self.tls_version(r, &base, "minProtocolVersion", tls.min_protocol_version);
+        let max = self.tls_version(r, &base, "maxProtocolVersion", tls.max_protocol_version);
+        let (min, max) = (
+            min.unwrap_or(TlsVersion::Tls12),
+            max.unwrap_or(TlsVersion::Tls13),
+        );
+        if min > max {
+            self.diags.push(diag(
+                Level::Error,
+                CODE_ROUTE_INVALID,
+                r,
+                &format!("{base}.minProtocolVersion"),
+                "minProtocolVersion is above maxProtocolVersion; both are ignored (TLS 1.2 and 1.3 are offered)".to_string(),
+            ));
+        } else {
+            (policy.min_version, policy.max_version) = (min, max);
+        }
+        policy.cipher_suites = self.cipher_suites(r, &base, &tls.cipher_suites);
+        if tls.insecure_skip_verify == Some(true) {
+            self.diags.push(diag(
+                Level::Warning,
+                CODE_NOT_APPLIED,
+                r,
+                &format!("{base}.insecureSkipVerify"),
+                "insecureSkipVerify is not applied: client certificates that fail verification are refused".to_string(),
+            ));
+        }
+        let mode = tls.mode.unwrap_or(ServerTlsMode::Passthrough);
+        policy.client_certificate = match mode {
+            ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual if !has_cert => {
+                // Already reported; the server refuses its handshakes anyway.
+                ClientCertificate::Unavailable
+            }
+            ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => {
+                self.client_verification(s, tls, mode == ServerTlsMode::Mutual, sni)
+            }
+            _ => {
+                let fields = [
+                    ("subjectAltNames", tls.subject_alt_names.is_empty()),
+                    (
+                        "verifyCertificateHash",
+                        tls.verify_certificate_hash.is_empty(),
+                    ),
+                    (
+                        "verifyCertificateSpki",
+                        tls.verify_certificate_spki.is_empty(),
+                    ),
+                ];
+                if let Some((field, _)) = fields.iter().find(|(_, empty)| !empty) {
+                    self.diags.push(diag(
+                        Level::Warning,
+                        CODE_NOT_APPLIED,
+                        r,
+                        &format!("{base}.{field}"),
+                        format!(
+                            "{field} checks client certificates, which tls.mode {} does not request (use MUTUAL or OPTIONAL_MUTUAL); ignored",
+                            tls_mode_name(mode)
+                        ),
+                    ));
+                }
+                ClientCertificate::NotRequested
+            }
+        };
+        policy
+    }
+
+    /// One of `minProtocolVersion` / `maxProtocolVersion`: `None` when unset or
+    /// `TLS_AUTO`. rustls has no TLS 1.0 or 1.1: reported, and 1.2 used instead.
+    fn tls_version(
+        &mut self,
+        r: &Resource,
+        base: &str,
+        field: &str,
+        v: Option<TlsProtocol>,
+    ) -> Option<TlsVersion> {
+        match v? {
+            TlsProtocol::TlsAuto => None,
+            TlsProtocol::TlsV1_2 => Some(TlsVersion::Tls12),
+            TlsProtocol::TlsV1_3 => Some(TlsVersion::Tls13),
+            old @ (TlsProtocol::TlsV1_0 | TlsProtocol::TlsV1_1) => {
+                let name = if old == TlsProtocol::TlsV1_0 {
+                    "TLSV1_0"
+                } else {
+                    "TLSV1_1"
+                };
+                self.diags.push(diag(
+                    Level::Warning,
+                    CODE_UNSUPPORTED,
+                    r,
+                    &format!("{base}.{field}"),
+                    format!("{field} {name}: TLS 1.0 and 1.1 are not supported (rustls); TLSV1_2 is used"),
+                ));
+                Some(TlsVersion::Tls12)
+            }
+        }
+    }
+
+    /// `cipherSuites` as the suites rustls offers, in order, without repeats. BoringSSL
+    /// equal-preference groups (`[A|B]`) count as their members. Other names are
+    /// reported and ignored; when none is left, every suite is offered.
+    fn cipher_suites(&mut self, r: &Resource, base: &str, names: &[String]) -> Vec<CipherSuite> {
+        let mut out = Vec::new();
+        for (j, written) in names.iter().enumerate() {
+            let group = written.trim().trim_start_matches('[').trim_end_matches(']');
+            for name in group.split('|').map(str::trim).filter(|n| !n.is_empty()) {
+                match CipherSuite::from_name(name) {
+                    Some(c) if !out.contains(&c) => out.push(c),
+                    Some(_) => {}
+                    None => {
+                        let offered: Vec<&str> =
+                            CipherSuite::ALL.iter().map(|c| c.openssl_name()).collect();
+                        self.diags.push(diag(
+                            Level::Warning,
+                            CODE_UNSUPPORTED,
+                            r,
+                            &format!("{base}.cipherSuites[{j}]"),
+                            format!(
+                                "cipher suite {name:?} is not one isthmus (rustls) offers; ignored. Offered: {}",
+                                offered.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        if out.is_empty() && !names.is_empty() {
+            self.diags.push(diag(
+                Level::Warning,
+                CODE_UNSUPPORTED,
+                r,
+                &format!("{base}.cipherSuites"),
+                "no cipher suite listed is offered by isthmus; the default suites are used"
+                    .to_string(),
+            ));
+        }
+        out
+    }
+
+    /// The client-certificate checks of a MUTUAL (`required`) or OPTIONAL_MUTUAL
+    /// server, or `Unavailable` with an Error when they cannot be set up.
+    fn client_verification(
+        &mut self,
+        s: &HttpServer<'s>,
+        tls: &ServerTlsSettings,
+        required: bool,
+        sni: &[String],
+    ) -> ClientCertificate {
+        let r = s.gateway;
+        let base = format!("spec.servers[{}].tls", s.index);
+        let refused = refused_handshakes(sni);
+        let mut usable = true;
+        let mut certificate_sha256 = Vec::new();
+        for (j, pin) in tls.verify_certificate_hash.iter().enumerate() {
+            match parse_hex_sha256(pin) {
+                Some(d) => certificate_sha256.push(d),
+                None => {
+                    usable = false;
+                    self.diags.push(diag(
+                        Level::Error,
+                        CODE_ROUTE_INVALID,
+                        r,
+                        &format!("{base}.verifyCertificateHash[{j}]"),
+                        format!("{pin:?} is not a hex SHA-256 digest (64 hex digits, colons allowed); {refused}"),
+                    ));
+                }
+            }
+        }
+        let mut spki_sha256 = Vec::new();
+        for (j, pin) in tls.verify_certificate_spki.iter().enumerate() {
+            match decode_base64(pin).and_then(|d| <[u8; 32]>::try_from(d).ok()) {
+                Some(d) => spki_sha256.push(d),
+                None => {
+                    usable = false;
+                    self.diags.push(diag(
+                        Level::Error,
+                        CODE_ROUTE_INVALID,
+                        r,
+                        &format!("{base}.verifyCertificateSpki[{j}]"),
+                        format!("{pin:?} is not a base64 SHA-256 digest; {refused}"),
+                    ));
+                }
+            }
+        }
+        if tls
+            .ca_certificates
+            .as_deref()
+            .is_some_and(|c| !c.is_empty())
+        {
+            self.diags.push(diag(
+                Level::Warning,
+                CODE_UNSUPPORTED,
+                r,
+                &format!("{base}.caCertificates"),
+                "caCertificates (a file path) is not read; the client CA comes from caCertCredentialName, a <credentialName>-cacert Secret or the credential's ca.crt".to_string(),
+            ));
+        }
+        let Some((ca_secret, ca_pem)) = self.client_ca(s, tls, &refused) else {
+            return ClientCertificate::Unavailable;
+        };
+        if !usable {
+            return ClientCertificate::Unavailable;
+        }
+        ClientCertificate::Verified(ClientVerification {
+            required,
+            ca_secret,
+            ca_pem,
+            subject_alt_names: tls
+                .subject_alt_names
+                .iter()
+                .filter(|n| !n.is_empty())
+                .cloned()
+                .collect(),
+            certificate_sha256,
+            spki_sha256,
+        })
+    }
+
+    /// The client CA of a MUTUAL / OPTIONAL_MUTUAL server, as Istio's `GetCaCert`
+    /// finds it: the Secret named by `caCertCredentialName`, else the Secret
+    /// `<credentialName>-cacert`; when that Secret does not exist, the same name
+    /// without the `-cacert` suffix (so the credential's own Secret). Keys `cacert`,
+    /// then `ca.crt`. Returns `Secret ns/name` and the PEM, or `None` with an Error.
+    fn client_ca(
+        &mut self,
+        s: &HttpServer<'s>,
+        tls: &ServerTlsSettings,
+        refused: &str,
+    ) -> Option<(String, Vec<u8>)> {
+        let r = s.gateway;
+        let (field, written, suffix) = match non_empty(&tls.ca_cert_credential_name) {
+            Some(w) => ("caCertCredentialName", w, ""),
+            None => (
+                "credentialName",
+                non_empty(&tls.credential_name)?,
+                "-cacert",
+            ),
+        };
+        let field = format!("spec.servers[{}].tls.{field}", s.index);
+        let Some((ns, name)) = resolve_credential(written, &self.workload.namespace) else {
+            self.diags.push(diag(
+                Level::Warning,
+                CODE_UNSUPPORTED,
+                r,
+                &field,
+                format!("{written:?}: only Secrets (`name`, `ns/name`, `kubernetes://...`) hold client CAs here; {refused}"),
+            ));
+            return None;
+        };
+        let first = format!("{name}{suffix}");
+        let mut candidates = vec![first.clone()];
+        if let Some(stripped) = first.strip_suffix("-cacert") {
+            candidates.push(stripped.to_string());
+        }
+        let store = self.store;
+        let found = candidates.iter().find_map(|n| {
+            match store.find(Kind::Secret, &ns, n).map(|x| &x.spec) {
+                Some(Spec::Secret(data)) => Some((format!("Secret {ns}/{n}"), data)),
+                _ => None,
+            }
+        });
+        let Some((secret_ref, data)) = found else {
+            let names: Vec<String> = candidates.iter().map(|n| format!("{ns}/{n}")).collect();
+            self.diags.push(diag(
+                Level::Error,
+                CODE_CREDENTIAL_NOT_FOUND,
+                r,
+                &field,
+                format!(
+                    "no Secret with the client CA: looked for {}; {refused}",
+                    names.join(" and ")
+                ),
+            ));
+            return None;
+        };
+        match ca_certificates(|k| data.get(k)) {
+            Ok(pem) => Some((secret_ref, pem)),
+            Err(why) => {
+                let hint = if suffix.is_empty() || secret_ref.ends_with(&first) {
+                    String::new()
+                } else {
+                    format!(" (add one, create Secret {ns}/{first}, or set caCertCredentialName)")
+                };
+                self.diags.push(diag(
+                    Level::Error,
+                    CODE_CREDENTIAL_INVALID,
+                    r,
+                    &field,
+                    format!(
+                        "mode {} needs a CA for client certificates: {secret_ref}: {why}{hint}; {refused}",
+                        tls_mode_name(tls.mode.unwrap_or(ServerTlsMode::Passthrough))
+                    ),
+                ));
+                None
             }
         }
     }
@@ -1209,6 +1528,42 @@ impl<'s> Compiler<'s> {
     }
 }
 
+/// The modes whose TLS isthmus terminates.
+fn terminated_mode(mode: ServerTlsMode) -> bool {
+    matches!(
+        mode,
+        ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
+    )
+}
+
+fn non_empty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.is_empty())
+}
+
+/// The end of a finding about a server that cannot serve: what happens to its names.
+fn refused_handshakes(sni: &[String]) -> String {
+    if sni.is_empty() {
+        "this server's handshakes are refused".to_string()
+    } else {
+        format!("TLS handshakes for {} are refused", sni.join(", "))
+    }
+}
+
+/// A SHA-256 digest written as 64 hex digits, colons allowed (Envoy's
+/// `verify_certificate_hash` form).
+fn parse_hex_sha256(text: &str) -> Option<[u8; 32]> {
+    let digits: Vec<u8> = text.bytes().filter(|&b| b != b':').collect();
+    if digits.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks(2)) {
+        let hex = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(hex, 16).ok()?;
+    }
+    Some(out)
+}
+
 fn tls_mode_name(mode: ServerTlsMode) -> &'static str {
     match mode {
         ServerTlsMode::Passthrough => "PASSTHROUGH (the default)",
@@ -1268,6 +1623,22 @@ fn server_cert_and_key(
         )),
         Some(_) => Ok((cert, key)),
     }
+}
+
+/// Istio's `ExtractRoot`: the client CA certificates of a Secret, key `cacert`, else
+/// `ca.crt` (empty values count as absent), checked to hold CERTIFICATE PEM.
+fn ca_certificates(get: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Vec<u8>, String> {
+    let Some((key, pem)) = ["cacert", "ca.crt"]
+        .into_iter()
+        .find_map(|k| get(k).filter(|v| !v.is_empty()).map(|v| (k, v)))
+    else {
+        return Err("it has no key \"cacert\" or \"ca.crt\"".to_string());
+    };
+    let blocks = pem_blocks(&pem).map_err(|e| format!("{key:?} is not valid PEM: {e}"))?;
+    if !blocks.iter().any(|l| l == "CERTIFICATE") {
+        return Err(format!("{key:?} holds no CERTIFICATE PEM block"));
+    }
+    Ok(pem)
 }
 
 /// The labels of the PEM blocks in `text`, checking that each body is base64 of a DER
@@ -1732,7 +2103,7 @@ spec:
   servers:
   - port: {number: 8443, name: mtls, protocol: HTTPS}
     hosts: [m.test]
-    tls: {mode: MUTUAL, credentialName: a-cert}
+    tls: {mode: ISTIO_MUTUAL}
   - port: {number: 8444, name: pass, protocol: HTTPS}
     hosts: [p.test]
     tls: {}
@@ -1757,7 +2128,7 @@ spec:
                 .any(|d| d.level == level && d.code == code && d.to_string().contains(what))
         };
         assert!(
-            has(Level::Info, CODE_SERVER_SKIPPED, "tls.mode MUTUAL"),
+            has(Level::Info, CODE_SERVER_SKIPPED, "tls.mode ISTIO_MUTUAL"),
             "{text:?}"
         );
         assert!(
@@ -1776,6 +2147,283 @@ spec:
             has(Level::Warning, CODE_UNSUPPORTED, "certificate files"),
             "{text:?}"
         );
+    }
+
+    /// HTTPS servers on port 443 of a Gateway `gw` in `default` (`servers`: one
+    /// `(host, tls flow mapping body)` each), the Secrets `secrets` in istio-system
+    /// (`(name, keys)`, all holding the test PEM), compiled for the default workload:
+    /// the servers' TLS settings and the findings.
+    fn compile_tls(
+        servers: &[(&str, &str)],
+        secrets: &[(&str, &[&str])],
+    ) -> (Vec<TlsServer>, Vec<Diagnostic>) {
+        let mut yaml = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  servers:\n".to_string();
+        for (i, (host, tls)) in servers.iter().enumerate() {
+            yaml.push_str(&format!(
+                "  - port: {{number: 443, name: s{i}, protocol: HTTPS}}\n    hosts: [{host}]\n    tls: {{{tls}}}\n"
+            ));
+        }
+        for (name, keys) in secrets {
+            yaml.push_str(&format!(
+                "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: istio-system}}\nstringData:\n"
+            ));
+            for k in *keys {
+                let pem = if k.contains("key") { KEY } else { CERT };
+                yaml.push_str(&format!("  {k}: \"{}\"\n", pem.replace('\n', "\\n")));
+            }
+        }
+        let loaded = crate::load::load_str("gw.yaml", &yaml);
+        assert!(
+            loaded.diagnostics.iter().all(|d| d.level == Level::Info),
+            "{:?}",
+            loaded.diagnostics
+        );
+        let (snap, diags) =
+            compile_gateway(&Store::new(loaded.resources), &GatewayWorkload::default());
+        let servers = snap
+            .listener(443)
+            .and_then(|l| l.protocol.tls())
+            .map(|t| t.servers.clone())
+            .unwrap_or_default();
+        (servers, diags)
+    }
+
+    const PAIR: &[&str] = &["tls.crt", "tls.key"];
+    const PAIR_CA: &[&str] = &["tls.crt", "tls.key", "ca.crt"];
+
+    /// `(required, CA secret)` of a server, or what else its client checks are.
+    fn ca_of(s: &TlsServer) -> Result<(bool, String), String> {
+        match &s.policy.client_certificate {
+            ClientCertificate::Verified(v) => {
+                assert_eq!(v.ca_pem, CERT.as_bytes());
+                Ok((v.required, v.ca_secret.clone()))
+            }
+            other => Err(format!("{other:?}")),
+        }
+    }
+
+    #[test]
+    fn client_cas_are_found_as_istio_finds_them() {
+        let (servers, diags) = compile_tls(
+            &[
+                // `ca.crt` in the credential's own Secret.
+                ("a.test", "mode: MUTUAL, credentialName: own"),
+                // `<name>-cacert` wins over the credential's own `ca.crt`.
+                ("b.test", "mode: MUTUAL, credentialName: both"),
+                // caCertCredentialName wins over both.
+                (
+                    "c.test",
+                    "mode: OPTIONAL_MUTUAL, credentialName: both, caCertCredentialName: clients",
+                ),
+                // No CA anywhere: refused, with an Error.
+                ("d.test", "mode: MUTUAL, credentialName: plain"),
+                // A caCertCredentialName that names nothing.
+                (
+                    "e.test",
+                    "mode: MUTUAL, credentialName: plain, caCertCredentialName: nothing",
+                ),
+                // SIMPLE asks for no certificate; subjectAltNames are reported unused.
+                (
+                    "f.test",
+                    "mode: SIMPLE, credentialName: own, subjectAltNames: [x]",
+                ),
+            ],
+            &[
+                ("own", PAIR_CA),
+                ("both", PAIR_CA),
+                ("both-cacert", &["cacert"]),
+                ("clients", &["cacert"]),
+                ("plain", PAIR),
+            ],
+        );
+        let cas: Vec<_> = servers.iter().map(ca_of).collect();
+        assert_eq!(cas[0], Ok((true, "Secret istio-system/own".into())));
+        assert_eq!(cas[1], Ok((true, "Secret istio-system/both-cacert".into())));
+        assert_eq!(cas[2], Ok((false, "Secret istio-system/clients".into())));
+        assert_eq!(cas[3], Err("Unavailable".into()));
+        assert_eq!(cas[4], Err("Unavailable".into()));
+        assert_eq!(cas[5], Err("NotRequested".into()));
+        let text: Vec<String> = errors(&diags);
+        assert_eq!(text.len(), 3, "{text:#?}");
+        assert!(
+            text[0].starts_with("Error [IST0161] (Gateway default/gw gw.yaml:")
+                && text[0].contains("spec.servers[3].tls.credentialName: mode MUTUAL needs a CA for client certificates: Secret istio-system/plain: it has no key \"cacert\" or \"ca.crt\" (add one, create Secret istio-system/plain-cacert, or set caCertCredentialName); TLS handshakes for d.test are refused"),
+            "{}",
+            text[0]
+        );
+        assert!(
+            text[1].starts_with("Error [IST0101]")
+                && text[1].contains("spec.servers[4].tls.caCertCredentialName: no Secret with the client CA: looked for istio-system/nothing; TLS handshakes for e.test are refused"),
+            "{}",
+            text[1]
+        );
+        assert!(
+            text[2].starts_with("Warning [ISM0205]")
+                && text[2].contains("spec.servers[5].tls.subjectAltNames: subjectAltNames checks client certificates, which tls.mode SIMPLE does not request"),
+            "{}",
+            text[2]
+        );
+    }
+
+    #[test]
+    fn client_checks_subject_alt_names_and_pins() {
+        let hash = "AB:".repeat(31) + "AB";
+        let spki = "q".repeat(43) + "=";
+        let tls = format!(
+            "mode: MUTUAL, credentialName: own, subjectAltNames: [\"spiffe://td/ns/a/sa/b\", \"\"], verifyCertificateHash: [\"{hash}\"], verifyCertificateSpki: [\"{spki}\"]"
+        );
+        let bad = "mode: MUTUAL, credentialName: own, verifyCertificateHash: [abc], verifyCertificateSpki: [\"bm90IDMyIGJ5dGVz\"]";
+        let (servers, diags) =
+            compile_tls(&[("a.test", &tls), ("b.test", bad)], &[("own", PAIR_CA)]);
+        let ClientCertificate::Verified(v) = &servers[0].policy.client_certificate else {
+            panic!("{:?}", servers[0].policy);
+        };
+        assert_eq!(v.subject_alt_names, ["spiffe://td/ns/a/sa/b"]);
+        assert_eq!(v.certificate_sha256, [[0xab; 32]]);
+        assert_eq!(v.spki_sha256, [[0xaa; 32]]);
+        // Unreadable pins: refused rather than served without them.
+        assert_eq!(
+            servers[1].policy.client_certificate,
+            ClientCertificate::Unavailable
+        );
+        let text = errors(&diags);
+        assert_eq!(text.len(), 2, "{text:#?}");
+        assert!(
+            text[0].contains(
+                "spec.servers[1].tls.verifyCertificateHash[0]: \"abc\" is not a hex SHA-256 digest"
+            ),
+            "{}",
+            text[0]
+        );
+        assert!(
+            text[1].contains("spec.servers[1].tls.verifyCertificateSpki[0]"),
+            "{}",
+            text[1]
+        );
+    }
+
+    #[test]
+    fn protocol_versions_and_cipher_suites() {
+        let (servers, diags) = compile_tls(
+            &[
+                ("a.test", "mode: SIMPLE, credentialName: own, minProtocolVersion: TLSV1_3"),
+                ("b.test", "mode: SIMPLE, credentialName: own, maxProtocolVersion: TLSV1_2, minProtocolVersion: TLS_AUTO"),
+                ("c.test", "mode: SIMPLE, credentialName: own, minProtocolVersion: TLSV1_1"),
+                ("d.test", "mode: SIMPLE, credentialName: own, minProtocolVersion: TLSV1_3, maxProtocolVersion: TLSV1_2"),
+                (
+                    "e.test",
+                    "mode: SIMPLE, credentialName: own, cipherSuites: [\"[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]\", tls_aes_256_gcm_sha384, TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, AES128-SHA, ECDHE-ECDSA-AES128-GCM-SHA256]",
+                ),
+                (
+                    "f.test",
+                    "mode: SIMPLE, credentialName: own, cipherSuites: [DES-CBC3-SHA], insecureSkipVerify: true",
+                ),
+            ],
+            &[("own", PAIR)],
+        );
+        let versions: Vec<_> = servers
+            .iter()
+            .map(|s| (s.policy.min_version, s.policy.max_version))
+            .collect();
+        use TlsVersion::{Tls12, Tls13};
+        assert_eq!(
+            versions,
+            [
+                (Tls13, Tls13),
+                (Tls12, Tls12),
+                (Tls12, Tls13),
+                (Tls12, Tls13),
+                (Tls12, Tls13),
+                (Tls12, Tls13)
+            ]
+        );
+        assert_eq!(
+            servers[4].policy.cipher_suites,
+            [
+                CipherSuite::EcdheEcdsaAes128GcmSha256,
+                CipherSuite::EcdheEcdsaChacha20Poly1305,
+                CipherSuite::Tls13Aes256GcmSha384,
+                CipherSuite::EcdheRsaAes128GcmSha256,
+            ]
+        );
+        assert_eq!(servers[5].policy.cipher_suites, []);
+        let text = errors(&diags);
+        let at = |field: &str, level: &str, what: &str| {
+            text.iter()
+                .any(|t| t.starts_with(level) && t.contains(&format!("{field}: {what}")))
+        };
+        assert!(at("spec.servers[2].tls.minProtocolVersion", "Warning", "minProtocolVersion TLSV1_1: TLS 1.0 and 1.1 are not supported (rustls); TLSV1_2 is used"), "{text:#?}");
+        assert!(
+            at(
+                "spec.servers[3].tls.minProtocolVersion",
+                "Error",
+                "minProtocolVersion is above maxProtocolVersion"
+            ),
+            "{text:#?}"
+        );
+        assert!(
+            at(
+                "spec.servers[4].tls.cipherSuites[3]",
+                "Warning",
+                "cipher suite \"AES128-SHA\" is not one isthmus (rustls) offers; ignored"
+            ),
+            "{text:#?}"
+        );
+        assert!(
+            at(
+                "spec.servers[5].tls.cipherSuites[0]",
+                "Warning",
+                "cipher suite \"DES-CBC3-SHA\""
+            ),
+            "{text:#?}"
+        );
+        assert!(
+            at(
+                "spec.servers[5].tls.cipherSuites",
+                "Warning",
+                "no cipher suite listed is offered"
+            ),
+            "{text:#?}"
+        );
+        assert!(
+            at(
+                "spec.servers[5].tls.insecureSkipVerify",
+                "Warning",
+                "insecureSkipVerify is not applied"
+            ),
+            "{text:#?}"
+        );
+        assert_eq!(text.len(), 6, "{text:#?}");
+    }
+
+    #[test]
+    fn tls_server_for_an_sni() {
+        let server = |sni: &[&str]| TlsServer {
+            source: sni.join(","),
+            sni: sni.iter().map(|s| s.to_string()).collect(),
+            secret: String::new(),
+            credential: None,
+            policy: TlsPolicy::default(),
+        };
+        let tls = TlsTermination {
+            servers: vec![
+                server(&["a.test"]),
+                server(&["*.test"]),
+                server(&["*.b.test", "a.test"]),
+                server(&["*"]),
+            ],
+        };
+        let pick = |sni: Option<&str>| tls.server_for(sni).map(|s| s.source.as_str());
+        assert_eq!(pick(Some("A.test.")), Some("a.test"));
+        assert_eq!(pick(Some("x.b.test")), Some("*.b.test,a.test"));
+        assert_eq!(pick(Some("b.test")), Some("*.test"));
+        assert_eq!(pick(Some("test")), Some("*"));
+        assert_eq!(pick(None), Some("*"));
+        let no_any = TlsTermination {
+            servers: tls.servers[..1].to_vec(),
+        };
+        assert!(no_any.server_for(Some("x.test")).is_none());
+        assert!(no_any.server_for(None).is_none());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! their routing. No I/O: callers hand in bytes and get values back.
 
 pub mod analyze;
+pub mod certs;
 pub mod compile;
 pub mod diag;
 pub mod host;

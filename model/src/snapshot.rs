@@ -38,9 +38,9 @@ impl Snapshot {
 pub enum ListenerProtocol {
     /// HTTP/1.1 and h2c (HTTP, HTTP2, GRPC, GRPC-WEB server protocols).
     Http,
-    /// TLS terminated here (`protocol: HTTPS`, `tls.mode: SIMPLE`): a certificate chosen
-    /// by SNI, then the same HTTP routing as [`ListenerProtocol::Http`], with scheme
-    /// `https`.
+    /// TLS terminated here (`protocol: HTTPS`, `tls.mode` SIMPLE, MUTUAL or
+    /// OPTIONAL_MUTUAL): a server chosen by SNI (its certificate and [`TlsPolicy`]),
+    /// then the same HTTP routing as [`ListenerProtocol::Http`], with scheme `https`.
     Https(TlsTermination),
 }
 
@@ -54,13 +54,49 @@ impl ListenerProtocol {
     }
 }
 
-/// The certificates of one HTTPS listener: one entry per Gateway server on the port,
-/// in store order. The engine picks the server for a handshake by SNI: an exact name
+/// The servers of one HTTPS listener: one entry per Gateway server on the port, in
+/// store order. The engine picks the server for a handshake by SNI: an exact name
 /// first, then the longest `*` suffix, then `*`; without SNI, the `*` server. When
-/// several servers claim a name, the first one keeps it.
+/// several servers claim a name, the first one keeps it. Each server has its own
+/// certificate and [`TlsPolicy`], so servers with different TLS modes, CAs, versions
+/// or cipher suites can share a port.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsTermination {
     pub servers: Vec<TlsServer>,
+}
+
+impl TlsTermination {
+    /// The server a handshake with this SNI (or none) gets, by the rules above: an
+    /// exact name (case-insensitive, a trailing dot ignored), then the longest `*`
+    /// suffix with a non-empty label in front, then `*`. The engine keeps an indexed
+    /// copy of this choice for handshakes; this one is for checks per request.
+    pub fn server_for(&self, sni: Option<&str>) -> Option<&TlsServer> {
+        let any = || self.servers.iter().find(|s| s.sni.iter().any(|p| p == "*"));
+        let Some(name) = sni else {
+            return any();
+        };
+        let name = name.strip_suffix('.').unwrap_or(name);
+        let exact = self
+            .servers
+            .iter()
+            .find(|s| s.sni.iter().any(|p| p.eq_ignore_ascii_case(name)));
+        if exact.is_some() {
+            return exact;
+        }
+        let mut best: Option<(usize, &TlsServer)> = None;
+        for s in &self.servers {
+            for suffix in s.sni.iter().filter_map(|p| p.strip_prefix('*')) {
+                let fits = !suffix.is_empty()
+                    && name.len() > suffix.len()
+                    && name.is_char_boundary(name.len() - suffix.len())
+                    && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix);
+                if fits && best.is_none_or(|(len, _)| suffix.len() > len) {
+                    best = Some((suffix.len(), s));
+                }
+            }
+        }
+        best.map(|(_, s)| s).or_else(any)
+    }
 }
 
 /// One Gateway server of an HTTPS listener.
@@ -76,6 +112,169 @@ pub struct TlsServer {
     /// `None` when the secret is missing or unusable (reported when compiling):
     /// handshakes for the server's names are refused.
     pub credential: Option<TlsCredential>,
+    /// Protocol versions, cipher suites and client certificates.
+    pub policy: TlsPolicy,
+}
+
+/// How a server's handshakes are negotiated, beyond its certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPolicy {
+    /// `minProtocolVersion` (default TLS 1.2, as Istio).
+    pub min_version: TlsVersion,
+    /// `maxProtocolVersion` (default TLS 1.3).
+    pub max_version: TlsVersion,
+    /// `cipherSuites`, those rustls offers. Empty: every suite. Otherwise the suites
+    /// of a protocol version are restricted to the listed ones when at least one of
+    /// that version is listed; a version none is listed for keeps all its suites
+    /// (Envoy's `cipherSuites` never restricts TLS 1.3).
+    pub cipher_suites: Vec<CipherSuite>,
+    /// Client certificates (`tls.mode` MUTUAL or OPTIONAL_MUTUAL).
+    pub client_certificate: ClientCertificate,
+}
+
+impl Default for TlsPolicy {
+    fn default() -> TlsPolicy {
+        TlsPolicy {
+            min_version: TlsVersion::Tls12,
+            max_version: TlsVersion::Tls13,
+            cipher_suites: Vec::new(),
+            client_certificate: ClientCertificate::NotRequested,
+        }
+    }
+}
+
+/// The TLS protocol versions rustls speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+/// The cipher suites rustls offers (ring provider): AEAD with ECDHE for TLS 1.2, and
+/// the three TLS 1.3 suites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CipherSuite {
+    Tls13Aes128GcmSha256,
+    Tls13Aes256GcmSha384,
+    Tls13Chacha20Poly1305Sha256,
+    EcdheEcdsaAes128GcmSha256,
+    EcdheEcdsaAes256GcmSha384,
+    EcdheEcdsaChacha20Poly1305,
+    EcdheRsaAes128GcmSha256,
+    EcdheRsaAes256GcmSha384,
+    EcdheRsaChacha20Poly1305,
+}
+
+impl CipherSuite {
+    pub const ALL: [CipherSuite; 9] = [
+        CipherSuite::Tls13Aes128GcmSha256,
+        CipherSuite::Tls13Aes256GcmSha384,
+        CipherSuite::Tls13Chacha20Poly1305Sha256,
+        CipherSuite::EcdheEcdsaAes128GcmSha256,
+        CipherSuite::EcdheEcdsaAes256GcmSha384,
+        CipherSuite::EcdheEcdsaChacha20Poly1305,
+        CipherSuite::EcdheRsaAes128GcmSha256,
+        CipherSuite::EcdheRsaAes256GcmSha384,
+        CipherSuite::EcdheRsaChacha20Poly1305,
+    ];
+
+    /// The OpenSSL/BoringSSL name Envoy and Istio use (TLS 1.3: the IANA name).
+    pub fn openssl_name(self) -> &'static str {
+        match self {
+            CipherSuite::Tls13Aes128GcmSha256 => "TLS_AES_128_GCM_SHA256",
+            CipherSuite::Tls13Aes256GcmSha384 => "TLS_AES_256_GCM_SHA384",
+            CipherSuite::Tls13Chacha20Poly1305Sha256 => "TLS_CHACHA20_POLY1305_SHA256",
+            CipherSuite::EcdheEcdsaAes128GcmSha256 => "ECDHE-ECDSA-AES128-GCM-SHA256",
+            CipherSuite::EcdheEcdsaAes256GcmSha384 => "ECDHE-ECDSA-AES256-GCM-SHA384",
+            CipherSuite::EcdheEcdsaChacha20Poly1305 => "ECDHE-ECDSA-CHACHA20-POLY1305",
+            CipherSuite::EcdheRsaAes128GcmSha256 => "ECDHE-RSA-AES128-GCM-SHA256",
+            CipherSuite::EcdheRsaAes256GcmSha384 => "ECDHE-RSA-AES256-GCM-SHA384",
+            CipherSuite::EcdheRsaChacha20Poly1305 => "ECDHE-RSA-CHACHA20-POLY1305",
+        }
+    }
+
+    /// The IANA name (`TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`).
+    pub fn iana_name(self) -> &'static str {
+        match self {
+            CipherSuite::Tls13Aes128GcmSha256 => "TLS_AES_128_GCM_SHA256",
+            CipherSuite::Tls13Aes256GcmSha384 => "TLS_AES_256_GCM_SHA384",
+            CipherSuite::Tls13Chacha20Poly1305Sha256 => "TLS_CHACHA20_POLY1305_SHA256",
+            CipherSuite::EcdheEcdsaAes128GcmSha256 => "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            CipherSuite::EcdheEcdsaAes256GcmSha384 => "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+            CipherSuite::EcdheEcdsaChacha20Poly1305 => {
+                "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"
+            }
+            CipherSuite::EcdheRsaAes128GcmSha256 => "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            CipherSuite::EcdheRsaAes256GcmSha384 => "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            CipherSuite::EcdheRsaChacha20Poly1305 => "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        }
+    }
+
+    /// A suite by its OpenSSL or IANA name, case-insensitively.
+    pub fn from_name(name: &str) -> Option<CipherSuite> {
+        CipherSuite::ALL.into_iter().find(|c| {
+            name.eq_ignore_ascii_case(c.openssl_name()) || name.eq_ignore_ascii_case(c.iana_name())
+        })
+    }
+
+    pub fn version(self) -> TlsVersion {
+        match self {
+            CipherSuite::Tls13Aes128GcmSha256
+            | CipherSuite::Tls13Aes256GcmSha384
+            | CipherSuite::Tls13Chacha20Poly1305Sha256 => TlsVersion::Tls13,
+            _ => TlsVersion::Tls12,
+        }
+    }
+}
+
+/// Whether and how a server verifies client certificates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ClientCertificate {
+    /// `SIMPLE`: no certificate is requested.
+    #[default]
+    NotRequested,
+    /// `MUTUAL` (required) or `OPTIONAL_MUTUAL`.
+    Verified(ClientVerification),
+    /// Verification is asked for but cannot be set up (no CA, an unusable field;
+    /// reported when compiling): every handshake of the server is refused rather
+    /// than accepting unauthenticated clients.
+    Unavailable,
+}
+
+/// The checks on a client certificate: a chain to one of the CA certificates, then,
+/// when set, one of `subject_alt_names` among its SANs, and its SHA-256 (or its
+/// public key's) among the pins.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientVerification {
+    /// `MUTUAL`: a handshake without a certificate is refused. `OPTIONAL_MUTUAL`: it
+    /// is accepted; a certificate presented must still pass every check.
+    pub required: bool,
+    /// `Secret ns/name`, where the CA certificates come from.
+    pub ca_secret: String,
+    /// The CA certificates (PEM) client certificates must chain to.
+    pub ca_pem: Vec<u8>,
+    /// `subjectAltNames`: the certificate must carry one of these (DNS, URI, IP or
+    /// e-mail SAN, compared exactly; a `*.` DNS SAN covers one label). Empty: any.
+    pub subject_alt_names: Vec<String>,
+    /// `verifyCertificateHash`: SHA-256 digests of accepted certificates.
+    pub certificate_sha256: Vec<[u8; 32]>,
+    /// `verifyCertificateSpki`: SHA-256 digests of accepted public keys
+    /// (SubjectPublicKeyInfo). With certificate pins, either kind may match; with
+    /// none at all, any certificate that chains to the CA.
+    pub spki_sha256: Vec<[u8; 32]>,
+}
+
+impl std::fmt::Debug for ClientVerification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientVerification")
+            .field("required", &self.required)
+            .field("ca_secret", &self.ca_secret)
+            .field("ca_pem", &format_args!("{} bytes", self.ca_pem.len()))
+            .field("subject_alt_names", &self.subject_alt_names)
+            .field("certificate_pins", &self.certificate_sha256.len())
+            .field("spki_pins", &self.spki_sha256.len())
+            .finish()
+    }
 }
 
 /// A server certificate chain and its private key, as PEM (the model does no crypto;

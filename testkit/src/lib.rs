@@ -3,6 +3,8 @@
 //! readiness by polling with a deadline (never a fixed sleep), writes config
 //! directories, and drives the real `curl`. Only ever a dev-dependency.
 
+pub mod pebble;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -135,7 +137,18 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// SIGTERM first, so the process can stop what it started (`up` stops its demo
+    /// apps); SIGKILL if it is still there after 2 s.
     fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -1,0 +1,562 @@
+//! cert-manager `Certificate`s that isthmus fulfils itself over ACME, as pure data:
+//! which Certificates name an ACME `Issuer`/`ClusterIssuer` answerable by HTTP-01 and
+//! what to order for them ([`acme_orders`]), and whether a certificate already issued
+//! still serves or is due for a new order ([`decide`], [`renewal_at`]). The gateway's
+//! ACME manager does the I/O (account, order, storage); nothing here reads a clock:
+//! times are Unix seconds handed in.
+
+use std::time::Duration;
+
+use crate::diag::{Diagnostic, Level};
+use crate::resources::certmanager::{AcmeIssuer, AcmeSolver, CertificateSpec, IssuerSpec};
+use crate::resources::{Kind, Origin, Resource, Store};
+use crate::validate::parse_duration;
+
+/// Error: a Certificate's `issuerRef` names no Issuer / ClusterIssuer.
+pub const CODE_ISSUER_NOT_FOUND: &str = "ISM0301";
+/// Info: the issuer is not an ACME issuer (CA, selfSigned, Vault...): isthmus does not
+/// issue for it (yet); its Secret must come from elsewhere.
+pub const CODE_NOT_ACME: &str = "ISM0302";
+/// Error: an ACME Certificate isthmus cannot order (no HTTP-01 solver for a name, a
+/// wildcard name, no DNS name at all).
+pub const CODE_CANNOT_ORDER: &str = "ISM0303";
+
+/// Whether the issuer is namespaced (`Issuer`, in the Certificate's namespace) or
+/// cluster-scoped (`ClusterIssuer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IssuerKind {
+    Issuer,
+    ClusterIssuer,
+}
+
+/// A resolved `issuerRef`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IssuerId {
+    pub kind: IssuerKind,
+    /// Empty for a ClusterIssuer.
+    pub namespace: String,
+    pub name: String,
+}
+
+impl IssuerId {
+    /// `ClusterIssuer letsencrypt-prod` or `Issuer ns/name`, as findings print it.
+    pub fn display(&self) -> String {
+        match self.kind {
+            IssuerKind::ClusterIssuer => format!("ClusterIssuer {}", self.name),
+            IssuerKind::Issuer => format!("Issuer {}/{}", self.namespace, self.name),
+        }
+    }
+
+    /// A file-name-safe key: `ClusterIssuer.letsencrypt-prod`, `Issuer.ns.name`
+    /// (Kubernetes names hold no `/`).
+    pub fn file_key(&self) -> String {
+        match self.kind {
+            IssuerKind::ClusterIssuer => format!("ClusterIssuer.{}", self.name),
+            IssuerKind::Issuer => format!("Issuer.{}.{}", self.namespace, self.name),
+        }
+    }
+}
+
+/// One Certificate to fulfil over ACME with HTTP-01.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcmeOrder {
+    /// `Certificate istio-system/todolist-cert`.
+    pub certificate: String,
+    pub origin: Origin,
+    /// The Certificate's namespace: the Secret is written there.
+    pub namespace: String,
+    pub secret_name: String,
+    pub common_name: Option<String>,
+    /// The identifiers to order: `commonName` then `dnsNames`, lower-case, no repeats.
+    pub names: Vec<String>,
+    pub issuer: IssuerId,
+    pub acme: AcmeIssuer,
+    /// `spec.renewBefore`, when set and valid.
+    pub renew_before: Option<Duration>,
+}
+
+impl AcmeOrder {
+    /// `Secret ns/name`, the Secret this order writes.
+    pub fn secret_ref(&self) -> String {
+        format!("Secret {}/{}", self.namespace, self.secret_name)
+    }
+}
+
+fn finding(level: Level, code: &'static str, r: &Resource, field: &str, msg: String) -> Diagnostic {
+    Diagnostic::new(level, code, msg)
+        .at(r.origin_at(field))
+        .on(r)
+        .field(field)
+}
+
+/// The Certificates of `store` that isthmus orders over ACME, in store order, and a
+/// finding for each Certificate it cannot (its issuer is missing, is not ACME, or has
+/// no HTTP-01 solver for a name).
+pub fn acme_orders(store: &Store) -> (Vec<AcmeOrder>, Vec<Diagnostic>) {
+    let mut orders: Vec<AcmeOrder> = Vec::new();
+    let mut diags = Vec::new();
+    for (r, c) in store.certificates() {
+        match acme_order(store, r, c) {
+            Ok(o) => {
+                if let Some(first) = orders
+                    .iter()
+                    .find(|x| x.namespace == o.namespace && x.secret_name == o.secret_name)
+                {
+                    diags.push(finding(
+                        Level::Error,
+                        CODE_CANNOT_ORDER,
+                        r,
+                        "spec.secretName",
+                        format!(
+                            "{} is already written by {}; this Certificate is not issued",
+                            o.secret_ref(),
+                            first.certificate
+                        ),
+                    ));
+                } else {
+                    orders.push(o);
+                }
+            }
+            Err(d) => diags.push(d),
+        }
+    }
+    (orders, diags)
+}
+
+fn acme_order(store: &Store, r: &Resource, c: &CertificateSpec) -> Result<AcmeOrder, Diagnostic> {
+    let cluster = c.issuer_ref.kind.as_deref() == Some("ClusterIssuer");
+    let issuer = IssuerId {
+        kind: if cluster {
+            IssuerKind::ClusterIssuer
+        } else {
+            IssuerKind::Issuer
+        },
+        namespace: if cluster {
+            String::new()
+        } else {
+            r.namespace().to_string()
+        },
+        name: c.issuer_ref.name.clone(),
+    };
+    let found = if cluster {
+        store.find(Kind::ClusterIssuer, "", &issuer.name)
+    } else {
+        store.find(Kind::Issuer, &issuer.namespace, &issuer.name)
+    };
+    let spec: &IssuerSpec = match found.map(|x| &x.spec) {
+        Some(crate::Spec::Issuer(s) | crate::Spec::ClusterIssuer(s)) => s,
+        _ => {
+            let hint = if cluster {
+                String::new()
+            } else {
+                format!(
+                    " (an Issuer must be in the Certificate's namespace {}; use kind: ClusterIssuer for a cluster-wide one)",
+                    r.namespace()
+                )
+            };
+            return Err(finding(
+                Level::Error,
+                CODE_ISSUER_NOT_FOUND,
+                r,
+                "spec.issuerRef",
+                format!(
+                    "no {}{hint}; {} is not issued",
+                    issuer.display(),
+                    secret_ref(r, c)
+                ),
+            ));
+        }
+    };
+    let Some(acme) = &spec.acme else {
+        return Err(finding(
+            Level::Info,
+            CODE_NOT_ACME,
+            r,
+            "spec.issuerRef",
+            format!(
+                "{} is not an ACME issuer: isthmus only issues over ACME, so {} must be provided another way",
+                issuer.display(),
+                secret_ref(r, c)
+            ),
+        ));
+    };
+    let mut names: Vec<String> = Vec::new();
+    for n in c.common_name.iter().chain(c.dns_names.iter()) {
+        let n = n.trim().trim_end_matches('.').to_ascii_lowercase();
+        if !n.is_empty() && !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    let cannot = |field: &str, why: String| {
+        finding(
+            Level::Error,
+            CODE_CANNOT_ORDER,
+            r,
+            field,
+            format!("{why}; {} is not issued", secret_ref(r, c)),
+        )
+    };
+    if names.is_empty() {
+        return Err(cannot(
+            "spec.dnsNames",
+            "no DNS name to order (isthmus orders commonName and dnsNames only)".into(),
+        ));
+    }
+    if let Some(w) = names.iter().find(|n| n.starts_with('*')) {
+        return Err(cannot(
+            "spec.dnsNames",
+            format!("{w}: a wildcard name needs DNS-01, and isthmus answers HTTP-01 only"),
+        ));
+    }
+    for n in &names {
+        if !acme
+            .solvers
+            .iter()
+            .any(|s| s.http01.is_some() && solver_fits(s, n, r))
+        {
+            return Err(cannot(
+                "spec.issuerRef",
+                format!(
+                    "{} has no http01 solver for {n} (isthmus answers HTTP-01 only)",
+                    issuer.display()
+                ),
+            ));
+        }
+    }
+    Ok(AcmeOrder {
+        certificate: r.display_ref(),
+        origin: r.origin.clone(),
+        namespace: r.namespace().to_string(),
+        secret_name: c.secret_name.clone(),
+        common_name: c.common_name.clone().filter(|cn| !cn.trim().is_empty()),
+        names,
+        issuer,
+        acme: acme.clone(),
+        renew_before: c
+            .renew_before
+            .as_deref()
+            .and_then(|d| parse_duration(d).ok()),
+    })
+}
+
+fn secret_ref(r: &Resource, c: &CertificateSpec) -> String {
+    format!("Secret {}/{}", r.namespace(), c.secret_name)
+}
+
+/// cert-manager's solver selection, reduced to "does it apply": no selector applies
+/// to every name; else its `dnsNames` must list the name or one of its `dnsZones` must
+/// be the name or a parent of it, and its `matchLabels` must be on the Certificate.
+fn solver_fits(s: &AcmeSolver, name: &str, cert: &Resource) -> bool {
+    let Some(sel) = &s.selector else {
+        return true;
+    };
+    let labels_ok = sel
+        .match_labels
+        .iter()
+        .all(|(k, v)| cert.meta.labels.get(k) == Some(v));
+    let names_ok = sel.dns_names.is_empty() && sel.dns_zones.is_empty()
+        || sel.dns_names.iter().any(|d| d.eq_ignore_ascii_case(name))
+        || sel.dns_zones.iter().any(|z| {
+            let z = z.trim_end_matches('.').to_ascii_lowercase();
+            name == z || name.ends_with(&format!(".{z}"))
+        });
+    labels_ok && names_ok
+}
+
+/// When a certificate valid from `not_before` to `not_after` (Unix seconds) is
+/// renewed: `renew_before` ahead of expiry, or, when that is unset or not shorter than
+/// the lifetime, when a third of the lifetime is left (cert-manager's default).
+pub fn renewal_at(not_before: i64, not_after: i64, renew_before: Option<Duration>) -> i64 {
+    let lifetime = not_after.saturating_sub(not_before).max(0);
+    let ahead = match renew_before.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)) {
+        Some(d) if d < lifetime => d,
+        _ => lifetime / 3,
+    };
+    not_after.saturating_sub(ahead)
+}
+
+/// What a stored, issued certificate is, as far as [`decide`] needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    /// DNS names of its subjectAltName.
+    pub names: Vec<String>,
+    pub not_before: i64,
+    pub not_after: i64,
+    /// `ClusterIssuer letsencrypt-prod` (the issuer it was ordered from).
+    pub issuer: String,
+    /// The ACME directory URL it was ordered from.
+    pub server: String,
+}
+
+/// What to do about one [`AcmeOrder`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The stored certificate serves; look again at `renew_at` (Unix seconds).
+    Keep { renew_at: i64 },
+    /// Place an order, for this reason (`no certificate yet`, `due for renewal`...).
+    Order(&'static str),
+}
+
+/// Whether the certificate stored for `order` (if any) still serves at `now`: it must
+/// be for exactly the order's names, from the same issuer and ACME server, and not
+/// due for renewal.
+pub fn decide(order: &AcmeOrder, issued: Option<&Issued>, now: i64) -> Decision {
+    let Some(i) = issued else {
+        return Decision::Order("no certificate yet");
+    };
+    let mut want: Vec<&str> = order.names.iter().map(String::as_str).collect();
+    let mut have: Vec<String> = i.names.iter().map(|n| n.to_ascii_lowercase()).collect();
+    want.sort_unstable();
+    have.sort_unstable();
+    have.dedup();
+    if want != have {
+        return Decision::Order("the stored certificate is for other names");
+    }
+    if i.issuer != order.issuer.display() || i.server != order.acme.server {
+        return Decision::Order("the stored certificate is from another issuer");
+    }
+    if now >= i.not_after {
+        return Decision::Order("the stored certificate has expired");
+    }
+    let renew_at = renewal_at(i.not_before, i.not_after, order.renew_before);
+    if now >= renew_at {
+        return Decision::Order("the stored certificate is due for renewal");
+    }
+    Decision::Keep { renew_at }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::load_str;
+
+    fn store(yaml: &str) -> Store {
+        let loaded = load_str("certs.yaml", yaml);
+        assert!(
+            loaded.diagnostics.iter().all(|d| d.level != Level::Error),
+            "{:?}",
+            loaded.diagnostics
+        );
+        Store::new(loaded.resources)
+    }
+
+    const SEED: &str = r#"
+apiVersion: cert-manager.io/v1
+kind: ClusterIssuer
+metadata:
+  name: letsencrypt-prod
+spec:
+  acme:
+    server: https://127.0.0.1:14000/dir
+    email: a@example.com
+    privateKeySecretRef:
+      name: letsencrypt-prod
+    solvers:
+    - http01:
+        ingress:
+          class: istio
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata:
+  name: todolist-cert
+  namespace: istio-system
+spec:
+  secretName: todolist-tls
+  issuerRef:
+    name: letsencrypt-prod
+    kind: ClusterIssuer
+  commonName: Example.Domain.com
+  dnsNames:
+  - example.domain.com
+  - www.example.domain.com
+  renewBefore: 720h
+"#;
+
+    #[test]
+    fn the_seeds_certificate_is_ordered_from_its_cluster_issuer() {
+        let (orders, diags) = acme_orders(&store(SEED));
+        assert_eq!(diags, []);
+        let [o] = orders.as_slice() else {
+            panic!("{orders:?}")
+        };
+        assert_eq!(o.certificate, "Certificate istio-system/todolist-cert");
+        assert_eq!(o.secret_ref(), "Secret istio-system/todolist-tls");
+        assert_eq!(o.names, ["example.domain.com", "www.example.domain.com"]);
+        assert_eq!(o.issuer.display(), "ClusterIssuer letsencrypt-prod");
+        assert_eq!(o.issuer.file_key(), "ClusterIssuer.letsencrypt-prod");
+        assert_eq!(o.acme.server, "https://127.0.0.1:14000/dir");
+        assert_eq!(o.renew_before, Some(Duration::from_secs(720 * 3600)));
+    }
+
+    #[test]
+    fn certificates_that_cannot_be_ordered_get_a_finding_naming_the_issuer() {
+        let yaml = format!(
+            "{SEED}{}",
+            r#"
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: lost, namespace: istio-system}
+spec:
+  secretName: lost-tls
+  issuerRef: {name: nope, kind: ClusterIssuer}
+  dnsNames: [lost.example.com]
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: local, namespace: apps}
+spec:
+  secretName: local-tls
+  issuerRef: {name: letsencrypt-prod}
+  dnsNames: [local.example.com]
+---
+apiVersion: cert-manager.io/v1
+kind: Issuer
+metadata: {name: ca, namespace: apps}
+spec:
+  ca: {secretName: ca-key-pair}
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: internal, namespace: apps}
+spec:
+  secretName: internal-tls
+  issuerRef: {name: ca}
+  dnsNames: [internal.example.com]
+---
+apiVersion: cert-manager.io/v1
+kind: Issuer
+metadata: {name: dns-only, namespace: apps}
+spec:
+  acme:
+    server: https://127.0.0.1:14000/dir
+    privateKeySecretRef: {name: k}
+    solvers:
+    - selector: {dnsZones: [other.test]}
+      http01: {ingress: {class: istio}}
+    - dns01: {cloudflare: {}}
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: wild, namespace: apps}
+spec:
+  secretName: wild-tls
+  issuerRef: {name: dns-only}
+  dnsNames: ["*.example.com"]
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: zoned, namespace: apps}
+spec:
+  secretName: zoned-tls
+  issuerRef: {name: dns-only}
+  dnsNames: [a.other.test, b.example.com]
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: twin, namespace: istio-system}
+spec:
+  secretName: todolist-tls
+  issuerRef: {name: letsencrypt-prod, kind: ClusterIssuer}
+  dnsNames: [twin.example.com]
+"#
+        );
+        let (orders, diags) = acme_orders(&store(&yaml));
+        assert_eq!(orders.len(), 1, "only the seed's: {orders:?}");
+        let text: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+        assert_eq!(text.len(), 6, "{text:#?}");
+        assert!(
+            text[0].starts_with("Error [ISM0301] (Certificate istio-system/lost certs.yaml:")
+                && text[0].contains("spec.issuerRef: no ClusterIssuer nope;")
+                && text[0].contains("Secret istio-system/lost-tls is not issued"),
+            "{}",
+            text[0]
+        );
+        assert!(
+            text[1].contains("no Issuer apps/letsencrypt-prod (an Issuer must be in the Certificate's namespace apps; use kind: ClusterIssuer"),
+            "{}",
+            text[1]
+        );
+        assert!(
+            text[2].starts_with("Info [ISM0302] (Certificate apps/internal")
+                && text[2].contains("Issuer apps/ca is not an ACME issuer"),
+            "{}",
+            text[2]
+        );
+        assert!(
+            text[3].starts_with("Error [ISM0303] (Certificate apps/wild")
+                && text[3].contains("*.example.com: a wildcard name needs DNS-01"),
+            "{}",
+            text[3]
+        );
+        assert!(
+            text[4].contains("Issuer apps/dns-only has no http01 solver for b.example.com"),
+            "{}",
+            text[4]
+        );
+        assert!(
+            text[5].starts_with("Error [ISM0303] (Certificate istio-system/twin")
+                && text[5].contains("spec.secretName: Secret istio-system/todolist-tls is already written by Certificate istio-system/todolist-cert"),
+            "{}",
+            text[5]
+        );
+    }
+
+    #[test]
+    fn renewal_time() {
+        let day = 86_400;
+        // Default: a third of the lifetime ahead of expiry.
+        assert_eq!(renewal_at(0, 90 * day, None), 60 * day);
+        let h = |n: u64| Some(Duration::from_secs(n * 3600));
+        assert_eq!(renewal_at(0, 90 * day, h(24)), 89 * day);
+        // renewBefore not shorter than the lifetime: the default again.
+        assert_eq!(renewal_at(0, 90 * day, h(90 * 24)), 60 * day);
+        assert_eq!(renewal_at(10, 10, None), 10);
+        assert_eq!(renewal_at(0, 10, Some(Duration::MAX)), 7);
+    }
+
+    #[test]
+    fn decisions() {
+        let (orders, _) = acme_orders(&store(SEED));
+        let o = &orders[0];
+        let day = 86_400;
+        let issued = Issued {
+            names: vec!["www.example.domain.com".into(), "EXAMPLE.domain.com".into()],
+            not_before: 0,
+            not_after: 90 * day,
+            issuer: "ClusterIssuer letsencrypt-prod".into(),
+            server: "https://127.0.0.1:14000/dir".into(),
+        };
+        assert_eq!(decide(o, None, 0), Decision::Order("no certificate yet"));
+        // renewBefore 720h = 30 days.
+        assert_eq!(
+            decide(o, Some(&issued), day),
+            Decision::Keep { renew_at: 60 * day }
+        );
+        assert_eq!(
+            decide(o, Some(&issued), 60 * day),
+            Decision::Order("the stored certificate is due for renewal")
+        );
+        assert_eq!(
+            decide(o, Some(&issued), 90 * day),
+            Decision::Order("the stored certificate has expired")
+        );
+        let fewer = Issued {
+            names: vec!["example.domain.com".into()],
+            ..issued.clone()
+        };
+        assert_eq!(
+            decide(o, Some(&fewer), day),
+            Decision::Order("the stored certificate is for other names")
+        );
+        let staging = Issued {
+            server: "https://acme-staging-v02.api.letsencrypt.org/directory".into(),
+            ..issued
+        };
+        assert_eq!(
+            decide(o, Some(&staging), day),
+            Decision::Order("the stored certificate is from another issuer")
+        );
+    }
+}
