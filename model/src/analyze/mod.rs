@@ -95,6 +95,10 @@ pub const CODES: &[(&str, &str, Level)] = &[
     ("ISM0203", "DestinationWithoutEndpoints", Level::Warning),
     ("ISM0204", "RouteFeatureNotServed", Level::Warning),
     ("ISM0205", "RouteFieldsNotApplied", Level::Info),
+    // cert-manager Certificates fulfilled over ACME (`certs::CODE_*`).
+    ("ISM0301", "CertificateIssuerNotFound", Level::Error),
+    ("ISM0302", "CertificateIssuerNotAcme", Level::Info),
+    ("ISM0303", "CertificateCannotBeOrdered", Level::Error),
 ];
 
 /// The level of a code in [`CODES`]; unknown codes count as errors.
@@ -113,6 +117,9 @@ pub fn analyze(store: &Store) -> Vec<Diagnostic> {
     gateway::check(&ix, &mut out);
     destinationrule::check(&ix, &mut out);
     authz::check(&ix, &mut out);
+    // cert-manager Certificates isthmus orders itself: issuer references and what
+    // cannot be ordered (the gateway's ACME manager logs the same findings).
+    out.extend(crate::certs::acme_orders(store).1);
     diag::sort(&mut out);
     out
 }
