@@ -195,7 +195,7 @@ def caddy_config(path, name, http_port, https_port, pebble, storage):
 
 def main():
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    isthmus = os.environ.get("ISTHMUS_BIN") or os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "isthmus")
+    isthmus = os.path.abspath(os.environ.get("ISTHMUS_BIN") or os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "isthmus"))
     work = tempfile.mkdtemp(prefix="isthmus-acme-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     http_port, https_port, app_port = free_port(), free_port(), free_port()
     pebble = Pebble(work, http_port, https_port)
