@@ -19,6 +19,8 @@
 //!    (`kubernetes://ns/name`); keys `cert`/`key`, else `tls.crt`/`tls.key`. A missing
 //!    secret (IST0101) or one without usable PEM (IST0161) is an Error; that server's
 //!    certificate is left out (its handshakes are refused) and the rest still serves.
+//!    A missing Secret that a cert-manager `Certificate` in that namespace will write
+//!    (isthmus orders it over ACME) is an Info "pending" instead.
 //!    **Client CAs** (MUTUAL, OPTIONAL_MUTUAL) as Istio's `GetCaCert`: the Secret named
 //!    by `caCertCredentialName`, else `<credentialName>-cacert`, else the credential's
 //!    own Secret; keys `cacert`, then `ca.crt`. Without one, or with a
@@ -498,6 +500,25 @@ impl<'s> Compiler<'s> {
         let data = match self.store.find(Kind::Secret, &ns, &name).map(|x| &x.spec) {
             Some(Spec::Secret(data)) => data,
             _ => {
+                // A cert-manager Certificate will write this Secret (isthmus orders it
+                // itself): pending, not an error.
+                if let Some((cert, _)) = self
+                    .store
+                    .certificates()
+                    .find(|(c, spec)| c.namespace() == ns && spec.secret_name == name)
+                {
+                    self.diags.push(diag(
+                        Level::Info,
+                        CODE_NOT_APPLIED,
+                        r,
+                        &field,
+                        format!(
+                            "credentialName {written:?}: {secret_ref} is pending: {} will write it once issued; {refused} until then",
+                            cert.display_ref()
+                        ),
+                    ));
+                    return (secret_ref, None);
+                }
                 let looked_in = if written.contains('/') {
                     format!("namespace {ns}, as written")
                 } else {

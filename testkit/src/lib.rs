@@ -12,20 +12,36 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// Ports handed out by [`free_port`]: below Linux's ephemeral range (32768+), so a
+/// client socket's automatic port can never take a server port between the moment
+/// it is picked and the moment the server binds it.
+const PORT_RANGE: std::ops::Range<u16> = 20000..32000;
+
+/// A port that was free a moment ago on 127.0.0.1. Each test process starts at its
+/// own offset in [`PORT_RANGE`] (tests run as parallel processes) and never hands
+/// out the same port twice.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(PORT_RANGE.end - PORT_RANGE.start);
+    if NEXT.load(Ordering::Relaxed) == u32::MAX {
+        // Spread processes 37 ports apart (pid-based), so two never probe in step.
+        let start = (std::process::id().wrapping_mul(37)) % span;
+        let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..span {
+        let i = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = PORT_RANGE.start + i as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PORT_RANGE:?}");
 }
 
 /// `n` distinct free ports.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().expect("addr").port())
-        .collect()
+    (0..n).map(|_| free_port()).collect()
 }
 
 /// Poll until `addr` accepts a TCP connection, or panic after `timeout`.
