@@ -1601,10 +1601,24 @@ fn tls_mode_name(mode: ServerTlsMode) -> &'static str {
 /// `ns/name` and `kubernetes://ns/name` as written. `None` for other schemes
 /// (`builtin://`, `configmap://`, `kubernetes-gateway://`) or an empty name.
 fn resolve_credential(written: &str, home: &str) -> Option<(String, String)> {
+    resolve_credential_with(written, home, false)
+}
+
+/// [`resolve_credential`], also taking Gateway API's `kubernetes-gateway://ns/name`
+/// when `gateway_api` (the analyzers check such references exist; serving them needs
+/// a ReferenceGrant, not implemented yet).
+pub(crate) fn resolve_credential_with(
+    written: &str,
+    home: &str,
+    gateway_api: bool,
+) -> Option<(String, String)> {
     let rest = match written.strip_prefix("kubernetes://") {
         Some(rest) => rest,
-        None if written.contains("://") => return None,
-        None => written,
+        None => match written.strip_prefix("kubernetes-gateway://") {
+            Some(rest) if gateway_api => rest,
+            _ if written.contains("://") => return None,
+            _ => written,
+        },
     };
     let (ns, name) = rest.split_once('/').unwrap_or((home, rest));
     (!ns.is_empty() && !name.is_empty()).then(|| (ns.to_string(), name.to_string()))
@@ -1870,6 +1884,8 @@ mod tests {
         assert_eq!(r("kubernetes://ns/c"), pair("ns", "c"));
         assert_eq!(r("builtin://"), None);
         assert_eq!(r("configmap://ns/c"), None);
+        // Gateway API references need a ReferenceGrant: not served yet.
+        assert_eq!(r("kubernetes-gateway://ns/c"), None);
         assert_eq!(r(""), None);
     }
 

@@ -57,22 +57,10 @@ fn credential_refs<'a>(
         .collect()
 }
 
-/// `name`, `kubernetes://name` and `kubernetes://ns/name` (also
-/// `kubernetes-gateway://ns/name`) -> (namespace, name).
+/// `name`, `kubernetes://name`, `kubernetes://ns/name` and
+/// `kubernetes-gateway://ns/name` -> (namespace, name): the compiler's rule.
 fn resolve_credential(written: &str, home: &str) -> Option<(String, String)> {
-    let rest = if let Some(r) = written.strip_prefix("kubernetes://") {
-        r
-    } else if let Some(r) = written.strip_prefix("kubernetes-gateway://") {
-        r
-    } else if written.contains("://") {
-        return None;
-    } else {
-        written
-    };
-    Some(match rest.split_once('/') {
-        Some((ns, name)) => (ns.to_string(), name.to_string()),
-        None => (home.to_string(), rest.to_string()),
-    })
+    crate::compile::resolve_credential_with(written, home, true)
 }
 
 fn credentials(ix: &Index, r: &Resource, gw: &GatewaySpec, out: &mut Vec<Diagnostic>) {
@@ -309,6 +297,10 @@ mod tests {
         );
         assert_eq!(
             r("kubernetes://ns/cert"),
+            Some(("ns".into(), "cert".into()))
+        );
+        assert_eq!(
+            r("kubernetes-gateway://ns/cert"),
             Some(("ns".into(), "cert".into()))
         );
         assert_eq!(r("builtin://"), None);
