@@ -6,6 +6,12 @@
 //! any Host, before routing and before an `httpsRedirect` 301. Unknown tokens fall
 //! through to normal routing. One map per process, so every gateway serves every
 //! pending token. The cost for other requests is a string comparison.
+//!
+//! TLS-ALPN-01 (RFC 8737) is answered by every HTTPS listener: [`AlpnChallenges`]
+//! holds, per domain, the self-signed challenge certificate (with the
+//! `acmeIdentifier` extension) the gateway's ACME manager made; a ClientHello that
+//! offers only `acme-tls/1` for that domain completes its handshake with it and is
+//! then closed (see `tls::SniResolver::handshake`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +22,7 @@ use bytes::Bytes;
 use http::{header, Method};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
+use rustls::ServerConfig;
 use tracing::debug;
 
 /// The path prefix of HTTP-01 challenge requests.
@@ -83,6 +90,86 @@ impl ChallengeTokens {
     pub fn is_empty(&self) -> bool {
         self.map.load().is_empty()
     }
+}
+
+/// The ALPN protocol of TLS-ALPN-01 validation handshakes.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// Domain -> the rustls configuration answering its TLS-ALPN-01 challenge
+/// (certificate with the `acmeIdentifier` extension, ALPN `acme-tls/1` only).
+#[derive(Default)]
+pub struct AlpnChallenges {
+    map: ArcSwap<HashMap<String, Arc<ServerConfig>>>,
+}
+
+impl std::fmt::Debug for AlpnChallenges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlpnChallenges")
+            .field("domains", &self.map.load().keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl AlpnChallenges {
+    /// The map every HTTPS listener of this process answers from.
+    pub fn global() -> &'static AlpnChallenges {
+        static GLOBAL: OnceLock<AlpnChallenges> = OnceLock::new();
+        GLOBAL.get_or_init(AlpnChallenges::default)
+    }
+
+    /// Answer TLS-ALPN-01 handshakes for `domain` with this certificate (PEM, with
+    /// the `acmeIdentifier` extension) and key (PEM) until
+    /// [`AlpnChallenges::remove`]. Errors when the PEM does not parse or the key does
+    /// not match.
+    pub fn insert(&self, domain: &str, cert_pem: &[u8], key_pem: &[u8]) -> Result<(), String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cred = isthmus_model::snapshot::TlsCredential {
+            secret: format!("tls-alpn-01 challenge for {domain}"),
+            cert_chain_pem: cert_pem.to_vec(),
+            private_key_pem: key_pem.to_vec(),
+        };
+        let key = crate::tls::certified_key(&cred, &provider)?;
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(crate::tls::Fixed(key)));
+        config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
+        let config = Arc::new(config);
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.map.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.insert(domain.clone(), config.clone());
+            m
+        });
+        Ok(())
+    }
+
+    pub fn remove(&self, domain: &str) {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.map.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.remove(&domain);
+            m
+        });
+    }
+
+    /// The configuration answering `sni`'s challenge, if one is pending.
+    pub fn config_for(&self, sni: &str) -> Option<Arc<ServerConfig>> {
+        let sni = sni.trim_end_matches('.').to_ascii_lowercase();
+        self.map.load().get(&sni).cloned()
+    }
+
+    /// Whether no challenge is pending.
+    pub fn is_empty(&self) -> bool {
+        self.map.load().is_empty()
+    }
+}
+
+/// Whether a ClientHello's ALPN list is a TLS-ALPN-01 validation: `acme-tls/1` and
+/// nothing else (RFC 8737 §3).
+pub fn is_tls_alpn_challenge<'a>(mut alpn: impl Iterator<Item = &'a [u8]>) -> bool {
+    alpn.next() == Some(ACME_TLS_ALPN) && alpn.next().is_none()
 }
 
 /// The token of an HTTP-01 challenge request (`GET` or `HEAD` on a plain-HTTP

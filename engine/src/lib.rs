@@ -6,14 +6,15 @@
 pub mod acme_challenge;
 pub mod holder;
 pub mod listener;
+pub mod passthrough;
 pub mod proxy;
 pub mod tls;
 
-pub use acme_challenge::ChallengeTokens;
+pub use acme_challenge::{AlpnChallenges, ChallengeTokens};
 pub use holder::SnapshotHolder;
 pub use listener::{
     start_http_listener, start_https_listener, BoundListener, ListenError, ListenerHandle,
     STOP_GRACE,
 };
 pub use proxy::{RequestCtx, RouterProxy, CONNECT_TIMEOUT};
-pub use tls::{CertificateError, SniResolver};
+pub use tls::{Accepted, CertificateError, SniResolver};

@@ -31,8 +31,9 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::holder::SnapshotHolder;
+use crate::passthrough;
 use crate::proxy::RouterProxy;
-use crate::tls::SniResolver;
+use crate::tls::{Accepted, SniResolver};
 
 /// How long [`ListenerHandle::stop`] waits for the accept loop to end. Requests in
 /// flight are not cut: they finish on their connections; idle keep-alive
@@ -198,6 +199,7 @@ fn start(
     };
     let fds = Some(Arc::new(Mutex::new(fds)));
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let holder_for_tls = holder.clone();
     let proxy = RouterProxy::new(holder, declared_port);
     let task = match tls {
         None => {
@@ -214,6 +216,8 @@ fn start(
             let app = TlsApp {
                 http: Arc::new(http_proxy(&server_conf(), proxy.https())),
                 servers,
+                holder: holder_for_tls,
+                port: declared_port,
             };
             let mut service = Service::new(bound.to_string(), app);
             service.add_tcp(&key);
@@ -227,11 +231,14 @@ fn start(
     })
 }
 
-/// The app of an HTTPS listener: the TLS handshake by SNI, then the HTTP proxy on
-/// the TLS stream for as long as the connection is reused.
+/// The app of a TLS listener: by SNI, the TLS handshake then the HTTP proxy on the
+/// TLS stream for as long as the connection is reused, or a PASSTHROUGH forward.
 struct TlsApp {
     http: Arc<HttpProxy<RouterProxy>>,
     servers: Arc<SniResolver>,
+    holder: SnapshotHolder,
+    /// The Gateway port, to find the listener's routes in the snapshot.
+    port: u16,
 }
 
 #[async_trait]
@@ -248,7 +255,12 @@ impl ServerApp for TlsApp {
         let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.servers.handshake(stream))
             .await
         {
-            Ok(Ok(tls)) => tls,
+            Ok(Ok(Accepted::Terminated(tls))) => tls,
+            Ok(Ok(Accepted::Passthrough { tcp, hello, sni })) => {
+                let snapshot = self.holder.load();
+                passthrough::forward(&snapshot, self.port, tcp, hello, sni, shutdown).await;
+                return None;
+            }
             Ok(Err(refused)) => {
                 debug!(%peer, "{refused}");
                 return None;

@@ -127,7 +127,7 @@ pub(crate) fn select<'s>(
     }
 }
 
-fn pick_cluster(w: &WeightedClusters) -> Option<ClusterId> {
+pub(crate) fn pick_cluster(w: &WeightedClusters) -> Option<ClusterId> {
     match w.targets.len() {
         0 => None,
         1 => Some(w.targets[0].0),
@@ -152,7 +152,7 @@ fn random_below(n: u32) -> u32 {
 
 /// The endpoint's socket address: an IP literal as is, a host name through the
 /// system resolver (first address).
-async fn resolve(ep: &Endpoint) -> io::Result<SocketAddr> {
+pub(crate) async fn resolve(ep: &Endpoint) -> io::Result<SocketAddr> {
     let host = ep
         .address
         .strip_prefix('[')

@@ -51,6 +51,9 @@ use rustls::{
     SupportedCipherSuite,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::debug;
+
+use crate::acme_challenge::{is_tls_alpn_challenge, AlpnChallenges};
 
 /// A fatal `access_denied` alert record, sent when no server serves the SNI.
 const ACCESS_DENIED: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31];
@@ -137,44 +140,89 @@ struct Served {
     acceptor: Acceptor,
 }
 
-/// SNI pattern -> server. `None` values: the server claiming the name cannot serve,
-/// so the handshake is refused rather than served by another one.
+/// What a name is served as.
+#[derive(Clone)]
+enum Target {
+    /// TLS terminated here with this server's settings.
+    Terminate(Arc<Served>),
+    /// Forwarded unchanged (a PASSTHROUGH server's `tls` route).
+    Passthrough,
+    /// The server claiming the name cannot serve: refused rather than served by
+    /// another one.
+    Refuse,
+}
+
+/// SNI pattern -> target.
 #[derive(Default)]
 struct SniMap {
-    exact: HashMap<String, Option<Arc<Served>>>,
-    /// `*suffix` patterns as (`suffix`, server), longest suffix first.
-    wildcards: Vec<(String, Option<Arc<Served>>)>,
-    any: Option<Option<Arc<Served>>>,
+    exact: HashMap<String, Target>,
+    /// `*suffix` patterns as (`suffix`, target), longest suffix first.
+    wildcards: Vec<(String, Target)>,
+    any: Option<Target>,
 }
 
 impl SniMap {
-    fn insert(&mut self, pattern: &str, served: Option<Arc<Served>>) {
+    fn insert(&mut self, pattern: &str, target: Target) {
         if pattern == "*" {
-            self.any.get_or_insert(served);
+            self.any.get_or_insert(target);
         } else if let Some(suffix) = pattern.strip_prefix('*') {
             if !self.wildcards.iter().any(|(s, _)| s == suffix) {
-                self.wildcards.push((suffix.to_string(), served));
+                self.wildcards.push((suffix.to_string(), target));
             }
         } else {
-            self.exact.entry(pattern.to_string()).or_insert(served);
+            self.exact.entry(pattern.to_string()).or_insert(target);
         }
     }
 
-    fn lookup(&self, sni: Option<&str>) -> Option<&Arc<Served>> {
+    fn lookup(&self, sni: Option<&str>) -> Option<&Target> {
         let Some(name) = sni else {
-            return self.any.as_ref()?.as_ref();
+            return self.any.as_ref();
         };
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(served) = self.exact.get(&name) {
-            return served.as_ref();
+        if let Some(target) = self.exact.get(&name) {
+            return Some(target);
         }
-        for (suffix, served) in &self.wildcards {
+        for (suffix, target) in &self.wildcards {
             // A wildcard needs a non-empty label in front: `*.a.test` is not `a.test`.
             if name.len() > suffix.len() && name.ends_with(suffix.as_str()) {
-                return served.as_ref();
+                return Some(target);
             }
         }
-        self.any.as_ref()?.as_ref()
+        self.any.as_ref()
+    }
+
+    /// The terminating server for a name, if that is what it gets.
+    fn served(&self, sni: Option<&str>) -> Option<&Arc<Served>> {
+        match self.lookup(sni)? {
+            Target::Terminate(served) => Some(served),
+            _ => None,
+        }
+    }
+}
+
+/// How [`SniResolver::handshake`] accepted a connection.
+pub enum Accepted {
+    /// TLS terminated here: the decrypted stream, for HTTP.
+    Terminated(Stream),
+    /// The SNI names a PASSTHROUGH route: the TCP connection and the ClientHello
+    /// bytes already read from it, to be written to the upstream first.
+    Passthrough {
+        tcp: Box<L4Stream>,
+        hello: Vec<u8>,
+        sni: Option<String>,
+    },
+}
+
+impl fmt::Debug for Accepted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Accepted::Terminated(_) => f.write_str("Terminated"),
+            Accepted::Passthrough { sni, hello, .. } => f
+                .debug_struct("Passthrough")
+                .field("sni", sni)
+                .field("hello_bytes", &hello.len())
+                .finish(),
+        }
     }
 }
 
@@ -249,8 +297,14 @@ impl SniResolver {
                 let acceptor = acceptor(setup.config.clone(), conn)?;
                 Some(Arc::new(Served { setup, acceptor }))
             });
+            let target = served.map_or(Target::Refuse, Target::Terminate);
             for pattern in &server.sni {
-                map.insert(pattern, served.clone());
+                map.insert(pattern, target.clone());
+            }
+        }
+        for route in &tls.passthrough {
+            for pattern in &route.sni {
+                map.insert(pattern, Target::Passthrough);
             }
         }
         // Longest suffix first; stable, so the first server keeps equal lengths.
@@ -263,49 +317,99 @@ impl SniResolver {
 
     /// The certificate a handshake with this SNI (or none) gets.
     pub fn certificate_for(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        self.map.load().lookup(sni).map(|s| s.setup.cert.clone())
+        self.map.load().served(sni).map(|s| s.setup.cert.clone())
     }
 
     /// The rustls settings a handshake with this SNI (or none) gets.
     pub fn config_for(&self, sni: Option<&str>) -> Option<Arc<ServerConfig>> {
-        self.map.load().lookup(sni).map(|s| s.setup.config.clone())
+        self.map.load().served(sni).map(|s| s.setup.config.clone())
     }
 
-    /// Read the ClientHello of a freshly accepted TCP connection, pick the server by
-    /// its SNI and complete the handshake with that server's settings. The caller
-    /// bounds the time this takes.
-    pub async fn handshake(&self, stream: Stream) -> Result<Stream, Refused> {
+    /// Read the ClientHello of a freshly accepted TCP connection and act on its SNI:
+    /// complete the handshake with that server's settings, or hand the connection
+    /// back for a PASSTHROUGH route, or answer a pending TLS-ALPN-01 challenge (then
+    /// the connection ends: `Err`). The caller bounds the time this takes.
+    pub async fn handshake(&self, stream: Stream) -> Result<Accepted, Refused> {
         let mut tcp: Box<L4Stream> = stream
             .into_any()
             .downcast()
             .map_err(|_| Refused::new(None, "not a TCP connection"))?;
-        let (hello, sni) = match read_client_hello(&mut tcp).await {
+        let hello = match read_client_hello(&mut tcp).await {
             Ok(read) => read,
             Err((reason, alert)) => {
                 send(&mut tcp, &alert).await;
                 return Err(Refused::new(None, reason));
             }
         };
-        let Some(served) = self.map.load().lookup(sni.as_deref()).cloned() else {
-            send(&mut tcp, &ACCESS_DENIED).await;
-            let why = if sni.is_some() {
-                "no Gateway server with a usable certificate has this name"
-            } else {
-                "no SNI, and no `*` server with a usable certificate"
-            };
-            return Err(Refused::new(sni, why));
-        };
-        tcp.rewind(&hello);
-        match served.acceptor.tls_handshake(*tcp).await {
-            Ok(tls) => Ok(Box::new(tls)),
-            Err(e) => {
-                // Pingora's error reads ` TLSHandshakeFailure context: tls connect
-                // error: <rustls' reason>`: keep the reason.
-                let text = e.root_cause().to_string();
-                let why = text.split_once("error: ").map_or(text.as_str(), |(_, w)| w);
-                Err(Refused::new(sni, why.trim()))
-            }
+        let sni = hello.sni;
+        if hello.acme_tls_alpn {
+            return answer_tls_alpn_challenge(tcp, hello.bytes, sni).await;
         }
+        let target = self.map.load().lookup(sni.as_deref()).cloned();
+        let served = match target {
+            Some(Target::Terminate(served)) => served,
+            Some(Target::Passthrough) => {
+                return Ok(Accepted::Passthrough {
+                    tcp,
+                    hello: hello.bytes,
+                    sni,
+                })
+            }
+            Some(Target::Refuse) | None => {
+                send(&mut tcp, &ACCESS_DENIED).await;
+                let why = if sni.is_some() {
+                    "no Gateway server with a usable certificate has this name"
+                } else {
+                    "no SNI, and no `*` server with a usable certificate"
+                };
+                return Err(Refused::new(sni, why));
+            }
+        };
+        tcp.rewind(&hello.bytes);
+        match served.acceptor.tls_handshake(*tcp).await {
+            Ok(tls) => Ok(Accepted::Terminated(Box::new(tls))),
+            Err(e) => Err(Refused::new(sni, handshake_error(&e))),
+        }
+    }
+}
+
+/// Pingora's error reads ` TLSHandshakeFailure context: tls connect error: <rustls'
+/// reason>`: keep the reason.
+fn handshake_error(e: &pingora::Error) -> String {
+    let text = e.root_cause().to_string();
+    let why = text.split_once("error: ").map_or(text.as_str(), |(_, w)| w);
+    why.trim().to_string()
+}
+
+/// Complete a TLS-ALPN-01 validation handshake with the pending challenge
+/// certificate of `sni`, then close: the validator only checks the certificate.
+async fn answer_tls_alpn_challenge(
+    mut tcp: Box<L4Stream>,
+    hello: Vec<u8>,
+    sni: Option<String>,
+) -> Result<Accepted, Refused> {
+    let config = sni
+        .as_deref()
+        .and_then(|name| AlpnChallenges::global().config_for(name));
+    let Some(config) = config else {
+        send(&mut tcp, &ACCESS_DENIED).await;
+        return Err(Refused::new(
+            sni,
+            "acme-tls/1 with no pending TLS-ALPN-01 challenge",
+        ));
+    };
+    tcp.rewind(&hello);
+    let acceptor = TlsAcceptor::from(config);
+    match acceptor.accept(*tcp).await {
+        Ok(mut tls) => {
+            debug!(
+                sni = sni.as_deref().unwrap_or(""),
+                "acme: answered a TLS-ALPN-01 challenge"
+            );
+            let _ = tls.shutdown().await;
+            Err(Refused::new(sni, "TLS-ALPN-01 challenge answered"))
+        }
+        Err(e) => Err(Refused::new(sni, format!("TLS-ALPN-01 handshake: {e}"))),
     }
 }
 
@@ -336,11 +440,18 @@ async fn send(tcp: &mut L4Stream, bytes: &[u8]) {
     }
 }
 
-/// Read until a whole ClientHello is in: the bytes read (to replay) and its SNI.
-/// On error, the reason and the alert to send (possibly empty).
-async fn read_client_hello(
-    tcp: &mut L4Stream,
-) -> Result<(Vec<u8>, Option<String>), (String, Vec<u8>)> {
+/// A ClientHello read off a connection.
+struct Hello {
+    /// Everything read so far, to replay.
+    bytes: Vec<u8>,
+    sni: Option<String>,
+    /// ALPN is `acme-tls/1` alone (a TLS-ALPN-01 validation).
+    acme_tls_alpn: bool,
+}
+
+/// Read until a whole ClientHello is in. On error, the reason and the alert to send
+/// (possibly empty).
+async fn read_client_hello(tcp: &mut L4Stream) -> Result<Hello, (String, Vec<u8>)> {
     let mut acceptor = rustls::server::Acceptor::default();
     let mut read = Vec::new();
     let mut buf = vec![0u8; 4096];
@@ -363,8 +474,14 @@ async fn read_client_hello(
             Ok(None) if read.len() <= MAX_CLIENT_HELLO => {}
             Ok(None) => return Err(("ClientHello too large".into(), Vec::new())),
             Ok(Some(accepted)) => {
-                let sni = accepted.client_hello().server_name().map(str::to_owned);
-                return Ok((read, sni));
+                let hello = accepted.client_hello();
+                let sni = hello.server_name().map(str::to_owned);
+                let acme_tls_alpn = hello.alpn().is_some_and(is_tls_alpn_challenge);
+                return Ok(Hello {
+                    bytes: read,
+                    sni,
+                    acme_tls_alpn,
+                });
             }
             Err((e, mut alert)) => {
                 let mut bytes = Vec::new();
@@ -411,7 +528,7 @@ impl ResolvesServerCert for NoCertificate {
 
 /// A server's certificate, whatever the ClientHello (the SNI chose the server).
 #[derive(Debug)]
-struct Fixed(Arc<CertifiedKey>);
+pub(crate) struct Fixed(pub(crate) Arc<CertifiedKey>);
 
 impl ResolvesServerCert for Fixed {
     fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
@@ -689,7 +806,7 @@ impl fmt::Display for San {
 /// Parse a PEM chain and key into a `CertifiedKey`, checking that the key belongs to
 /// the first certificate. ECDSA (P-256, P-384), RSA and Ed25519 keys, in PKCS#8,
 /// PKCS#1 or SEC1 form.
-fn certified_key(
+pub(crate) fn certified_key(
     cred: &TlsCredential,
     provider: &CryptoProvider,
 ) -> Result<Arc<CertifiedKey>, String> {
@@ -791,6 +908,7 @@ mod tests {
                 // Claims a name an earlier server has: the first keeps it.
                 server("any", &["*", "a.example.com"], Some(&any)),
             ],
+            ..Default::default()
         });
         assert_eq!(errors, []);
         assert_eq!(served(&r, Some("a.example.com")), Some(der(&exact.0)));
@@ -809,6 +927,7 @@ mod tests {
         // Without a `*` server: unknown names and a missing SNI are refused.
         r.update(&TlsTermination {
             servers: vec![server("exact", &["a.example.com"], Some(&exact))],
+            ..Default::default()
         });
         assert_eq!(served(&r, Some("a.example.com")), Some(der(&exact.0)));
         assert_eq!(served(&r, Some("other.test")), None);
@@ -833,6 +952,7 @@ mod tests {
                 server("nokey", &["k.test"], Some(&no_key)),
                 server("good", &["good.test"], Some(&good)),
             ],
+            ..Default::default()
         };
         let r = SniResolver::new();
         let errors = r.update(&tls);
@@ -860,6 +980,7 @@ mod tests {
         // Fixed: served from the next update on.
         let fixed = TlsTermination {
             servers: vec![server("mismatched", &["m.test"], Some(&other))],
+            ..Default::default()
         };
         assert_eq!(r.update(&fixed), []);
         assert_eq!(served(&r, Some("m.test")), Some(der(&other.0)));
@@ -968,7 +1089,9 @@ mod tests {
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.expect("accept");
             let stream: Stream = Box::new(L4Stream::from(tcp));
-            let mut tls = r.handshake(stream).await?;
+            let Accepted::Terminated(mut tls) = r.handshake(stream).await? else {
+                return Err(Refused::new(None, "passthrough"));
+            };
             let conn = tls
                 .get_ssl_digest()
                 .and_then(|d| d.extension.get::<TlsConnection>().map(|c| c.server.clone()));
@@ -1089,6 +1212,7 @@ mod tests {
                     },
                 ),
             ],
+            ..Default::default()
         });
         assert_eq!(errors, []);
         let roots = server_ca.pem();
@@ -1185,6 +1309,7 @@ mod tests {
                 with(&["b.test"], &TlsPolicy::default()),
                 with(&["c.test"], &mutual),
             ],
+            ..Default::default()
         };
         let conn = |policy: &TlsPolicy| TlsConnection {
             server: String::new(),
@@ -1263,7 +1388,10 @@ mod tests {
             spki_sha256: Vec::new(),
         });
         let r = SniResolver::new();
-        let errors = r.update(&TlsTermination { servers: vec![s] });
+        let errors = r.update(&TlsTermination {
+            servers: vec![s],
+            ..Default::default()
+        });
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].secret, "Secret istio-system/s-cacert");
         assert!(errors[0].reason.contains("CA certificate"), "{}", errors[0]);

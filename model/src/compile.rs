@@ -82,9 +82,9 @@ use crate::resources::networking::{
 use crate::resources::{Kind, Resource, Spec, Store};
 use crate::snapshot::{
     CipherSuite, ClientCertificate, ClientVerification, Cluster, ClusterId, Endpoint, HeaderMatch,
-    Listener, ListenerProtocol, PathMatch, QueryMatch, Route, RouteAction, RouteMatch, Router,
-    Snapshot, StrMatch, TlsCredential, TlsPolicy, TlsServer, TlsTermination, TlsVersion,
-    VirtualHost, WeightedClusters,
+    Listener, ListenerProtocol, PassthroughRoute, PathMatch, QueryMatch, Route, RouteAction,
+    RouteMatch, Router, Snapshot, StrMatch, TlsCredential, TlsPolicy, TlsServer, TlsTermination,
+    TlsVersion, VirtualHost, WeightedClusters,
 };
 
 /// Info: a Gateway server is not served (its protocol is not supported yet).
@@ -238,7 +238,7 @@ fn diag(level: Level, code: &'static str, r: &Resource, field: &str, msg: String
         .field(field)
 }
 
-/// One HTTP or TLS-terminated HTTPS server of a selected Gateway.
+/// One HTTP, TLS-terminated HTTPS or TLS PASSTHROUGH server of a selected Gateway.
 struct HttpServer<'s> {
     gateway: &'s Resource,
     /// `ns/name` of the Gateway, as VirtualServices refer to it.
@@ -246,9 +246,12 @@ struct HttpServer<'s> {
     server: &'s Server,
     /// Index in `spec.servers`.
     index: usize,
+    /// `tls.mode` PASSTHROUGH (or no mode): routed by the VirtualService `tls`
+    /// section, TLS not terminated.
+    passthrough: bool,
 }
 
-/// The servers of one port: all plain HTTP, or all TLS-terminated HTTPS.
+/// The servers of one port: all plain HTTP, or all TLS (terminated or PASSTHROUGH).
 struct PortServers<'s> {
     https: bool,
     servers: Vec<HttpServer<'s>>,
@@ -295,23 +298,12 @@ impl<'s> Compiler<'s> {
             }
             for (i, server) in gw.servers.iter().enumerate() {
                 let protocol = server.port.protocol.to_ascii_uppercase();
-                let https = match protocol.as_str() {
-                    "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => false,
-                    "HTTPS" if self.terminates_tls(r, i, server) => true,
-                    "HTTPS" => continue,
-                    "TLS" => {
-                        self.diags.push(diag(
-                            Level::Info,
-                            CODE_SERVER_SKIPPED,
-                            r,
-                            &format!("spec.servers[{i}].port.protocol"),
-                            format!(
-                                "TLS server on port {} is not served yet (TLS routes and TCP proxying come in a later version)",
-                                server.port.number
-                            ),
-                        ));
-                        continue;
-                    }
+                let (https, passthrough) = match protocol.as_str() {
+                    "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => (false, false),
+                    "HTTPS" | "TLS" => match self.tls_server_kind(r, i, server) {
+                        Some(passthrough) => (true, passthrough),
+                        None => continue,
+                    },
                     _ => {
                         self.diags.push(diag(
                             Level::Info,
@@ -368,10 +360,50 @@ impl<'s> Compiler<'s> {
                     gateway_ref: format!("{}/{}", r.namespace(), r.name()),
                     server,
                     index: i,
+                    passthrough,
                 });
             }
         }
         out
+    }
+
+    /// How an HTTPS or TLS server is served: `Some(true)` PASSTHROUGH (`tls.mode`
+    /// PASSTHROUGH or no mode, as in Istio), `Some(false)` terminated here (HTTPS
+    /// only; see [`Compiler::terminates_tls`]), `None` skipped with a finding.
+    fn tls_server_kind(&mut self, r: &Resource, i: usize, server: &Server) -> Option<bool> {
+        let port = server.port.number;
+        let protocol = server.port.protocol.to_ascii_uppercase();
+        let mode = server
+            .tls
+            .as_ref()
+            .map(|t| t.mode.unwrap_or(ServerTlsMode::Passthrough));
+        match mode {
+            Some(ServerTlsMode::Passthrough) => Some(true),
+            Some(ServerTlsMode::AutoPassthrough) => {
+                self.diags.push(diag(
+                    Level::Info,
+                    CODE_SERVER_SKIPPED,
+                    r,
+                    &format!("spec.servers[{i}].tls.mode"),
+                    format!("{protocol} server on port {port} with tls.mode AUTO_PASSTHROUGH (multi-network east-west) is not served yet"),
+                ));
+                None
+            }
+            Some(mode) if protocol == "TLS" => {
+                self.diags.push(diag(
+                    Level::Info,
+                    CODE_SERVER_SKIPPED,
+                    r,
+                    &format!("spec.servers[{i}].tls.mode"),
+                    format!(
+                        "TLS server on port {port} with tls.mode {} (TLS terminated, then TCP routes) is not served yet; use protocol HTTPS for HTTP behind TLS, or PASSTHROUGH",
+                        tls_mode_name(mode)
+                    ),
+                ));
+                None
+            }
+            _ => self.terminates_tls(r, i, server).then_some(false),
+        }
     }
 
     /// Whether an HTTPS server is terminated here: `tls.mode` SIMPLE, MUTUAL or
@@ -441,10 +473,16 @@ impl<'s> Compiler<'s> {
         false
     }
 
-    /// Per server of an HTTPS port: its SNI names and its certificate.
-    fn tls_termination(&mut self, servers: &[HttpServer<'s>]) -> TlsTermination {
+    /// Per server of a TLS port: its SNI names and its certificate, or for
+    /// PASSTHROUGH servers, the `tls` routes of the VirtualServices bound to them.
+    fn tls_termination(
+        &mut self,
+        port: u16,
+        servers: &[HttpServer<'s>],
+        vss: &[BoundVs<'s>],
+    ) -> TlsTermination {
         let mut out = Vec::with_capacity(servers.len());
-        for s in servers {
+        for s in servers.iter().filter(|s| !s.passthrough) {
             let gw_ns = s.gateway.namespace();
             let mut sni: Vec<String> = Vec::new();
             for entry in &s.server.hosts {
@@ -465,7 +503,97 @@ impl<'s> Compiler<'s> {
                 policy,
             });
         }
-        TlsTermination { servers: out }
+        let passthrough = servers
+            .iter()
+            .filter(|s| s.passthrough)
+            .flat_map(|s| self.passthrough_routes(port, s, vss))
+            .collect();
+        TlsTermination {
+            servers: out,
+            passthrough,
+        }
+    }
+
+    /// The `tls` routes of the VirtualServices bound to a PASSTHROUGH server (Istio
+    /// `buildGatewayNetworkFiltersFromTLSRoutes`): per rule, the `sniHosts` of its
+    /// matches for this Gateway and port, within the server's hosts. A server no
+    /// route serves is reported: its names are refused.
+    fn passthrough_routes(
+        &mut self,
+        port: u16,
+        s: &HttpServer<'s>,
+        vss: &[BoundVs<'s>],
+    ) -> Vec<PassthroughRoute> {
+        let gw_ns = s.gateway.namespace();
+        let mut out = Vec::new();
+        for vs in vss.iter().filter(|vs| vs.gateways.contains(&s.gateway_ref)) {
+            let r = vs.resource;
+            let vs_ns = r.namespace();
+            let server_hosts = host::server_hosts_for_namespace(&s.server.hosts, gw_ns, vs_ns);
+            if host::intersection(&server_hosts, &vs.hosts).is_empty() {
+                continue;
+            }
+            for (i, rule) in vs.spec.tls.iter().enumerate() {
+                let path = format!("spec.tls[{i}]");
+                let mut sni: Vec<String> = Vec::new();
+                for m in &rule.match_ {
+                    let for_gateway = m.gateways.is_empty()
+                        || m.gateways.iter().any(|g| {
+                            resolve_gateway_ref(g, vs_ns).as_deref() == Some(&s.gateway_ref)
+                        });
+                    let for_port = m.port.is_none_or(|p| p == u32::from(port));
+                    if !for_gateway || !for_port {
+                        continue;
+                    }
+                    let names: Vec<String> =
+                        m.sni_hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+                    for h in host::intersection(&server_hosts, &names) {
+                        if !sni.contains(&h) {
+                            sni.push(h);
+                        }
+                    }
+                }
+                if sni.is_empty() {
+                    continue;
+                }
+                if rule.route.is_empty() {
+                    self.diags.push(diag(
+                        Level::Error,
+                        CODE_ROUTE_INVALID,
+                        r,
+                        &format!("{path}.route"),
+                        "the tls rule has no destination; left out".to_string(),
+                    ));
+                    continue;
+                }
+                let dests: Vec<_> = rule
+                    .route
+                    .iter()
+                    .map(|d| (&d.destination, d.weight))
+                    .collect();
+                let Some(action) = self.weighted(r, &dests, &path, port) else {
+                    continue;
+                };
+                out.push(PassthroughRoute {
+                    source: format!("{} {path}", r.display_ref()),
+                    sni,
+                    action,
+                });
+            }
+        }
+        if out.is_empty() {
+            self.diags.push(diag(
+                Level::Warning,
+                CODE_NOT_APPLIED,
+                s.gateway,
+                &format!("spec.servers[{}].hosts", s.index),
+                format!(
+                    "PASSTHROUGH server on port {port}: no VirtualService bound to {} has a tls route whose sniHosts match {:?}; connections for these names are refused",
+                    s.gateway_ref, s.server.hosts
+                ),
+            ));
+        }
+        out
     }
 
     /// The Secret named by a server's `credentialName` (as `Secret ns/name`) and its
@@ -927,7 +1055,7 @@ impl<'s> Compiler<'s> {
         // Routes of one VS for one Gateway on this port (None: it produced none).
         let mut built: HashMap<(usize, &str), Option<Vec<Route>>> = HashMap::new();
         let mut appended: HashSet<(usize, usize, &str)> = HashSet::new();
-        for s in servers {
+        for s in servers.iter().filter(|s| !s.passthrough) {
             let gw_ns = s.gateway.namespace();
             // `httpsRedirect` only means something on plain HTTP (Envoy's
             // `require_tls` is already satisfied on a TLS connection).
@@ -984,7 +1112,7 @@ impl<'s> Compiler<'s> {
             vh.routes.sort_by_key(|r| r.matcher.is_catch_all());
         }
         let protocol = if https {
-            ListenerProtocol::Https(self.tls_termination(servers))
+            ListenerProtocol::Https(self.tls_termination(port, servers, vss))
         } else {
             ListenerProtocol::Http
         };
@@ -1150,12 +1278,31 @@ impl<'s> Compiler<'s> {
             ));
             return None;
         }
-        let several = rule.route.len() > 1;
-        let mut targets = Vec::with_capacity(rule.route.len());
+        let dests: Vec<_> = rule
+            .route
+            .iter()
+            .map(|d| (&d.destination, d.weight))
+            .collect();
+        let action = self.weighted(r, &dests, path, port)?;
+        Some(RouteAction::Forward(action))
+    }
+
+    /// The weighted clusters of a rule's `route` (not empty): relative weights, zero
+    /// weights dropped when there are several. `None` with an Error finding when the
+    /// weights are unusable or a destination cannot be named.
+    fn weighted(
+        &mut self,
+        r: &Resource,
+        route: &[(&Destination, Option<i32>)],
+        path: &str,
+        port: u16,
+    ) -> Option<WeightedClusters> {
+        let several = route.len() > 1;
+        let mut targets = Vec::with_capacity(route.len());
         let mut total: u64 = 0;
-        for (k, d) in rule.route.iter().enumerate() {
+        for (k, &(destination, weight)) in route.iter().enumerate() {
             let dpath = format!("{path}.route[{k}]");
-            let weight = d.weight.unwrap_or(0);
+            let weight = weight.unwrap_or(0);
             let Ok(weight) = u32::try_from(weight) else {
                 self.diags.push(diag(
                     Level::Error,
@@ -1169,7 +1316,7 @@ impl<'s> Compiler<'s> {
             if several && weight == 0 {
                 continue;
             }
-            let id = self.cluster_for(r, &d.destination, &format!("{dpath}.destination"), port)?;
+            let id = self.cluster_for(r, destination, &format!("{dpath}.destination"), port)?;
             let weight = if several { weight } else { 1 };
             total += u64::from(weight);
             targets.push((id, weight));
@@ -1197,7 +1344,7 @@ impl<'s> Compiler<'s> {
                 return None;
             }
         };
-        Some(RouteAction::Forward(WeightedClusters { targets, total }))
+        Some(WeightedClusters { targets, total })
     }
 
     /// The cluster of a destination, created on first use. `None` (with an error) only
@@ -2030,11 +2177,14 @@ spec:
         let (snap, diags) = compile_gateway(&tls_store(""), &GatewayWorkload::default());
         assert_eq!(errors(&diags), Vec::<String>::new());
         let ports: Vec<u16> = snap.listeners.iter().map(|l| l.port).collect();
-        assert_eq!(ports, [80, 443]);
+        // 8444: `tls: {}` is PASSTHROUGH, a TLS listener with nothing routed.
+        assert_eq!(ports, [80, 443, 8444]);
         assert_eq!(
             snap.listener(80).map(|l| &l.protocol),
             Some(&ListenerProtocol::Http)
         );
+        let pass = snap.listener(8444).and_then(|l| l.protocol.tls());
+        assert_eq!(pass, Some(&TlsTermination::default()));
         let l443 = snap.listener(443).expect("443");
         let tls = l443.protocol.tls().expect("HTTPS listener");
         assert_eq!(tls.servers.len(), 2);
@@ -2130,6 +2280,104 @@ stringData: {tls.crt: "-----BEGIN CERTIFICATE-----\nMAMC", tls.key: "k"}
     }
 
     #[test]
+    fn passthrough_servers_route_by_sni_hosts() {
+        let extra = r#"---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: pass, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: tls-pass, protocol: TLS}
+    hosts: [p.test, "*.wild.test"]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 9443, name: https-pass, protocol: HTTPS}
+    hosts: ["*"]
+    tls: {}
+  - port: {number: 9444, name: tls-simple, protocol: TLS}
+    hosts: [s.test]
+    tls: {mode: SIMPLE, credentialName: a-cert}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: pass, namespace: default}
+spec:
+  hosts: [p.test, x.wild.test, q.test]
+  gateways: [pass]
+  tls:
+  - match: [{sniHosts: [p.test], port: 443}, {sniHosts: [x.wild.test]}]
+    route:
+    - {destination: {host: backend-a.default.svc.cluster.local, port: {number: 8443}}, weight: 75}
+    - {destination: {host: backend-b.default.svc.cluster.local, port: {number: 8443}}, weight: 25}
+  - match: [{sniHosts: [q.test], gateways: [other]}]
+    route: [{destination: {host: never.default.svc.cluster.local}}]
+  - match: [{sniHosts: [q.test]}]
+    route: [{destination: {host: q.default.svc.cluster.local, port: {number: 443}}}]
+  http:
+  - route: [{destination: {host: ignored.default.svc.cluster.local}}]
+"#;
+        let (snap, diags) = compile_gateway(&tls_store(extra), &GatewayWorkload::default());
+        let text: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+        // 443 mixes terminated servers (gw) and the PASSTHROUGH one (pass).
+        let tls = snap
+            .listener(443)
+            .and_then(|l| l.protocol.tls())
+            .expect("443");
+        assert_eq!(tls.servers.len(), 2, "{text:?}");
+        assert_eq!(tls.passthrough.len(), 1, "{:?}", tls.passthrough);
+        let route = &tls.passthrough[0];
+        assert_eq!(route.sni, ["p.test", "x.wild.test"]);
+        assert_eq!(route.source, "VirtualService default/pass spec.tls[0]");
+        let names: Vec<(&str, u32)> = route
+            .action
+            .targets
+            .iter()
+            .map(|&(id, w)| (snap.cluster(id).name.as_str(), w))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("outbound|8443||backend-a.default.svc.cluster.local", 75),
+                ("outbound|8443||backend-b.default.svc.cluster.local", 25)
+            ]
+        );
+        assert_eq!(
+            tls.passthrough_for(Some("X.Wild.Test")).map(|r| &r.source),
+            Some(&route.source)
+        );
+        assert!(tls.passthrough_for(Some("q.test")).is_none());
+        // The HTTP routes of a VirtualService bound only to PASSTHROUGH servers are
+        // not served: no vhost for p.test on 443.
+        let l443 = snap.listener(443).expect("443");
+        assert!(l443.router.vhost("p.test").is_none());
+        // `*` server on 9443 (HTTPS, no mode): the `port` condition of the first match
+        // leaves p.test out there; q.test's first rule is for another gateway.
+        let t9443 = snap
+            .listener(9443)
+            .and_then(|l| l.protocol.tls())
+            .expect("9443");
+        let snis: Vec<&[String]> = t9443.passthrough.iter().map(|r| r.sni.as_slice()).collect();
+        assert_eq!(
+            snis,
+            [
+                &["x.wild.test".to_string()][..],
+                &["q.test".to_string()][..]
+            ]
+        );
+        assert!(snap
+            .cluster_by_name("outbound|80||never.default.svc.cluster.local")
+            .is_none());
+        // TLS + SIMPLE (TCP behind termination) is not served yet.
+        assert!(snap.listener(9444).is_none());
+        assert!(
+            diags.iter().any(|d| d.code == CODE_SERVER_SKIPPED
+                && d.to_string()
+                    .contains("TLS server on port 9444 with tls.mode SIMPLE")),
+            "{text:?}"
+        );
+    }
+
+    #[test]
     fn other_tls_modes_and_port_conflicts_are_skipped() {
         let extra = r#"---
 apiVersion: networking.istio.io/v1
@@ -2153,11 +2401,14 @@ spec:
 "#;
         let (snap, diags) = compile_gateway(&tls_store(extra), &GatewayWorkload::default());
         let ports: Vec<u16> = snap.listeners.iter().map(|l| l.port).collect();
-        assert_eq!(ports, [80, 443]);
+        // 8444: `tls: {}` is PASSTHROUGH, a TLS listener with nothing routed.
+        assert_eq!(ports, [80, 443, 8444]);
         assert_eq!(
             snap.listener(80).map(|l| &l.protocol),
             Some(&ListenerProtocol::Http)
         );
+        let pass = snap.listener(8444).and_then(|l| l.protocol.tls());
+        assert_eq!(pass, Some(&TlsTermination::default()));
         let text: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
         let has = |level: Level, code: &str, what: &str| {
             diags
@@ -2169,7 +2420,11 @@ spec:
             "{text:?}"
         );
         assert!(
-            has(Level::Info, CODE_SERVER_SKIPPED, "PASSTHROUGH"),
+            has(
+                Level::Warning,
+                CODE_NOT_APPLIED,
+                "PASSTHROUGH server on port 8444: no VirtualService"
+            ),
             "{text:?}"
         );
         assert!(
@@ -2449,6 +2704,7 @@ spec:
                 server(&["*.b.test", "a.test"]),
                 server(&["*"]),
             ],
+            ..Default::default()
         };
         let pick = |sni: Option<&str>| tls.server_for(sni).map(|s| s.source.as_str());
         assert_eq!(pick(Some("A.test.")), Some("a.test"));
@@ -2458,6 +2714,7 @@ spec:
         assert_eq!(pick(None), Some("*"));
         let no_any = TlsTermination {
             servers: tls.servers[..1].to_vec(),
+            ..Default::default()
         };
         assert!(no_any.server_for(Some("x.test")).is_none());
         assert!(no_any.server_for(None).is_none());

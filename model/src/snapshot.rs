@@ -38,9 +38,10 @@ impl Snapshot {
 pub enum ListenerProtocol {
     /// HTTP/1.1 and h2c (HTTP, HTTP2, GRPC, GRPC-WEB server protocols).
     Http,
-    /// TLS terminated here (`protocol: HTTPS`, `tls.mode` SIMPLE, MUTUAL or
-    /// OPTIONAL_MUTUAL): a server chosen by SNI (its certificate and [`TlsPolicy`]),
-    /// then the same HTTP routing as [`ListenerProtocol::Http`], with scheme `https`.
+    /// A TLS port (`protocol: HTTPS` or `TLS`): by SNI, either a server terminating
+    /// TLS here (`tls.mode` SIMPLE, MUTUAL or OPTIONAL_MUTUAL: its certificate and
+    /// [`TlsPolicy`], then the same HTTP routing as [`ListenerProtocol::Http`] with
+    /// scheme `https`), or a PASSTHROUGH route forwarding the bytes unchanged.
     Https(TlsTermination),
 }
 
@@ -60,9 +61,15 @@ impl ListenerProtocol {
 /// several servers claim a name, the first one keeps it. Each server has its own
 /// certificate and [`TlsPolicy`], so servers with different TLS modes, CAs, versions
 /// or cipher suites can share a port.
+///
+/// PASSTHROUGH routes ([`PassthroughRoute`]) share the SNI choice: the engine puts
+/// servers first, then routes, in one map; a name both claim stays with the server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsTermination {
     pub servers: Vec<TlsServer>,
+    /// Connections forwarded without terminating TLS, by SNI, in VirtualService
+    /// order (the first route claiming a name keeps it).
+    pub passthrough: Vec<PassthroughRoute>,
 }
 
 impl TlsTermination {
@@ -71,32 +78,59 @@ impl TlsTermination {
     /// suffix with a non-empty label in front, then `*`. The engine keeps an indexed
     /// copy of this choice for handshakes; this one is for checks per request.
     pub fn server_for(&self, sni: Option<&str>) -> Option<&TlsServer> {
-        let any = || self.servers.iter().find(|s| s.sni.iter().any(|p| p == "*"));
-        let Some(name) = sni else {
-            return any();
-        };
-        let name = name.strip_suffix('.').unwrap_or(name);
-        let exact = self
-            .servers
-            .iter()
-            .find(|s| s.sni.iter().any(|p| p.eq_ignore_ascii_case(name)));
-        if exact.is_some() {
-            return exact;
-        }
-        let mut best: Option<(usize, &TlsServer)> = None;
-        for s in &self.servers {
-            for suffix in s.sni.iter().filter_map(|p| p.strip_prefix('*')) {
-                let fits = !suffix.is_empty()
-                    && name.len() > suffix.len()
-                    && name.is_char_boundary(name.len() - suffix.len())
-                    && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix);
-                if fits && best.is_none_or(|(len, _)| suffix.len() > len) {
-                    best = Some((suffix.len(), s));
-                }
+        choose_by_sni(&self.servers, |s| &s.sni, sni)
+    }
+
+    /// The PASSTHROUGH route a connection with this SNI is forwarded by, by the
+    /// same rules (a connection without SNI only matches a `*` route).
+    pub fn passthrough_for(&self, sni: Option<&str>) -> Option<&PassthroughRoute> {
+        choose_by_sni(&self.passthrough, |r| &r.sni, sni)
+    }
+}
+
+/// The item whose SNI patterns fit `sni` best: an exact name, then the longest `*`
+/// suffix with a non-empty label in front, then `*`; the first item on ties.
+fn choose_by_sni<'a, T>(
+    items: &'a [T],
+    patterns: impl Fn(&T) -> &[String],
+    sni: Option<&str>,
+) -> Option<&'a T> {
+    let any = || items.iter().find(|s| patterns(s).iter().any(|p| p == "*"));
+    let Some(name) = sni else {
+        return any();
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let exact = items
+        .iter()
+        .find(|s| patterns(s).iter().any(|p| p.eq_ignore_ascii_case(name)));
+    if exact.is_some() {
+        return exact;
+    }
+    let mut best: Option<(usize, &T)> = None;
+    for s in items {
+        for suffix in patterns(s).iter().filter_map(|p| p.strip_prefix('*')) {
+            let fits = !suffix.is_empty()
+                && name.len() > suffix.len()
+                && name.is_char_boundary(name.len() - suffix.len())
+                && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix);
+            if fits && best.is_none_or(|(len, _)| suffix.len() > len) {
+                best = Some((suffix.len(), s));
             }
         }
-        best.map(|(_, s)| s).or_else(any)
     }
+    best.map(|(_, s)| s).or_else(any)
+}
+
+/// One VirtualService `tls` route match on a PASSTHROUGH server: the connection is
+/// forwarded to a weighted destination with its ClientHello and every byte after
+/// it unchanged, so the client handshakes with the backend itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassthroughRoute {
+    /// `VirtualService ns/name spec.tls[i]`, for logs.
+    pub source: String,
+    /// SNI patterns, lower-case: the `sniHosts` within the server's hosts.
+    pub sni: Vec<String>,
+    pub action: WeightedClusters,
 }
 
 /// One Gateway server of an HTTPS listener.
@@ -670,7 +704,7 @@ pub enum RouteAction {
 
 /// Destinations with relative weights (`weight / total`). Zero weights are dropped at
 /// compile time unless there is only one destination.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WeightedClusters {
     pub targets: Vec<(ClusterId, u32)>,
     pub total: u32,
