@@ -37,7 +37,11 @@ pub fn run(args: AnalyzeArgs) -> ExitCode {
     let store = Store::new(loaded.resources);
     let mut findings = loaded.diagnostics;
     findings.extend(validate::validate(&store));
-    findings.extend(analyze::analyze(&store));
+    // With the clock: certificates expired or not yet valid are reported (ISM0104).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    findings.extend(analyze::analyze_at(&store, now));
     diag::sort(&mut findings);
     let shown: Vec<_> = findings
         .iter()

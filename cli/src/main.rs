@@ -1,6 +1,7 @@
 //! The `isthmus` binary: parses arguments and calls into the library crates.
 
 mod analyze;
+mod certs;
 mod demo_app;
 mod up;
 
@@ -32,6 +33,9 @@ enum Command {
     Up(up::UpArgs),
     /// Validate and analyze Istio YAML files or directories, like `istioctl analyze`.
     Analyze(analyze::AnalyzeArgs),
+    /// Show the certificates isthmus keeps issued over ACME and their status, like
+    /// `kubectl get certificate` (reads DIR and the state directory).
+    Certs(certs::CertsArgs),
     /// The built-in demo workload: answers every request with its name and version.
     DemoApp {
         /// Version to report (e.g. v1).
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Analyze(args) => analyze::run(args),
+        Command::Certs(args) => certs::run(args),
         Command::Version => {
             println!("isthmus {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

@@ -1,15 +1,17 @@
 //! `isthmus up DIR`: the embedded default. Runs the local controller on the
 //! directory, one gateway per gateway workload on loopback, the demo apps the
 //! directory declares (WorkloadEntries annotated `isthmus.dev/demo-app`), and the
-//! ACME manager that issues the cert-manager Certificates of ACME issuers into the
-//! state directory (whose `secrets/` the controller loads as configuration).
+//! ACME manager that issues the cert-manager Certificates of ACME issuers (and the
+//! certificates of Gateways annotated `isthmus.dev/acme-issuer`) into the state
+//! directory (whose `secrets/` the controller loads as configuration; `status/`
+//! holds each certificate's status, which `isthmus certs` prints).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use isthmus_controller::LocalController;
+use isthmus_controller::{ExtraSources, LocalController};
 use isthmus_gateway::acme::{load_ca_roots, AcmeManager, AcmeOptions, StateDir};
 use isthmus_model::{Level, Store};
 
@@ -38,6 +40,12 @@ pub struct UpArgs {
     /// created when first needed.
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Directory of PEM certificates made elsewhere (e.g. a mounted volume), served
+    /// as Secrets: `NAME.crt` + `NAME.key` (+ `NAME.ca.crt` or `ca.crt`) is Secret
+    /// istio-system/NAME, `NAMESPACE/NAME.crt` + `.key` is Secret NAMESPACE/NAME.
+    /// Watched like DIR; a Secret of the same name in DIR is replaced.
+    #[arg(long, env = "ISTHMUS_CERT_DIR")]
+    cert_dir: Option<PathBuf>,
     /// PEM root certificate(s) to trust for ACME servers besides the system's (e.g.
     /// a local pebble's); an issuer with its own `caBundle` trusts only that.
     #[arg(long, env = "ISTHMUS_ACME_CA_ROOT")]
@@ -78,9 +86,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     acme.retry.max = Duration::from_secs(args.acme_retry_max.max(1));
     acme.retry.first = acme.retry.first.min(acme.retry.max);
-    let (controller, feeds, report) =
-        LocalController::open_with(&args.dir, Some(&state.secrets_dir()))
-            .with_context(|| format!("loading {}", args.dir.display()))?;
+    let secrets_dir = state.secrets_dir();
+    let sources = ExtraSources {
+        issued: Some(&secrets_dir),
+        cert_dir: args.cert_dir.as_deref(),
+    };
+    let (controller, feeds, report) = LocalController::open_sources(&args.dir, sources)
+        .with_context(|| format!("loading {}", args.dir.display()))?;
     for d in &report.diagnostics {
         if d.level >= Level::Warning {
             eprintln!("{d}");
@@ -143,10 +155,24 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     // After the listeners: HTTP-01 challenges are answered by them.
     let acme = AcmeManager::start(controller.stores(), acme);
-    println!(
-        "ready: watching {} for changes (Ctrl-C stops)",
-        args.dir.display()
-    );
+    let managed = isthmus_model::certs::acme_orders(&controller.store())
+        .0
+        .len();
+    if managed > 0 {
+        let state_arg = match &args.state_dir {
+            Some(s) => format!(" --state-dir {}", s.display()),
+            None => String::new(),
+        };
+        println!(
+            "acme: {managed} certificate(s) kept issued; their status: isthmus certs {}{state_arg}",
+            args.dir.display()
+        );
+    }
+    let watched = match &args.cert_dir {
+        Some(c) => format!("{} and {}", args.dir.display(), c.display()),
+        None => args.dir.display().to_string(),
+    };
+    println!("ready: watching {watched} for changes (Ctrl-C stops)");
 
     let watch = tokio::spawn(controller.watch());
     shutdown_signal().await;

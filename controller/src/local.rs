@@ -1,11 +1,19 @@
 //! The local controller: the YAML directory as the config source, one snapshot per
 //! gateway workload, pushed through `watch` channels (the in-process equivalent of
 //! istiod's push). Changes are picked up by inotify (`notify`), with a slow poll as a
-//! safety net for events the watcher can miss. A second, optional directory holds the
-//! Secrets the gateway issued itself over ACME (the state directory's `secrets/`): it
-//! is read and watched the same way, only its Secrets are taken, and an issued Secret
-//! replaces a Secret of the same namespace/name from the config directory (as
-//! cert-manager overwrites a Certificate's Secret; a static one serves until then).
+//! safety net for events the watcher can miss. Two optional directories add Secrets
+//! ([`ExtraSources`]), read and watched the same way:
+//!
+//! - the certificate directory (`up --cert-dir`): PEM files made elsewhere, as
+//!   Secrets ([`crate::cert_dir`] has the naming rule);
+//! - the Secrets the gateway issued itself over ACME (the state directory's
+//!   `secrets/`): only its Secrets are taken.
+//!
+//! When several sources hold a Secret of the same namespace/name, the most specific
+//! one wins: config directory < certificate directory < issued Secrets. A certificate
+//! file is meant for this gateway, where a config-directory Secret may be a shared
+//! placeholder; an issued Secret is what a cert-manager Certificate asked for (as
+//! cert-manager overwrites a Certificate's Secret; the others serve until then).
 //! The resources in effect are also published as a whole ([`LocalController::stores`]).
 
 use std::path::{Path, PathBuf};
@@ -13,11 +21,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use isthmus_model::compile::{compile_gateway, gateway_workloads, GatewayWorkload};
-use isthmus_model::{Kind, Level, Snapshot, Store};
+use isthmus_model::{Kind, Level, Resource, Snapshot, Store};
 use tokio::sync::{mpsc, watch};
 
+use crate::cert_dir::{CertDir, CertDirReport};
 use crate::source::{read_paths, SourceError};
 use crate::state::{ApplyReport, ConfigState};
+
+/// The directories a [`LocalController`] reads besides the config directory.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExtraSources<'a> {
+    /// Secrets the gateway issued itself (`STATE/secrets`); read once it exists.
+    pub issued: Option<&'a Path>,
+    /// PEM certificates and keys ([`crate::cert_dir`]); must exist.
+    pub cert_dir: Option<&'a Path>,
+}
 
 /// What a gateway receives: its identity and the stream of snapshots for it.
 #[derive(Debug, Clone)]
@@ -32,6 +50,8 @@ pub struct LocalController {
     state: ConfigState,
     /// The directory of issued Secrets and its state.
     issued: Option<(PathBuf, ConfigState)>,
+    /// The certificate directory and its Secrets.
+    certs: Option<CertDir>,
     feeds: Vec<(GatewayWorkload, watch::Sender<Arc<Snapshot>>)>,
     stores: watch::Sender<Arc<Store>>,
     version: u64,
@@ -56,9 +76,23 @@ impl LocalController {
         dir: &Path,
         issued_dir: Option<&Path>,
     ) -> Result<(Self, Vec<GatewayFeed>, ApplyReport), SourceError> {
+        let extra = ExtraSources {
+            issued: issued_dir,
+            cert_dir: None,
+        };
+        LocalController::open_sources(dir, extra)
+    }
+
+    /// [`LocalController::open`], plus the directories of `extra`. The findings of
+    /// the issued Secrets are added to the returned report; the certificate
+    /// directory's problems are logged.
+    pub fn open_sources(
+        dir: &Path,
+        extra: ExtraSources<'_>,
+    ) -> Result<(Self, Vec<GatewayFeed>, ApplyReport), SourceError> {
         let mut state = ConfigState::default();
         let mut report = state.apply(read_paths(&[dir.to_path_buf()])?);
-        let issued = match issued_dir {
+        let issued = match extra.issued {
             Some(d) => {
                 let mut issued = ConfigState::default();
                 let r = issued.apply(read_issued(d)?);
@@ -67,7 +101,15 @@ impl LocalController {
             }
             None => None,
         };
-        let store = merged_store(&state, issued.as_ref().map(|(_, s)| s));
+        let certs = match extra.cert_dir {
+            Some(d) => {
+                let mut certs = CertDir::new(d);
+                log_cert_dir(&certs.reload()?);
+                Some(certs)
+            }
+            None => None,
+        };
+        let store = merged_store(&state, certs.as_ref(), issued.as_ref().map(|(_, s)| s));
         let mut workloads = gateway_workloads(&store);
         if workloads.is_empty() {
             workloads.push(GatewayWorkload::default());
@@ -77,6 +119,7 @@ impl LocalController {
             dir: dir.to_path_buf(),
             state,
             issued,
+            certs,
             feeds: Vec::new(),
             stores,
             version: 1,
@@ -96,7 +139,11 @@ impl LocalController {
 
     /// The resources currently in effect.
     pub fn store(&self) -> Store {
-        merged_store(&self.state, self.issued.as_ref().map(|(_, s)| s))
+        merged_store(
+            &self.state,
+            self.certs.as_ref(),
+            self.issued.as_ref().map(|(_, s)| s),
+        )
     }
 
     /// The resources in effect, now and after every applied change.
@@ -133,6 +180,21 @@ impl LocalController {
             let r = issued.apply(files);
             merge_report(&mut report, r);
         }
+        // The certificate directory apart: while it cannot be read, its last good
+        // Secrets keep serving and the rest of the configuration still applies.
+        let mut certs_changed = false;
+        if let Some(certs) = &mut self.certs {
+            match certs.reload() {
+                Ok(r) => {
+                    log_cert_dir(&r);
+                    certs_changed = !r.changed.is_empty();
+                }
+                Err(e) => tracing::error!(
+                    "reading the certificate directory {}: {e}; its last good certificates keep serving",
+                    certs.dir().display()
+                ),
+            }
+        }
         for d in &report.diagnostics {
             match d.level {
                 Level::Error => tracing::error!("{d}"),
@@ -149,7 +211,7 @@ impl LocalController {
         for r in &report.rejected_resources {
             tracing::error!("rejected change to {r}: its last good version keeps serving");
         }
-        if report.changed() {
+        if report.changed() || certs_changed {
             self.version += 1;
             let store = self.store();
             for (w, tx) in &self.feeds {
@@ -178,11 +240,13 @@ impl LocalController {
         let _watcher = match watcher {
             Ok(mut w) => {
                 use notify::Watcher;
-                let dirs = std::iter::once(&self.dir).chain(self.issued.iter().map(|(d, _)| d));
+                let dirs = std::iter::once(self.dir.as_path())
+                    .chain(self.issued.iter().map(|(d, _)| d.as_path()))
+                    .chain(self.certs.iter().map(CertDir::dir));
                 for dir in dirs {
-                    // An issued-Secrets directory inside the config directory is
-                    // watched with it, also before it exists.
-                    if dir != &self.dir && dir.starts_with(&self.dir) {
+                    // A directory inside the config directory is watched with it (an
+                    // issued-Secrets one also before it exists).
+                    if dir != self.dir && dir.starts_with(&self.dir) {
                         continue;
                     }
                     if let Err(e) = w.watch(dir, notify::RecursiveMode::Recursive) {
@@ -235,32 +299,45 @@ fn merge_report(into: &mut ApplyReport, r: ApplyReport) {
     into.diagnostics.extend(r.diagnostics);
 }
 
-/// The configuration with the issued Secrets first; a config Secret of the same
-/// namespace/name as an issued one is left out. Anything but Secrets in the issued
-/// directory is ignored.
-fn merged_store(config: &ConfigState, issued: Option<&ConfigState>) -> Store {
-    let Some(issued) = issued else {
-        return config.store();
-    };
-    let secrets: Vec<_> = issued
+/// Log what the certificate directory reported.
+fn log_cert_dir(r: &CertDirReport) {
+    for e in &r.errors {
+        tracing::error!("{e}");
+    }
+    for w in &r.warnings {
+        tracing::warn!("{w}");
+    }
+    for c in &r.changed {
+        tracing::info!("{c} loaded from the certificate directory");
+    }
+}
+
+/// The configuration with the Secrets of the other sources first, most specific
+/// first: issued, then the certificate directory's. A Secret of a less specific
+/// source with the namespace/name of one already taken is left out. Anything but
+/// Secrets in the issued directory is ignored.
+fn merged_store(
+    config: &ConfigState,
+    certs: Option<&CertDir>,
+    issued: Option<&ConfigState>,
+) -> Store {
+    let same = |a: &Resource, b: &Resource| a.namespace() == b.namespace() && a.name() == b.name();
+    let mut on_top: Vec<Resource> = Vec::new();
+    let issued = issued.map(|s| s.store().resources).unwrap_or_default();
+    let from_dir = certs.map(CertDir::secrets).unwrap_or_default();
+    for r in issued.into_iter().chain(from_dir) {
+        if r.kind == Kind::Secret && !on_top.iter().any(|s| same(s, &r)) {
+            on_top.push(r);
+        }
+    }
+    let rest: Vec<Resource> = config
         .store()
         .resources
         .into_iter()
-        .filter(|r| r.kind == Kind::Secret)
+        .filter(|r| r.kind != Kind::Secret || !on_top.iter().any(|s| same(s, r)))
         .collect();
-    let shadowed = |r: &isthmus_model::Resource| {
-        r.kind == Kind::Secret
-            && secrets
-                .iter()
-                .any(|s| s.namespace() == r.namespace() && s.name() == r.name())
-    };
-    let rest: Vec<_> = config
-        .store()
-        .resources
-        .into_iter()
-        .filter(|r| !shadowed(r))
-        .collect();
-    Store::new(secrets.into_iter().chain(rest).collect())
+    on_top.extend(rest);
+    Store::new(on_top)
 }
 
 #[cfg(test)]
@@ -323,5 +400,68 @@ mod tests {
         ctl.reload().expect("reload");
         assert_eq!(crt_of(&stores.borrow(), "a"), ["static"]);
         assert_eq!(crt_of(&ctl.store(), "a"), ["static"]);
+    }
+
+    #[test]
+    fn the_cert_dir_sits_between_the_config_dir_and_issued_secrets() {
+        let config = tempfile::tempdir().expect("tempdir");
+        let issued = tempfile::tempdir().expect("tempdir");
+        let certs = tempfile::tempdir().expect("tempdir");
+        let pem = |f: &str| {
+            std::fs::read_to_string(format!(
+                "{}/../testdata/pem/{f}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .expect("read testdata")
+        };
+        std::fs::write(
+            config.path().join("secrets.yaml"),
+            secret("a", "static") + "---\n" + &secret("b", "static-b"),
+        )
+        .expect("write");
+        std::fs::write(certs.path().join("a.crt"), pem("ec-a.crt")).expect("write");
+        std::fs::write(certs.path().join("a.key"), pem("ec-a.key")).expect("write");
+        let extra = ExtraSources {
+            issued: Some(issued.path()),
+            cert_dir: Some(certs.path()),
+        };
+        let (mut ctl, _, _) = LocalController::open_sources(config.path(), extra).expect("open");
+        let stores = ctl.stores();
+        assert_eq!(crt_of(&stores.borrow(), "a"), [pem("ec-a.crt")]);
+        assert_eq!(crt_of(&stores.borrow(), "b"), ["static-b"]);
+
+        std::fs::write(
+            issued.path().join("istio-system.a.yaml"),
+            secret("a", "issued"),
+        )
+        .expect("write");
+        ctl.reload().expect("reload");
+        assert_eq!(crt_of(&stores.borrow(), "a"), ["issued"]);
+
+        // The cert dir's pair again once the issued one goes; the static one after it.
+        std::fs::remove_file(issued.path().join("istio-system.a.yaml")).expect("rm");
+        ctl.reload().expect("reload");
+        assert_eq!(crt_of(&stores.borrow(), "a"), [pem("ec-a.crt")]);
+        let version = ctl.version();
+        ctl.reload().expect("reload");
+        assert_eq!(ctl.version(), version, "nothing changed, nothing pushed");
+        std::fs::remove_file(certs.path().join("a.crt")).expect("rm");
+        std::fs::remove_file(certs.path().join("a.key")).expect("rm");
+        ctl.reload().expect("reload");
+        assert_eq!(crt_of(&stores.borrow(), "a"), ["static"]);
+    }
+
+    #[test]
+    fn a_missing_cert_dir_is_an_error_when_opening() {
+        let config = tempfile::tempdir().expect("tempdir");
+        let missing = config.path().join("no-such-certs");
+        let extra = ExtraSources {
+            issued: None,
+            cert_dir: Some(&missing),
+        };
+        let e = LocalController::open_sources(config.path(), extra)
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("no-such-certs"), "{e}");
     }
 }

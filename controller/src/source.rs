@@ -1,5 +1,7 @@
-//! The file source: finds YAML files under the paths a user names and reads them.
-//! The only module here that touches the file system for configuration.
+//! The file sources: finds YAML files under the paths a user names and reads them,
+//! and reads the `.crt`/`.key` files of a certificate directory as bytes (with their
+//! permissions). The only module here that touches the file system for
+//! configuration; [`crate::cert_dir`] makes Secrets of the certificate files.
 
 use std::path::{Path, PathBuf};
 
@@ -113,4 +115,88 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, SourceError> {
         loaded.extend(load_str(&f.display_name(), &f.text));
     }
     Ok(loaded)
+}
+
+/// One file of a certificate directory, as read. `Debug` shows no contents: a key
+/// is read, never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CertFile {
+    pub path: PathBuf,
+    /// The subdirectory it is in (a namespace), or `None` at the top.
+    pub subdir: Option<String>,
+    /// The file name.
+    pub name: String,
+    pub bytes: Vec<u8>,
+    /// Unix permission bits (`0o640`...); of the target of a symbolic link.
+    pub mode: u32,
+}
+
+impl std::fmt::Debug for CertFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertFile")
+            .field("path", &self.path)
+            .field("bytes", &self.bytes.len())
+            .field("mode", &format_args!("{:o}", self.mode))
+            .finish()
+    }
+}
+
+fn is_cert_file(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("crt") | Some("key")
+    )
+}
+
+/// The `.crt` and `.key` files of a certificate directory: in `dir` itself and in its
+/// direct subdirectories, hidden entries skipped (so a Kubernetes volume's `..data`
+/// is read through the links beside it), sorted by path. Symbolic links are followed.
+pub fn read_cert_dir(dir: &Path) -> Result<Vec<CertFile>, SourceError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SourceError::Io { path, source }
+    };
+    let mut out = Vec::new();
+    let mut dirs = vec![(dir.to_path_buf(), None)];
+    while let Some((d, subdir)) = dirs.pop() {
+        for e in std::fs::read_dir(&d).map_err(io(&d))? {
+            let p = e.map_err(io(&d))?.path();
+            let Some(name) = p.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+                continue;
+            };
+            if hidden(&p) {
+                continue;
+            }
+            if p.is_dir() {
+                if subdir.is_none() {
+                    dirs.push((p, Some(name)));
+                }
+                continue;
+            }
+            if !is_cert_file(&p) {
+                continue;
+            }
+            // A file replaced by delete-and-write can be gone for a moment: it is read
+            // again with the next change.
+            let read = std::fs::metadata(&p).and_then(|m| Ok((m, std::fs::read(&p)?)));
+            let (meta, bytes) = match read {
+                Ok(read) => read,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(&p)(e)),
+            };
+            let mode = {
+                use std::os::unix::fs::PermissionsExt;
+                meta.permissions().mode() & 0o7777
+            };
+            out.push(CertFile {
+                path: p,
+                subdir: subdir.clone(),
+                name,
+                bytes,
+                mode,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
 }

@@ -167,13 +167,52 @@ async fn follow(
 struct Running {
     handle: ListenerHandle,
     certificates: Option<Arc<SniResolver>>,
+    /// The certificates served now that were logged as expired or not yet valid.
+    out_of_date: OutOfDate,
 }
 
+/// (Gateway server, certificate chain PEM) of certificates logged as expired or not
+/// yet valid, so that each is logged once while it is served.
+type OutOfDate = Vec<(String, Vec<u8>)>;
+
 /// Swap in the servers of `tls`, logging those that cannot serve.
-fn update_certificates(resolver: &SniResolver, tls: &TlsTermination, port: u16) {
+fn update_certificates(
+    resolver: &SniResolver,
+    tls: &TlsTermination,
+    port: u16,
+    logged: &mut OutOfDate,
+) {
     for e in resolver.update(tls) {
         error!("Gateway port {port}: {e}; handshakes for its names are refused until it is fixed");
     }
+    log_out_of_date(tls, port, logged);
+}
+
+/// Log, once, each certificate of `tls` that is expired or not yet valid now, in the
+/// words of `isthmus analyze` (ISM0104). It is still served, as Istio does: some
+/// clients are told to accept it, and the ACME manager renews those it issued.
+fn log_out_of_date(tls: &TlsTermination, port: u16, logged: &mut OutOfDate) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let mut current = OutOfDate::new();
+    for server in &tls.servers {
+        let Some(cred) = &server.credential else {
+            continue;
+        };
+        let Some(why) = isthmus_model::pem::validity_problem(&cred.cert_chain_pem, now) else {
+            continue;
+        };
+        let seen = (server.source.clone(), cred.cert_chain_pem.clone());
+        if !logged.contains(&seen) && !current.contains(&seen) {
+            error!(
+                "Gateway port {port}: {} ({}): {why}; it is still served until it is replaced",
+                cred.secret, server.source
+            );
+        }
+        current.push(seen);
+    }
+    *logged = current;
 }
 
 /// Stop listeners whose port left the snapshot or changed between HTTP and HTTPS,
@@ -207,9 +246,9 @@ async fn reconcile(
         }
     }
     for (&port, &tls) in &wanted {
-        if let Some(r) = running.get(&port) {
+        if let Some(r) = running.get_mut(&port) {
             if let (Some(resolver), Some(tls)) = (&r.certificates, tls) {
-                update_certificates(resolver, tls, port);
+                update_certificates(resolver, tls, port, &mut r.out_of_date);
             }
             continue;
         }
@@ -220,9 +259,10 @@ async fn reconcile(
             );
             continue;
         };
+        let mut out_of_date = OutOfDate::new();
         let certificates = tls.map(|tls| {
             let resolver = Arc::new(SniResolver::new());
-            update_certificates(&resolver, tls, port);
+            update_certificates(&resolver, tls, port, &mut out_of_date);
             resolver
         });
         let started = match &certificates {
@@ -237,6 +277,7 @@ async fn reconcile(
                     Running {
                         handle,
                         certificates,
+                        out_of_date,
                     },
                 );
             }

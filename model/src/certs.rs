@@ -1,9 +1,36 @@
 //! cert-manager `Certificate`s that isthmus fulfils itself over ACME, as pure data:
-//! which Certificates name an ACME `Issuer`/`ClusterIssuer` answerable by HTTP-01 and
+//! which Certificates name an ACME `Issuer`/`ClusterIssuer` isthmus can answer for and
 //! what to order for them ([`acme_orders`]), and whether a certificate already issued
 //! still serves or is due for a new order ([`decide`], [`renewal_at`]). The gateway's
 //! ACME manager does the I/O (account, order, storage); nothing here reads a clock:
 //! times are Unix seconds handed in.
+//!
+//! # Challenge type
+//!
+//! The gateway answers HTTP-01 (RFC 8555 §8.3, on every plain-HTTP listener) and
+//! TLS-ALPN-01 (RFC 8737, on every HTTPS listener). cert-manager has no TLS-ALPN-01
+//! solver, so the choice ([`AcmeOrder::challenge`]) is made like this:
+//!
+//! 1. The issuer's annotation `isthmus.dev/acme-challenge: tls-alpn-01` (or
+//!    `http-01`) forces the type, whatever its solvers say. Any other value is an
+//!    Error (ISM0304, at the annotation's line) and the issuer's Certificates are not
+//!    ordered (ISM0303 each): guessing could fail validation again and again against a
+//!    rate-limited CA.
+//! 2. Otherwise HTTP-01, when the issuer has an `http01` solver for every name
+//!    (cert-manager's solver selection); a name without one is ISM0303.
+//!
+//! When the CA does not offer the chosen type for an authorization, the gateway uses
+//! the other one ([`AcmeOrder::fallback`]; it answers both for any DNS name) and logs
+//! it at INFO. Wildcard names need DNS-01: never ordered.
+//!
+//! # Gateways without a Certificate, and status
+//!
+//! A `Gateway` annotated `isthmus.dev/acme-issuer: NAME` (a ClusterIssuer;
+//! `Issuer/NAME` for an Issuer in the Gateway's namespace) gets its certificates
+//! without any cert-manager `Certificate`: [`acme_orders`] also returns one order per
+//! Secret its HTTPS servers are served from ([`auto`], which documents the rules and
+//! the generated Secret names). [`status`] is the cert-manager-shaped status the
+//! gateway writes per order and `isthmus certs` prints.
 
 use std::time::Duration;
 
@@ -12,14 +39,67 @@ use crate::resources::certmanager::{AcmeIssuer, AcmeSolver, CertificateSpec, Iss
 use crate::resources::{Kind, Origin, Resource, Store};
 use crate::validate::parse_duration;
 
+pub mod auto;
+pub mod status;
+
 /// Error: a Certificate's `issuerRef` names no Issuer / ClusterIssuer.
 pub const CODE_ISSUER_NOT_FOUND: &str = "ISM0301";
 /// Info: the issuer is not an ACME issuer (CA, selfSigned, Vault...): isthmus does not
 /// issue for it (yet); its Secret must come from elsewhere.
 pub const CODE_NOT_ACME: &str = "ISM0302";
 /// Error: an ACME Certificate isthmus cannot order (no HTTP-01 solver for a name, a
-/// wildcard name, no DNS name at all).
+/// wildcard name, no DNS name at all, an issuer with an invalid ISM0304 annotation).
 pub const CODE_CANNOT_ORDER: &str = "ISM0303";
+/// Error: an Issuer/ClusterIssuer's `isthmus.dev/acme-challenge` annotation is neither
+/// `http-01` nor `tls-alpn-01`.
+pub const CODE_BAD_CHALLENGE_ANNOTATION: &str = "ISM0304";
+
+/// Annotation on an ACME Issuer/ClusterIssuer forcing the challenge type
+/// (`http-01` or `tls-alpn-01`); see the module documentation.
+pub const ANN_ACME_CHALLENGE: &str = "isthmus.dev/acme-challenge";
+
+/// An ACME challenge type the gateway answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChallengeKind {
+    /// RFC 8555 §8.3: a key authorization under `/.well-known/acme-challenge/` on a
+    /// plain-HTTP listener (port 80).
+    Http01,
+    /// RFC 8737: a self-signed certificate with the `acmeIdentifier` extension in a
+    /// handshake negotiating `acme-tls/1` on an HTTPS listener (port 443).
+    TlsAlpn01,
+}
+
+impl ChallengeKind {
+    /// The ACME name: `http-01`, `tls-alpn-01`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChallengeKind::Http01 => "http-01",
+            ChallengeKind::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+
+    /// An annotation value (ASCII case and surrounding blanks ignored).
+    pub fn parse(value: &str) -> Option<ChallengeKind> {
+        let v = value.trim();
+        [ChallengeKind::Http01, ChallengeKind::TlsAlpn01]
+            .into_iter()
+            .find(|k| v.eq_ignore_ascii_case(k.as_str()))
+    }
+
+    /// The other type the gateway answers.
+    pub fn other(self) -> ChallengeKind {
+        match self {
+            ChallengeKind::Http01 => ChallengeKind::TlsAlpn01,
+            ChallengeKind::TlsAlpn01 => ChallengeKind::Http01,
+        }
+    }
+}
+
+impl std::fmt::Display for ChallengeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Whether the issuer is namespaced (`Issuer`, in the Certificate's namespace) or
 /// cluster-scoped (`ClusterIssuer`).
@@ -57,7 +137,7 @@ impl IssuerId {
     }
 }
 
-/// One Certificate to fulfil over ACME with HTTP-01.
+/// One Certificate to fulfil over ACME.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AcmeOrder {
     /// `Certificate istio-system/todolist-cert`.
@@ -73,12 +153,23 @@ pub struct AcmeOrder {
     pub acme: AcmeIssuer,
     /// `spec.renewBefore`, when set and valid.
     pub renew_before: Option<Duration>,
+    /// The challenge type answered (the rule is in the module documentation).
+    pub challenge: ChallengeKind,
 }
 
 impl AcmeOrder {
     /// `Secret ns/name`, the Secret this order writes.
     pub fn secret_ref(&self) -> String {
         format!("Secret {}/{}", self.namespace, self.secret_name)
+    }
+
+    /// The type answered for an authorization whose challenges the CA offers are
+    /// `offered`: [`AcmeOrder::challenge`] when offered, else the other type the
+    /// gateway answers when offered (logged at INFO by the gateway), else `None`.
+    pub fn fallback(&self, offered: &[ChallengeKind]) -> Option<ChallengeKind> {
+        [self.challenge, self.challenge.other()]
+            .into_iter()
+            .find(|k| offered.contains(k))
     }
 }
 
@@ -90,12 +181,34 @@ fn finding(level: Level, code: &'static str, r: &Resource, field: &str, msg: Str
 }
 
 /// The Certificates of `store` that isthmus orders over ACME, in store order, and a
-/// finding for each Certificate it cannot (its issuer is missing, is not ACME, or has
-/// no HTTP-01 solver for a name).
+/// finding for each Certificate it cannot (its issuer is missing, is not ACME, has
+/// no HTTP-01 solver for a name, or an invalid challenge annotation), after one for
+/// each issuer whose challenge annotation is invalid (ISM0304). Then the orders of
+/// Gateways annotated `isthmus.dev/acme-issuer` and their findings ([`auto`]).
 pub fn acme_orders(store: &Store) -> (Vec<AcmeOrder>, Vec<Diagnostic>) {
     let mut orders: Vec<AcmeOrder> = Vec::new();
     let mut diags = Vec::new();
+    let issuers = store.issuers().chain(store.cluster_issuers());
+    for (r, _) in issuers {
+        if let Some(v) = r.meta.annotations.get(ANN_ACME_CHALLENGE) {
+            if ChallengeKind::parse(v).is_none() {
+                diags.push(finding(
+                    Level::Error,
+                    CODE_BAD_CHALLENGE_ANNOTATION,
+                    r,
+                    &format!("metadata.annotations.{ANN_ACME_CHALLENGE}"),
+                    format!(
+                        "{v:?} is not an ACME challenge type isthmus answers: use \"http-01\" or \"tls-alpn-01\"; the Certificates of {} are not issued",
+                        r.display_ref()
+                    ),
+                ));
+            }
+        }
+    }
     for (r, c) in store.certificates() {
+        if status::is_status_file(r) {
+            continue; // a status file read as configuration: not a Certificate
+        }
         match acme_order(store, r, c) {
             Ok(o) => {
                 if let Some(first) = orders
@@ -120,6 +233,9 @@ pub fn acme_orders(store: &Store) -> (Vec<AcmeOrder>, Vec<Diagnostic>) {
             Err(d) => diags.push(d),
         }
     }
+    // Then the Gateways annotated isthmus.dev/acme-issuer (a Secret a Certificate
+    // writes stays the Certificate's).
+    auto::gateway_orders(store, &mut orders, &mut diags);
     (orders, diags)
 }
 
@@ -143,8 +259,8 @@ fn acme_order(store: &Store, r: &Resource, c: &CertificateSpec) -> Result<AcmeOr
     } else {
         store.find(Kind::Issuer, &issuer.namespace, &issuer.name)
     };
-    let spec: &IssuerSpec = match found.map(|x| &x.spec) {
-        Some(crate::Spec::Issuer(s) | crate::Spec::ClusterIssuer(s)) => s,
+    let (issuer_r, spec): (&Resource, &IssuerSpec) = match found.map(|x| (x, &x.spec)) {
+        Some((x, crate::Spec::Issuer(s) | crate::Spec::ClusterIssuer(s))) => (x, s),
         _ => {
             let hint = if cluster {
                 String::new()
@@ -205,24 +321,40 @@ fn acme_order(store: &Store, r: &Resource, c: &CertificateSpec) -> Result<AcmeOr
     if let Some(w) = names.iter().find(|n| n.starts_with('*')) {
         return Err(cannot(
             "spec.dnsNames",
-            format!("{w}: a wildcard name needs DNS-01, and isthmus answers HTTP-01 only"),
+            format!(
+                "{w}: a wildcard name needs DNS-01, and isthmus answers HTTP-01 and TLS-ALPN-01 only"
+            ),
         ));
     }
-    for n in &names {
-        if !acme
-            .solvers
-            .iter()
-            .any(|s| s.http01.is_some() && solver_fits(s, n, r))
-        {
-            return Err(cannot(
+    let challenge = match issuer_r.meta.annotations.get(ANN_ACME_CHALLENGE) {
+        Some(v) => ChallengeKind::parse(v).ok_or_else(|| {
+            cannot(
                 "spec.issuerRef",
                 format!(
-                    "{} has no http01 solver for {n} (isthmus answers HTTP-01 only)",
+                    "{} has an invalid {ANN_ACME_CHALLENGE} annotation {v:?} ({CODE_BAD_CHALLENGE_ANNOTATION})",
                     issuer.display()
                 ),
-            ));
+            )
+        })?,
+        None => {
+            for n in &names {
+                if !acme
+                    .solvers
+                    .iter()
+                    .any(|s| s.http01.is_some() && solver_fits(s, n, r))
+                {
+                    return Err(cannot(
+                        "spec.issuerRef",
+                        format!(
+                            "{} has no http01 solver for {n} (isthmus answers HTTP-01, or TLS-ALPN-01 when the issuer is annotated {ANN_ACME_CHALLENGE}: tls-alpn-01)",
+                            issuer.display()
+                        ),
+                    ));
+                }
+            }
+            ChallengeKind::Http01
         }
-    }
+    };
     Ok(AcmeOrder {
         certificate: r.display_ref(),
         origin: r.origin.clone(),
@@ -236,6 +368,7 @@ fn acme_order(store: &Store, r: &Resource, c: &CertificateSpec) -> Result<AcmeOr
             .renew_before
             .as_deref()
             .and_then(|d| parse_duration(d).ok()),
+        challenge,
     })
 }
 
@@ -501,6 +634,145 @@ spec:
             "{}",
             text[5]
         );
+    }
+
+    #[test]
+    fn the_challenge_type_is_http01_unless_the_issuer_annotation_says_otherwise() {
+        let issuers = r#"
+apiVersion: cert-manager.io/v1
+kind: ClusterIssuer
+metadata:
+  name: alpn
+  annotations:
+    isthmus.dev/acme-challenge: " TLS-ALPN-01 "
+spec:
+  acme:
+    server: https://127.0.0.1:14000/dir
+    privateKeySecretRef: {name: k}
+    solvers: [{dns01: {cloudflare: {}}}]
+---
+apiVersion: cert-manager.io/v1
+kind: ClusterIssuer
+metadata:
+  name: http
+  annotations: {isthmus.dev/acme-challenge: http-01}
+spec:
+  acme:
+    server: https://127.0.0.1:14000/dir
+    privateKeySecretRef: {name: k}
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: a, namespace: istio-system}
+spec:
+  secretName: a-tls
+  issuerRef: {name: alpn, kind: ClusterIssuer}
+  dnsNames: [a.test]
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: h, namespace: istio-system}
+spec:
+  secretName: h-tls
+  issuerRef: {name: http, kind: ClusterIssuer}
+  dnsNames: [h.test]
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: w, namespace: istio-system}
+spec:
+  secretName: w-tls
+  issuerRef: {name: alpn, kind: ClusterIssuer}
+  dnsNames: ["*.w.test"]
+"#;
+        let (orders, diags) = acme_orders(&store(&format!("{SEED}---{issuers}")));
+        let kinds: Vec<(&str, ChallengeKind)> = orders
+            .iter()
+            .map(|o| (o.secret_name.as_str(), o.challenge))
+            .collect();
+        // No annotation and an http01 solver: HTTP-01. An annotation wins over the
+        // solvers (a dns01-only issuer, an issuer without any solver).
+        assert_eq!(
+            kinds,
+            [
+                ("todolist-tls", ChallengeKind::Http01),
+                ("a-tls", ChallengeKind::TlsAlpn01),
+                ("h-tls", ChallengeKind::Http01),
+            ]
+        );
+        let [d] = diags.as_slice() else {
+            panic!("{diags:#?}")
+        };
+        assert!(
+            d.to_string()
+                .starts_with("Error [ISM0303] (Certificate istio-system/w")
+                && d.message.contains("wildcard name needs DNS-01"),
+            "{d}"
+        );
+
+        // The choice and the fallback when the CA offers something else.
+        let alpn = &orders[1];
+        use ChallengeKind::{Http01, TlsAlpn01};
+        assert_eq!(alpn.fallback(&[Http01, TlsAlpn01]), Some(TlsAlpn01));
+        assert_eq!(alpn.fallback(&[Http01]), Some(Http01));
+        assert_eq!(alpn.fallback(&[]), None);
+        let http = &orders[0];
+        assert_eq!(http.fallback(&[TlsAlpn01, Http01]), Some(Http01));
+        assert_eq!(http.fallback(&[TlsAlpn01]), Some(TlsAlpn01));
+        assert_eq!(ChallengeKind::parse("http-01"), Some(Http01));
+        assert_eq!(ChallengeKind::parse("dns-01"), None);
+        assert_eq!(TlsAlpn01.to_string(), "tls-alpn-01");
+    }
+
+    #[test]
+    fn an_invalid_challenge_annotation_is_reported_at_its_line_and_nothing_is_ordered() {
+        let yaml = r#"apiVersion: cert-manager.io/v1
+kind: Issuer
+metadata:
+  name: le
+  namespace: apps
+  annotations:
+    isthmus.dev/acme-challenge: tls-alpn
+spec:
+  acme:
+    server: https://127.0.0.1:14000/dir
+    privateKeySecretRef: {name: k}
+    solvers: [{http01: {ingress: {class: istio}}}]
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: c, namespace: apps}
+spec:
+  secretName: c-tls
+  issuerRef: {name: le}
+  dnsNames: [c.test]
+"#;
+        let (orders, diags) = acme_orders(&store(yaml));
+        assert_eq!(orders, []);
+        let text: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+        assert_eq!(text.len(), 2, "{text:#?}");
+        assert_eq!(diags[0].code, CODE_BAD_CHALLENGE_ANNOTATION);
+        assert!(
+            text[0].starts_with("Error [ISM0304] (Issuer apps/le certs.yaml:7)")
+                && text[0].contains("\"tls-alpn\" is not an ACME challenge type")
+                && text[0].contains("use \"http-01\" or \"tls-alpn-01\""),
+            "{}",
+            text[0]
+        );
+        assert!(
+            text[1].starts_with("Error [ISM0303] (Certificate apps/c")
+                && text[1].contains(
+                    "invalid isthmus.dev/acme-challenge annotation \"tls-alpn\" (ISM0304)"
+                )
+                && text[1].contains("Secret apps/c-tls is not issued"),
+            "{}",
+            text[1]
+        );
+        // `isthmus analyze` knows the code and its level.
+        assert_eq!(crate::analyze::level_of("ISM0304"), Level::Error);
+        assert!(crate::analyze::CODES
+            .iter()
+            .any(|(c, _, _)| *c == CODE_BAD_CHALLENGE_ANNOTATION));
     }
 
     #[test]

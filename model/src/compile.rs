@@ -20,7 +20,10 @@
 //!    secret (IST0101) or one without usable PEM (IST0161) is an Error; that server's
 //!    certificate is left out (its handshakes are refused) and the rest still serves.
 //!    A missing Secret that a cert-manager `Certificate` in that namespace will write
-//!    (isthmus orders it over ACME) is an Info "pending" instead.
+//!    (isthmus orders it over ACME) is an Info "pending" instead. On a Gateway
+//!    annotated `isthmus.dev/acme-issuer`, a server without `credentialName` is served
+//!    from the Secret isthmus orders for it (`certs::auto::generated_secret_name`, in
+//!    the workload's namespace), and a missing Secret is pending too.
 //!    **Client CAs** (MUTUAL, OPTIONAL_MUTUAL) as Istio's `GetCaCert`: the Secret named
 //!    by `caCertCredentialName`, else `<credentialName>-cacert`, else the credential's
 //!    own Secret; keys `cacert`, then `ca.crt`. Without one, or with a
@@ -436,7 +439,9 @@ impl<'s> Compiler<'s> {
             return false;
         }
         let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
-        if set(&tls.credential_name) {
+        // A Gateway annotated isthmus.dev/acme-issuer: isthmus orders the certificate
+        // of a server without credentialName into a generated Secret.
+        if set(&tls.credential_name) || crate::certs::auto::acme_issuer_annotation(r).is_some() {
             return true;
         }
         let (field, what) = if !tls.credential_names.is_empty() {
@@ -605,12 +610,20 @@ impl<'s> Compiler<'s> {
     ) -> (String, Option<TlsCredential>) {
         let r = s.gateway;
         let field = format!("spec.servers[{}].tls.credentialName", s.index);
-        let written = s
+        // On a Gateway annotated isthmus.dev/acme-issuer, a server without
+        // credentialName is served from the Secret isthmus orders for it.
+        let auto = crate::certs::auto::acme_issuer_annotation(r).is_some();
+        let generated = crate::certs::auto::generated_secret_name(r, s.index);
+        let written = match s
             .server
             .tls
             .as_ref()
-            .and_then(|t| t.credential_name.as_deref())
-            .unwrap_or("");
+            .and_then(|t| non_empty(&t.credential_name))
+        {
+            Some(w) => w,
+            None if auto => generated.as_str(),
+            None => "",
+        };
         let refused = refused_handshakes(sni);
         let Some((ns, name)) = resolve_credential(written, &self.workload.namespace) else {
             self.diags.push(diag(
@@ -627,6 +640,19 @@ impl<'s> Compiler<'s> {
         let secret_ref = format!("Secret {ns}/{name}");
         let data = match self.store.find(Kind::Secret, &ns, &name).map(|x| &x.spec) {
             Some(Spec::Secret(data)) => data,
+            _ if auto => {
+                self.diags.push(diag(
+                    Level::Info,
+                    CODE_NOT_APPLIED,
+                    r,
+                    &field,
+                    format!(
+                        "{secret_ref} is pending: isthmus orders it (the Gateway's annotation {}); {refused} until then",
+                        crate::certs::auto::ANN_ACME_ISSUER
+                    ),
+                ));
+                return (secret_ref, None);
+            }
             _ => {
                 // A cert-manager Certificate will write this Secret (isthmus orders it
                 // itself): pending, not an error.
@@ -1772,84 +1798,20 @@ pub(crate) fn resolve_credential_with(
 }
 
 /// Istio's `extractCertInfo`: `cert` + `key` when both are non-empty, else `tls.crt` +
-/// `tls.key`; then a PEM check of both (the engine parses them for real).
+/// `tls.key`; then the PEM checks `isthmus analyze` makes too ([`crate::pem`]). Whether
+/// the key matches the certificate is left to the engine, which parses them for real.
 fn server_cert_and_key(
     get: impl Fn(&str) -> Option<Vec<u8>>,
 ) -> Result<(Vec<u8>, Vec<u8>), String> {
-    let pairs = [("cert", "key"), ("tls.crt", "tls.key")];
-    let found = pairs.iter().find_map(|&(c, k)| match (get(c), get(k)) {
-        (Some(cert), Some(key)) if !cert.is_empty() && !key.is_empty() => Some((c, cert, k, key)),
-        _ => None,
-    });
-    let Some((cert_key, cert, key_key, key)) = found else {
-        if let Some((c, k)) = pairs
-            .iter()
-            .find(|(c, k)| get(c).is_some() && get(k).is_some())
-        {
-            return Err(format!("keys {c:?} and {k:?} are present but empty"));
-        }
-        return Err(
-            "it has neither keys \"cert\" and \"key\" nor \"tls.crt\" and \"tls.key\" (or their data is not base64)"
-                .to_string(),
-        );
-    };
-    let blocks = pem_blocks(&cert).map_err(|e| format!("{cert_key:?} is not valid PEM: {e}"))?;
-    if !blocks.iter().any(|l| l == "CERTIFICATE") {
-        return Err(format!("{cert_key:?} holds no CERTIFICATE PEM block"));
-    }
-    let blocks = pem_blocks(&key).map_err(|e| format!("{key_key:?} is not valid PEM: {e}"))?;
-    match blocks.iter().find(|l| l.ends_with("PRIVATE KEY")) {
-        None => Err(format!("{key_key:?} holds no PRIVATE KEY PEM block")),
-        Some(l) if l.starts_with("ENCRYPTED") => Err(format!(
-            "{key_key:?} is an encrypted private key, which cannot be used without its password"
-        )),
-        Some(_) => Ok((cert, key)),
-    }
+    crate::pem::server_pair(get)
+        .map(|p| (p.cert_chain_pem, p.private_key_pem))
+        .map_err(|e| e.to_string())
 }
 
 /// Istio's `ExtractRoot`: the client CA certificates of a Secret, key `cacert`, else
 /// `ca.crt` (empty values count as absent), checked to hold CERTIFICATE PEM.
 fn ca_certificates(get: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Vec<u8>, String> {
-    let Some((key, pem)) = ["cacert", "ca.crt"]
-        .into_iter()
-        .find_map(|k| get(k).filter(|v| !v.is_empty()).map(|v| (k, v)))
-    else {
-        return Err("it has no key \"cacert\" or \"ca.crt\"".to_string());
-    };
-    let blocks = pem_blocks(&pem).map_err(|e| format!("{key:?} is not valid PEM: {e}"))?;
-    if !blocks.iter().any(|l| l == "CERTIFICATE") {
-        return Err(format!("{key:?} holds no CERTIFICATE PEM block"));
-    }
-    Ok(pem)
-}
-
-/// The labels of the PEM blocks in `text`, checking that each body is base64 of a DER
-/// structure (an ASN.1 SEQUENCE). Text outside the blocks is ignored, as OpenSSL does.
-fn pem_blocks(text: &[u8]) -> Result<Vec<String>, String> {
-    let text = std::str::from_utf8(text).map_err(|_| "not text".to_string())?;
-    let mut labels = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("-----BEGIN ") {
-        let after = &rest[start + "-----BEGIN ".len()..];
-        let label_end = after
-            .find("-----")
-            .ok_or_else(|| "a BEGIN line is not closed".to_string())?;
-        let label = &after[..label_end];
-        let body = &after[label_end + 5..];
-        let end_marker = format!("-----END {label}-----");
-        let body_end = body
-            .find(&end_marker)
-            .ok_or_else(|| format!("no \"{end_marker}\" line"))?;
-        if decode_base64(&body[..body_end]).is_none_or(|der| der.first() != Some(&0x30)) {
-            return Err(format!("the {label} block is not base64 DER"));
-        }
-        labels.push(label.to_string());
-        rest = &body[body_end + end_marker.len()..];
-    }
-    if labels.is_empty() {
-        return Err("no PEM block".to_string());
-    }
-    Ok(labels)
+    crate::pem::ca_bundle(get).map_err(|e| e.to_string())
 }
 
 /// `{}` or `regex: "*"` (Istio `canBeConvertedToPresentMatch`).
@@ -2177,14 +2139,11 @@ spec:
         let (snap, diags) = compile_gateway(&tls_store(""), &GatewayWorkload::default());
         assert_eq!(errors(&diags), Vec::<String>::new());
         let ports: Vec<u16> = snap.listeners.iter().map(|l| l.port).collect();
-        // 8444: `tls: {}` is PASSTHROUGH, a TLS listener with nothing routed.
-        assert_eq!(ports, [80, 443, 8444]);
+        assert_eq!(ports, [80, 443]);
         assert_eq!(
             snap.listener(80).map(|l| &l.protocol),
             Some(&ListenerProtocol::Http)
         );
-        let pass = snap.listener(8444).and_then(|l| l.protocol.tls());
-        assert_eq!(pass, Some(&TlsTermination::default()));
         let l443 = snap.listener(443).expect("443");
         let tls = l443.protocol.tls().expect("HTTPS listener");
         assert_eq!(tls.servers.len(), 2);

@@ -6,9 +6,11 @@
 pub mod analyze;
 pub mod certs;
 pub mod compile;
+pub mod der;
 pub mod diag;
 pub mod host;
 pub mod load;
+pub mod pem;
 pub mod position;
 pub mod resources;
 pub mod snapshot;

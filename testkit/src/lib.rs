@@ -3,7 +3,9 @@
 //! readiness by polling with a deadline (never a fixed sleep), writes config
 //! directories, and drives the real `curl`. Only ever a dev-dependency.
 
+pub mod fixtures;
 pub mod pebble;
+pub mod pki;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -2,8 +2,10 @@
 //! DNS (every name resolves to 127.0.0.1), on free loopback ports, for ACME tests.
 //! Debian's pebble package ships without pebble's test certificates, so a P-256 CA
 //! and a leaf for localhost/127.0.0.1 are made here with `openssl`. HTTP-01 is
-//! validated on the port the test names (the gateway's HTTP listener). The issuing
-//! root changes at every start: [`Pebble::issuing_root`] fetches it.
+//! validated on the port the test names (the gateway's HTTP listener), TLS-ALPN-01
+//! on another one ([`Pebble::start_ports`]: the gateway's HTTPS listener). The
+//! issuing root changes at every start: [`Pebble::issuing_root`] fetches it;
+//! [`verify_chain`] checks an issued chain against it with `openssl verify`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -102,6 +104,16 @@ impl Pebble {
     /// [`Pebble::start`] with certificates valid for `validity` (pebble's default is
     /// five years).
     pub fn start_with(http_port: u16, validity: Option<Duration>) -> Option<Pebble> {
+        Pebble::launch(http_port, None, validity)
+    }
+
+    /// Start pebble validating HTTP-01 on 127.0.0.1:`http_port` and TLS-ALPN-01 on
+    /// 127.0.0.1:`tls_port` (see [`Pebble::start`]).
+    pub fn start_ports(http_port: u16, tls_port: u16) -> Option<Pebble> {
+        Pebble::launch(http_port, Some(tls_port), None)
+    }
+
+    fn launch(http_port: u16, tls_port: Option<u16>, validity: Option<Duration>) -> Option<Pebble> {
         let (Some(pebble), Some(dns)) =
             (find_program("pebble"), find_program("pebble-challtestsrv"))
         else {
@@ -113,8 +125,8 @@ impl Pebble {
         let dir = tempfile::tempdir().expect("tempdir");
         make_server_pki(dir.path());
         let ports = free_ports(5);
-        let (listen, management, dns_port, dns_mgmt, tls_port) =
-            (ports[0], ports[1], ports[2], ports[3], ports[4]);
+        let (listen, management, dns_port, dns_mgmt) = (ports[0], ports[1], ports[2], ports[3]);
+        let tls_port = tls_port.unwrap_or(ports[4]);
         let mut config = pebble_config(
             listen,
             management,
@@ -294,4 +306,36 @@ fn pebble_config(
         cert = cert.display(),
         key = key.display(),
     )
+}
+
+/// Check `chain_pem` (leaf first, then intermediates, as an ACME CA returns it) with
+/// `openssl verify` against `root` (e.g. [`Pebble::issuing_root_file`]); `Err` with
+/// openssl's output when it does not verify.
+pub fn verify_chain(root: &Path, chain_pem: &str) -> Result<(), String> {
+    let blocks: Vec<&str> = chain_pem
+        .split_inclusive("-----END CERTIFICATE-----\n")
+        .filter(|b| b.contains("BEGIN CERTIFICATE"))
+        .collect();
+    let Some((leaf, rest)) = blocks.split_first() else {
+        return Err("no certificate in the chain".into());
+    };
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let (leaf_path, rest_path) = (dir.path().join("leaf.pem"), dir.path().join("rest.pem"));
+    std::fs::write(&leaf_path, leaf).map_err(|e| e.to_string())?;
+    std::fs::write(&rest_path, rest.concat()).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new("openssl");
+    cmd.args(["verify", "-CAfile"]).arg(root);
+    if !rest.is_empty() {
+        cmd.arg("-untrusted").arg(&rest_path);
+    }
+    let out = cmd.arg(&leaf_path).output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
 }

@@ -1,16 +1,26 @@
-//! Certificates the gateway obtains itself over ACME (HTTP-01), for cert-manager
-//! `Certificate`s whose `issuerRef` names an ACME `Issuer` / `ClusterIssuer`. The
-//! [`AcmeManager`] follows the configuration store; each such Certificate gets a
+//! Certificates the gateway obtains itself over ACME (HTTP-01 or TLS-ALPN-01), for cert-manager
+//! `Certificate`s whose `issuerRef` names an ACME `Issuer` / `ClusterIssuer`, and for
+//! the HTTPS servers of Gateways annotated `isthmus.dev/acme-issuer` (the orders of
+//! `isthmus_model::certs::acme_orders`, one per Secret). The
+//! [`AcmeManager`] follows the configuration store; each such order gets a
 //! worker that keeps its Secret issued: a stored certificate for the same names,
 //! issuer and server that is not due for renewal is kept (a restart places no order);
 //! otherwise it orders ([`order`]), writes the result to the state directory
 //! ([`store`]) — where the controller picks it up as configuration, so the Gateway's
 //! `credentialName` serves it — and sleeps until renewal. Failures are retried with
 //! exponential backoff; a stored certificate is never removed, so a valid one keeps
-//! serving. Progress is logged as `acme: ordering ...`, `acme: challenge served for
-//! ...`, `acme: issued ns/secret for [names], expires ...`.
+//! serving. Progress is logged at INFO, so `isthmus up` shows it by default:
+//! `acme: ordering ...`, `acme: challenge served for ...`, `acme: issued ns/secret for
+//! [names], expires ... renewal at ...`, `acme: ... is stored ...; no order needed`,
+//! and at ERROR `acme: order for ... failed: ...; retrying in Ns (at TIME, failed
+//! attempts: N)`. Each change is also written as a cert-manager-shaped status
+//! (`Ready` condition, validity, failures) to `STATE/status/` ([`status`]), which
+//! `isthmus certs` prints; a status file is removed when its order leaves the
+//! configuration.
 
+pub mod kube;
 pub mod order;
+pub mod status;
 pub mod store;
 
 use std::collections::HashMap;
@@ -19,8 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use instant_acme::Account;
-use isthmus_engine::ChallengeTokens;
-use isthmus_model::certs::{acme_orders, decide, AcmeOrder, Decision};
+use isthmus_model::certs::status::{rfc3339, Reason};
+use isthmus_model::certs::{acme_orders, decide, renewal_at, AcmeOrder, ChallengeKind, Decision};
 use isthmus_model::{Level, Store};
 use rustls::pki_types::CertificateDer;
 use tokio::sync::{watch, Mutex};
@@ -86,6 +96,8 @@ impl AcmeManager {
     /// Follow `stores` (the configuration in effect) and keep every ACME
     /// Certificate's Secret issued. Call from a tokio runtime.
     pub fn start(stores: watch::Receiver<Arc<Store>>, opts: AcmeOptions) -> AcmeManager {
+        // Replicas on this state directory answer each other's challenges.
+        isthmus_engine::acme_challenge::share_dir(&opts.state.challenges_dir());
         let shared = Arc::new(Shared {
             opts,
             accounts: Mutex::new(HashMap::new()),
@@ -137,12 +149,21 @@ async fn follow(mut stores: watch::Receiver<Arc<Store>>, shared: Arc<Shared>) {
             }
             reported = text;
         }
-        let wanted: HashMap<String, AcmeOrder> = orders
-            .into_iter()
-            .map(|o| (o.certificate.clone(), o))
+        // By Secret: one order per Secret (a Gateway's automatic certificates and the
+        // Certificates share the key space).
+        let wanted: HashMap<String, AcmeOrder> =
+            orders.into_iter().map(|o| (o.secret_ref(), o)).collect();
+        // A Certificate that is gone or changed stops its worker (dropped: aborted);
+        // one that is gone also loses its status file.
+        let gone: Vec<AcmeOrder> = workers
+            .iter()
+            .filter(|(k, _)| !wanted.contains_key(*k))
+            .map(|(_, w)| w.order.clone())
             .collect();
-        // A Certificate that is gone or changed stops its worker (dropped: aborted).
         workers.retain(|k, w| wanted.get(k) == Some(&w.order));
+        for o in &gone {
+            status::remove_status(&shared.opts.state, o);
+        }
         for (k, o) in wanted {
             if let std::collections::hash_map::Entry::Vacant(slot) = workers.entry(k) {
                 let task = tokio::spawn(keep_issued(o.clone(), shared.clone()));
@@ -169,13 +190,15 @@ const MAX_SLEEP: Duration = Duration::from_secs(6 * 3600);
 /// How often a gateway waiting for another one's order looks again.
 const LOCK_POLL: Duration = Duration::from_secs(1);
 
-/// Keep `order`'s Secret issued until the task is aborted.
+/// Keep `order`'s Secret issued until the task is aborted. Each change of what it
+/// does is logged at INFO (ERROR for a failure) and written to its status file.
 async fn keep_issued(order: AcmeOrder, shared: Arc<Shared>) {
     let state = &shared.opts.state;
     let what = format!("{} for [{}]", order.secret_ref(), order.names.join(", "));
     let mut retry = shared.opts.retry.first;
     let mut announced = false;
     let mut waiting = false;
+    let mut status = status::StatusFile::new(state, &order, now());
     loop {
         let stored = match state.load_issued(&order) {
             Ok(s) => s,
@@ -187,17 +210,45 @@ async fn keep_issued(order: AcmeOrder, shared: Arc<Shared>) {
                 None
             }
         };
+        // What serves the order's names now, for the status: (notBefore, notAfter,
+        // renewalTime) of a stored, unexpired certificate for exactly these names.
+        let serving = stored
+            .as_ref()
+            .filter(|s| serves(&order, s, now()))
+            .map(|s| {
+                let i = &s.issued;
+                (
+                    i.not_before,
+                    i.not_after,
+                    renewal_at(i.not_before, i.not_after, order.renew_before),
+                )
+            });
+        status.progress.set_validity(serving);
         let reason = match decide(&order, stored.as_ref().map(|s| &s.issued), now()) {
             Decision::Keep { renew_at } => {
-                if !announced {
-                    if let Some(s) = &stored {
+                // A replica that waited for another's order says what it now serves.
+                let waited = std::mem::take(&mut waiting);
+                if let Some(s) = &stored {
+                    if !announced || waited {
                         info!(
-                            "acme: {what} is stored (serial {}, expires {}); no order needed",
-                            s.serial, s.expires
+                            "acme: {what} is stored (serial {}, expires {}, renewal at {}); no order needed",
+                            s.serial,
+                            s.expires,
+                            rfc3339(renew_at)
                         );
                     }
-                    announced = true;
+                    // Just issued: that message stays.
+                    if !(status.progress.ready && status.progress.reason == Reason::Issued) {
+                        let message = format!(
+                            "certificate serial {} is up to date; renewal at {}",
+                            s.serial,
+                            rfc3339(renew_at)
+                        );
+                        status.progress.set(true, Reason::Issued, message, now());
+                    }
+                    status.write();
                 }
+                announced = true;
                 let wait = u64::try_from(renew_at.saturating_sub(now())).unwrap_or(0);
                 tokio::time::sleep(Duration::from_secs(wait).min(MAX_SLEEP)).await;
                 continue;
@@ -212,6 +263,13 @@ async fn keep_issued(order: AcmeOrder, shared: Arc<Shared>) {
             Ok(None) => {
                 if !waiting {
                     info!("acme: another isthmus is ordering {what}; waiting for its result");
+                    status.progress.set(
+                        serving.is_some(),
+                        Reason::Pending,
+                        "another isthmus on this state directory is ordering it; waiting for its result",
+                        now(),
+                    );
+                    status.write();
                     waiting = true;
                 }
                 tokio::time::sleep(LOCK_POLL).await;
@@ -239,41 +297,111 @@ async fn keep_issued(order: AcmeOrder, shared: Arc<Shared>) {
             order.issuer.display(),
             order.acme.server
         );
+        let after = match status.progress.failed_attempts {
+            0 => String::new(),
+            n => format!(" after {n} failed attempt(s)"),
+        };
+        status.progress.set(
+            serving.is_some(),
+            Reason::Ordering,
+            format!(
+                "ordering from {} at {} ({reason}){after}",
+                order.issuer.display(),
+                order.acme.server
+            ),
+            now(),
+        );
+        status.write();
         let started = std::time::Instant::now();
         let result = issue(&order, &shared).await;
         drop(lock);
         match result {
             Ok(s) => {
+                let i = &s.issued;
+                let renew = renewal_at(i.not_before, i.not_after, order.renew_before);
                 info!(
-                    "acme: issued {}/{} for [{}], expires {} (serial {}, in {} ms)",
+                    "acme: issued {}/{} for [{}], expires {} (serial {}, in {} ms); renewal at {}",
                     order.namespace,
                     order.secret_name,
                     order.names.join(", "),
                     s.expires,
                     s.serial,
-                    started.elapsed().as_millis()
+                    started.elapsed().as_millis(),
+                    rfc3339(renew)
                 );
                 retry = shared.opts.retry.first;
+                let p = &mut status.progress;
+                p.set_validity(Some((i.not_before, i.not_after, renew)));
+                p.last_failure = None;
+                p.failed_attempts = 0;
+                p.set(
+                    true,
+                    Reason::Issued,
+                    format!(
+                        "certificate serial {} issued in {} ms; renewal at {}",
+                        s.serial,
+                        started.elapsed().as_millis(),
+                        rfc3339(renew)
+                    ),
+                    now(),
+                );
+                status.write();
+                // Stored: the next round finds it (and keeps it) without logging it.
+                announced = true;
             }
             Err(e) => {
-                let serving = match &stored {
-                    Some(s) if s.issued.not_after > now() => {
+                let failed_at = now();
+                let next =
+                    failed_at.saturating_add(i64::try_from(retry.as_secs()).unwrap_or(i64::MAX));
+                let serving_text = match &stored {
+                    Some(s) if s.issued.not_after > failed_at => {
                         format!("the stored certificate keeps serving until {}", s.expires)
                     }
                     _ => format!("no certificate issued for {} yet", order.names.join(", ")),
                 };
+                let p = &mut status.progress;
+                p.failed_attempts = p.failed_attempts.saturating_add(1);
+                p.last_failure = Some(failed_at);
+                let attempts = p.failed_attempts;
                 error!(
-                    "acme: order for {what} ({} {}) failed: {}; retrying in {}s; {serving}",
+                    "acme: order for {what} ({} {}) failed: {}; retrying in {}s (at {}, failed attempts: {attempts}); {serving_text}",
                     order.certificate,
                     order.origin,
                     with_causes(&e),
-                    retry.as_secs_f32()
+                    retry.as_secs_f32(),
+                    rfc3339(next)
                 );
+                p.set(
+                    serving.is_some(),
+                    Reason::Failed,
+                    format!(
+                        "order failed: {}; next attempt at {}; {serving_text}",
+                        with_causes(&e),
+                        rfc3339(next)
+                    ),
+                    failed_at,
+                );
+                status.write();
                 tokio::time::sleep(retry).await;
                 retry = (retry * 2).min(shared.opts.retry.max);
             }
         }
     }
+}
+
+/// Whether `stored` serves `order` at `now`: unexpired and for exactly its names.
+fn serves(order: &AcmeOrder, stored: &StoredCert, now: i64) -> bool {
+    let mut want: Vec<&str> = order.names.iter().map(String::as_str).collect();
+    let mut have: Vec<String> = stored
+        .issued
+        .names
+        .iter()
+        .map(|n| n.to_ascii_lowercase())
+        .collect();
+    want.sort_unstable();
+    have.sort_unstable();
+    have.dedup();
+    stored.issued.not_after > now && want == have
 }
 
 /// `e` and its causes (`client error (Connect): tcp connect error: Connection
@@ -307,13 +435,20 @@ async fn issue(order: &AcmeOrder, shared: &Shared) -> Result<StoredCert, IssueEr
     let mut fresh_account = false;
     loop {
         let account = account(order, shared, fresh_account).await?;
-        let validated = |name: &str, served: u64| {
-            info!("acme: challenge served for {name} ({served} fetches by the CA), validated");
+        let validated = |name: &str, kind: ChallengeKind, served: u64| {
+            match kind {
+            ChallengeKind::Http01 => {
+                info!("acme: challenge served for {name} ({served} fetches by the CA), validated")
+            }
+            ChallengeKind::TlsAlpn01 => info!(
+                "acme: challenge served for {name} (tls-alpn-01), validated ({served} handshakes by the CA)"
+            ),
+        }
         };
         match order::order_certificate(
             &account,
             order,
-            ChallengeTokens::global(),
+            order::Responders::global(),
             shared.opts.poll,
             validated,
         )

@@ -1,10 +1,14 @@
 //! One ACME exchange with instant-acme: the HTTPS client that trusts what the issuer
 //! says (`caBundle`, else the system roots plus `--acme-ca-root`; or nothing at all
 //! with `skipTLSVerify`), the account (restored from its stored credentials, else
-//! created once), and an order answered over HTTP-01: each challenge's key
-//! authorization goes into the gateway's token map for exactly as long as the order
-//! waits for validation, the order is polled with short delays, and finalized with a
-//! fresh ECDSA P-256 key.
+//! created once), and an order answered over HTTP-01 or TLS-ALPN-01 (the order's
+//! [`ChallengeKind`], else the other one when the CA does not offer it): each
+//! challenge's key authorization goes into the gateway's token map (HTTP-01), or a
+//! self-signed certificate carrying its digest in the `acmeIdentifier` extension into
+//! the gateway's TLS-ALPN-01 map ([`tls_alpn_certificate`]), for exactly as long as
+//! the order waits for validation (the engine also publishes both in the shared
+//! state directory, so replicas answer too); the order is polled with short delays,
+//! and finalized with a fresh ECDSA P-256 key.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,15 +22,15 @@ use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, BodyWrapper, ChallengeType, HttpClient,
     Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
-use isthmus_engine::acme_challenge::{ChallengeTokens, PendingChallenge};
-use isthmus_model::certs::AcmeOrder;
+use isthmus_engine::acme_challenge::{AlpnChallenges, ChallengeTokens, PendingChallenge};
+use isthmus_model::certs::{AcmeOrder, ChallengeKind};
 use isthmus_model::resources::certmanager::AcmeIssuer;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tracing::debug;
+use tracing::{debug, info};
 
 /// Why an ACME exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -250,30 +254,97 @@ pub struct Issuance {
     pub key_pem: String,
 }
 
-/// Removes the tokens it holds from the map when dropped: when the order is done,
-/// failed, or its task was cancelled.
-struct Tokens<'a> {
-    map: &'a ChallengeTokens,
-    held: Vec<String>,
+/// Where challenges are answered: the engine's maps (HTTP-01 tokens, TLS-ALPN-01
+/// certificates).
+#[derive(Debug, Clone, Copy)]
+pub struct Responders<'a> {
+    pub http01: &'a ChallengeTokens,
+    pub tls_alpn01: &'a AlpnChallenges,
 }
 
-impl Drop for Tokens<'_> {
-    fn drop(&mut self) {
-        for t in &self.held {
-            self.map.remove(t);
+impl Responders<'static> {
+    /// The maps every listener of this process answers from.
+    pub fn global() -> Responders<'static> {
+        Responders {
+            http01: ChallengeTokens::global(),
+            tls_alpn01: AlpnChallenges::global(),
         }
     }
 }
 
-/// Order a certificate for `order.names` on `account`, answering HTTP-01 through
-/// `tokens`. `on_validated` is called once per name whose challenge the CA
-/// validated, with the number of times the answer was fetched.
+/// Removes the challenges it holds from the maps when dropped: when the order is
+/// done, failed, or its task was cancelled.
+struct Held<'a> {
+    responders: Responders<'a>,
+    tokens: Vec<String>,
+    domains: Vec<String>,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        for t in &self.tokens {
+            self.responders.http01.remove(t);
+        }
+        for d in &self.domains {
+            self.responders.tls_alpn01.remove(d);
+        }
+    }
+}
+
+/// One challenge set ready: the name, how it is answered, and its answer count.
+struct Pending {
+    name: String,
+    kind: ChallengeKind,
+    token: String,
+    served: Arc<PendingChallenge>,
+}
+
+fn acme_type(kind: ChallengeKind) -> ChallengeType {
+    match kind {
+        ChallengeKind::Http01 => ChallengeType::Http01,
+        ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
+    }
+}
+
+/// The TLS-ALPN-01 challenge certificate for `domain` (RFC 8737 §3): self-signed,
+/// subjectAltName `domain` only, and the critical `acmeIdentifier` extension holding
+/// `digest`, the SHA-256 of the key authorization. Returns (certificate PEM, fresh
+/// ECDSA P-256 key PEM).
+pub fn tls_alpn_certificate(domain: &str, digest: &[u8]) -> Result<(String, String), OrderError> {
+    let failed =
+        |e: String| OrderError::Failed(format!("building the TLS-ALPN-01 certificate: {e}"));
+    if digest.len() != 32 {
+        return Err(failed(format!(
+            "the key authorization digest has {} bytes, not 32",
+            digest.len()
+        )));
+    }
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| failed(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::new(vec![domain.to_string()])
+        .map_err(|e| failed(e.to_string()))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, domain);
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| failed(e.to_string()))?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Order a certificate for `order.names` on `account`, answering each authorization
+/// through `responders` with the order's challenge type (or the other one when the CA
+/// does not offer it). `on_validated` is called once per name whose challenge the CA
+/// validated, with the type answered and the number of times the answer was fetched
+/// (HTTP-01) or handshaken (TLS-ALPN-01), here or by a replica.
 pub async fn order_certificate(
     account: &Account,
     order: &AcmeOrder,
-    tokens: &ChallengeTokens,
+    responders: Responders<'_>,
     timing: PollTiming,
-    mut on_validated: impl FnMut(&str, u64),
+    mut on_validated: impl FnMut(&str, ChallengeKind, u64),
 ) -> Result<Issuance, OrderError> {
     let identifiers: Vec<Identifier> = order
         .names
@@ -287,11 +358,12 @@ pub async fn order_certificate(
         .await
         .map_err(at("placing the order"))?;
     step("order placed");
-    let mut held = Tokens {
-        map: tokens,
-        held: Vec::new(),
+    let mut held = Held {
+        responders,
+        tokens: Vec::new(),
+        domains: Vec::new(),
     };
-    let mut pending: Vec<(String, String, Arc<PendingChallenge>)> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::new();
     {
         let mut authorizations = acme_order.authorizations();
         while let Some(authz) = authorizations.next().await {
@@ -306,17 +378,65 @@ pub async fn order_certificate(
                     )))
                 }
             }
-            let mut challenge = authz.challenge(ChallengeType::Http01).ok_or_else(|| {
-                OrderError::Failed(format!("the CA offers no HTTP-01 challenge for {name}"))
+            let offered: Vec<ChallengeKind> = authz
+                .challenges
+                .iter()
+                .filter_map(|c| match c.r#type {
+                    ChallengeType::Http01 => Some(ChallengeKind::Http01),
+                    ChallengeType::TlsAlpn01 => Some(ChallengeKind::TlsAlpn01),
+                    _ => None,
+                })
+                .collect();
+            let Some(kind) = order.fallback(&offered) else {
+                let types: Vec<String> = authz
+                    .challenges
+                    .iter()
+                    .map(|c| format!("{:?}", c.r#type))
+                    .collect();
+                return Err(OrderError::Failed(format!(
+                    "the CA offers neither HTTP-01 nor TLS-ALPN-01 for {name} (it offers [{}])",
+                    types.join(", ")
+                )));
+            };
+            if kind != order.challenge {
+                info!(
+                    "acme: the CA offers no {} challenge for {name}; answering {kind} instead",
+                    order.challenge
+                );
+            }
+            let mut challenge = authz.challenge(acme_type(kind)).ok_or_else(|| {
+                OrderError::Failed(format!("the CA offers no {kind} challenge for {name}"))
             })?;
             let key_authorization = challenge.key_authorization();
-            let served = tokens.insert(&challenge.token, key_authorization.as_str());
-            held.held.push(challenge.token.clone());
+            let served = match kind {
+                ChallengeKind::Http01 => {
+                    let served = responders
+                        .http01
+                        .insert(&challenge.token, key_authorization.as_str());
+                    held.tokens.push(challenge.token.clone());
+                    served
+                }
+                ChallengeKind::TlsAlpn01 => {
+                    let (cert, key) =
+                        tls_alpn_certificate(&name, key_authorization.digest().as_ref())?;
+                    let served = responders
+                        .tls_alpn01
+                        .insert(&name, cert.as_bytes(), key.as_bytes())
+                        .map_err(|e| OrderError::Failed(e.to_string()))?;
+                    held.domains.push(name.clone());
+                    served
+                }
+            };
             challenge
                 .set_ready()
                 .await
                 .map_err(at("telling the CA the challenge is ready"))?;
-            pending.push((name, challenge.token.clone(), served));
+            pending.push(Pending {
+                name,
+                kind,
+                token: challenge.token.clone(),
+                served,
+            });
         }
     }
     step("challenges ready");
@@ -330,8 +450,8 @@ pub async fn order_certificate(
         ));
     }
     step("validated");
-    for (name, _, served) in &pending {
-        on_validated(name, served.served());
+    for p in &pending {
+        on_validated(&p.name, p.kind, p.served.served());
     }
     drop(held);
 
@@ -357,11 +477,8 @@ pub async fn order_certificate(
 }
 
 /// Why validation failed: the CA's problem per challenge, and a hint when the CA
-/// never fetched the answer (it could not reach the gateway's HTTP listener).
-async fn validation_failure(
-    acme_order: &mut instant_acme::Order,
-    pending: &[(String, String, Arc<PendingChallenge>)],
-) -> String {
+/// never fetched the answer (it could not reach the gateway's listener).
+async fn validation_failure(acme_order: &mut instant_acme::Order, pending: &[Pending]) -> String {
     let mut reasons = Vec::new();
     let mut authorizations = acme_order.authorizations();
     while let Some(Ok(mut authz)) = authorizations.next().await {
@@ -378,12 +495,17 @@ async fn validation_failure(
             reasons.push(format!("{name}: {p}"));
         }
     }
-    for (name, token, served) in pending {
-        if served.served() == 0 {
-            reasons.push(format!(
-                "the CA never fetched http://{name}/.well-known/acme-challenge/{token}: it must reach a Gateway HTTP listener (port 80; locally 8080 unless mapped otherwise)"
-            ));
-        }
+    for p in pending.iter().filter(|p| p.served.served() == 0) {
+        let name = &p.name;
+        reasons.push(match p.kind {
+            ChallengeKind::Http01 => format!(
+                "the CA never fetched http://{name}/.well-known/acme-challenge/{}: it must reach a Gateway HTTP listener (port 80; locally 8080 unless mapped otherwise)",
+                p.token
+            ),
+            ChallengeKind::TlsAlpn01 => format!(
+                "the CA never completed a TLS-ALPN-01 handshake for {name}: it must reach a Gateway HTTPS listener (port 443; locally 8443 unless mapped otherwise)"
+            ),
+        });
     }
     if reasons.is_empty() {
         reasons.push("no reason given by the CA".into());
@@ -405,4 +527,59 @@ fn csr(order: &AcmeOrder) -> Result<(Vec<u8>, String), OrderError> {
     }
     let csr = params.serialize_request(&key).map_err(failed)?;
     Ok((csr.der().to_vec(), key.serialize_pem()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+    /// SHA-256("abc") (FIPS 180-2 test vector), standing in for a key
+    /// authorization's digest.
+    const DIGEST: [u8; 32] = [
+        0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea, 0x41, 0x41, 0x40, 0xde, 0x5d, 0xae, 0x22,
+        0x23, 0xb0, 0x03, 0x61, 0xa3, 0x96, 0x17, 0x7a, 0x9c, 0xb4, 0x10, 0xff, 0x61, 0xf2, 0x00,
+        0x15, 0xad,
+    ];
+
+    #[test]
+    fn the_tls_alpn_certificate_carries_the_digest_in_a_critical_acme_identifier() {
+        let (cert_pem, key_pem) = tls_alpn_certificate("alpn.test", &DIGEST).expect("cert");
+        assert!(key_pem.contains("BEGIN PRIVATE KEY"));
+        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("PEM");
+        let (_, cert) = X509Certificate::from_der(&der).expect("X.509");
+        // Self-signed, for the domain alone.
+        assert_eq!(cert.subject(), cert.issuer());
+        let san = cert
+            .subject_alternative_name()
+            .expect("SAN parses")
+            .expect("SAN present");
+        assert_eq!(san.value.general_names, [GeneralName::DNSName("alpn.test")]);
+        // id-pe-acmeIdentifier (RFC 8737 §6.1), critical, an OCTET STRING of the digest.
+        let acme: Vec<_> = cert
+            .extensions()
+            .iter()
+            .filter(|e| e.oid.to_id_string() == "1.3.6.1.5.5.7.1.31")
+            .collect();
+        let [ext] = acme.as_slice() else {
+            panic!("one acmeIdentifier extension: {:?}", cert.extensions())
+        };
+        assert!(ext.critical);
+        let mut want = vec![0x04, 0x20];
+        want.extend_from_slice(&DIGEST);
+        assert_eq!(ext.value, want.as_slice());
+
+        // The engine serves it (the key matches, ALPN acme-tls/1).
+        let alpn = AlpnChallenges::default();
+        alpn.insert("alpn.test", cert_pem.as_bytes(), key_pem.as_bytes())
+            .expect("loads");
+        let config = alpn.config_for("alpn.test").expect("pending");
+        assert_eq!(config.alpn_protocols, [b"acme-tls/1".to_vec()]);
+    }
+
+    #[test]
+    fn a_digest_of_the_wrong_size_is_an_error_not_a_panic() {
+        let e = tls_alpn_certificate("alpn.test", &DIGEST[..31]).expect_err("31 bytes");
+        assert!(e.to_string().contains("31 bytes, not 32"), "{e}");
+    }
 }

@@ -7,7 +7,8 @@
 //! the Gateway's `credentialName` serves it. Files are written whole (a hidden
 //! temporary file, fsync, rename) with mode 0600; directories are 0700. Key material
 //! is never logged. A `flock` per Secret (`locks/`) lets only one of several gateways
-//! sharing the directory order.
+//! sharing the directory order; the challenges of its order are published in
+//! `challenges/` so that every one of them answers the CA.
 
 use std::fs;
 use std::io::{self, Write};
@@ -102,6 +103,13 @@ impl StateDir {
     /// Where issued certificates are written as Secret YAML (a config source).
     pub fn secrets_dir(&self) -> PathBuf {
         self.root.join("secrets")
+    }
+
+    /// Where pending challenges are published for the replicas sharing this
+    /// directory (`challenges/`, written and read by the engine's
+    /// `acme_challenge::ChallengeDir`).
+    pub fn challenges_dir(&self) -> PathBuf {
+        self.root.join("challenges")
     }
 
     pub fn secret_path(&self, namespace: &str, name: &str) -> PathBuf {
@@ -270,7 +278,12 @@ fn secret_yaml(order: &AcmeOrder, chain_pem: &str, key_pem: &str) -> String {
 
 /// Check that `key` belongs to the first certificate of `chain` and read the
 /// certificate's names, validity and serial.
-fn inspect(chain: &[u8], key: &[u8], issuer: String, server: String) -> Result<StoredCert, String> {
+pub(crate) fn inspect(
+    chain: &[u8],
+    key: &[u8],
+    issuer: String,
+    server: String,
+) -> Result<StoredCert, String> {
     let certs = CertificateDer::pem_slice_iter(chain)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("the certificate is not valid PEM: {e}"))?;
@@ -474,6 +487,51 @@ spec:
         assert!(state.try_lock(&o).expect("lock").is_none());
         drop(held);
         assert!(state.try_lock(&o).expect("lock").is_some());
+    }
+
+    #[test]
+    fn the_order_lock_excludes_other_processes() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::new(tmp.path());
+        let o = order();
+        // util-linux's flock(1) takes the same flock(2) lock from another process.
+        let other = || {
+            std::process::Command::new("flock")
+                .args(["--nonblock", "--exclusive"])
+                .arg(state.root().join("locks/istio-system.c-tls.lock"))
+                .arg("true")
+                .status()
+                .expect("run flock")
+        };
+        let held = state.try_lock(&o).expect("lock").expect("free");
+        assert_eq!(other().code(), Some(1), "held by this process");
+        drop(held);
+        assert!(other().success(), "released");
+        // And the other way round: a lock held by another process is seen here.
+        // --no-fork: flock(1) becomes `sleep`, so killing it releases the lock.
+        let mut child = std::process::Command::new("flock")
+            .args(["--exclusive", "--no-fork"])
+            .arg(state.root().join("locks/istio-system.c-tls.lock"))
+            .args(["sleep", "30"])
+            .spawn()
+            .expect("spawn flock");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut seen = false;
+        while std::time::Instant::now() < deadline {
+            match state.try_lock(&o).expect("lock") {
+                None => {
+                    seen = true;
+                    break;
+                }
+                // The child has not taken it yet: release and look again.
+                Some(l) => drop(l),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(seen, "the other process's lock was never seen");
+        assert!(state.try_lock(&o).expect("lock").is_some(), "freed on exit");
     }
 
     #[test]

@@ -1,84 +1,117 @@
 //! TLS credentials: whether a Secret holds a usable server certificate and key
-//! (IST0161), whether a cert-manager `Certificate` will write a missing Secret, and the
-//! hints when a Gateway's `credentialName` matches nothing: a Certificate writing a
-//! secret no Gateway uses (ISM0101, the seed guide's slip) or writing the right secret
-//! in the wrong namespace (ISM0102).
+//! (IST0161), whether that key belongs to the certificate (ISM0105) and whether the
+//! certificates are valid at the time of the analysis (ISM0104), whether a
+//! cert-manager `Certificate` will write a missing Secret, and the hints when a
+//! Gateway's `credentialName` matches nothing: a Certificate writing a secret no
+//! Gateway uses (ISM0101, the seed guide's slip) or writing the right secret in the
+//! wrong namespace (ISM0102). The checks of a Secret's PEM are [`crate::pem`]'s, the
+//! ones the compiler (and so the running gateway) makes.
 
 use crate::diag::Diagnostic;
 use crate::host;
+use crate::pem::{self, CredentialError};
 use crate::resources::certmanager::CertificateSpec;
-use crate::resources::core::{decode_base64, SecretData};
-use crate::resources::Resource;
+use crate::resources::core::SecretData;
+use crate::resources::{Kind, Resource, Spec};
 
-use super::gateway::CredentialRef;
+use super::gateway::{credential_refs, CredentialRef};
 use super::index::Index;
-use super::{finding, full_name};
+use super::{finding, full_name, level_of};
 
-/// Istio's `ExtractCertInfo` + `ValidateCertificate`, without X.509 parsing: `cert` +
-/// `key` win over `tls.crt` + `tls.key`; both must be non-empty PEM (a certificate
-/// block and a private-key block whose bodies are base64 DER).
+/// Warning: a credential's certificate is expired or not yet valid at the time of the
+/// analysis (`isthmus analyze` passes its clock; the model has none).
+pub const CODE_NOT_CURRENTLY_VALID: &str = "ISM0104";
+/// Error: a credential's private key is not its certificate's (the gateway refuses
+/// the handshakes of the server; istioctl does not check this).
+pub const CODE_KEY_MISMATCH: &str = "ISM0105";
+
+/// Istio's `ExtractCertInfo` + `ValidateCertificate` (the PEM checks of
+/// [`pem::server_pair`]): `cert` + `key` win over `tls.crt` + `tls.key`; both must be
+/// PEM whose blocks are base64 DER, with a certificate and an unencrypted private key.
 pub(super) fn validate_server_secret(secret: &SecretData) -> Result<(), String> {
-    let pair = [("cert", "key"), ("tls.crt", "tls.key")]
-        .into_iter()
-        .find(|(c, k)| {
-            secret.get(c).is_some_and(|v| !v.is_empty())
-                && secret.get(k).is_some_and(|v| !v.is_empty())
-        });
-    let Some((cert_key, key_key)) = pair else {
-        let keys: Vec<&str> = secret.keys().collect();
-        for (c, k) in [("cert", "key"), ("tls.crt", "tls.key")] {
-            if keys.contains(&c) && keys.contains(&k) {
-                return Err(format!(
-                    "found keys {c:?} and {k:?}, but they were empty or not base64"
-                ));
-            }
-        }
-        return Err(format!(
-            "found secret, but didn't have expected keys (cert and key) or (tls.crt and tls.key); \
-             found: {}",
-            if keys.is_empty() {
+    match pem::server_pair(|k| secret.get(k)) {
+        Ok(_) => Ok(()),
+        Err(e @ CredentialError::NoKeys) => {
+            let keys: Vec<&str> = secret.keys().collect();
+            let found = if keys.is_empty() {
                 "no keys".to_string()
             } else {
                 keys.join(", ")
-            }
-        ));
-    };
-    let cert = secret.get(cert_key).unwrap_or_default();
-    let key = secret.get(key_key).unwrap_or_default();
-    if !has_pem_block(&cert, |label| label == "CERTIFICATE") {
-        return Err(format!("{cert_key:?} is not a PEM certificate"));
+            };
+            Err(format!("{e}; found: {found}"))
+        }
+        Err(e) => Err(e.to_string()),
     }
-    if !has_pem_block(&key, |label| label.ends_with("PRIVATE KEY")) {
-        return Err(format!("{key_key:?} is not a PEM private key"));
-    }
-    Ok(())
 }
 
-/// Whether `text` holds a PEM block with an accepted label whose body decodes to DER
-/// (an ASN.1 SEQUENCE).
-fn has_pem_block(text: &[u8], label_ok: impl Fn(&str) -> bool) -> bool {
-    let Ok(text) = std::str::from_utf8(text) else {
-        return false;
-    };
-    let mut rest = text;
-    while let Some(start) = rest.find("-----BEGIN ") {
-        let after = &rest[start + "-----BEGIN ".len()..];
-        let Some(label_end) = after.find("-----") else {
-            return false;
+/// ISM0105 and ISM0104 for every usable credential a Gateway server names: a key that
+/// is not the certificate's, and (with `now`, Unix seconds) a certificate expired or
+/// not yet valid. Reported on the Secret (where the fix goes), once per server that
+/// names it. Missing and unusable Secrets are IST0101 / IST0161, reported elsewhere.
+pub(super) fn check_pairs(ix: &Index, now: Option<i64>, out: &mut Vec<Diagnostic>) {
+    for (gw, spec) in ix.store.gateways() {
+        let Some(home) = ix.gateway_home(gw, spec) else {
+            continue;
         };
-        let label = &after[..label_end];
-        let body_start = &after[label_end + 5..];
-        let end_marker = format!("-----END {label}-----");
-        let Some(body_end) = body_start.find(&end_marker) else {
-            return false;
-        };
-        let body = &body_start[..body_end];
-        if label_ok(label) && decode_base64(body).is_some_and(|der| der.first() == Some(&0x30)) {
-            return true;
+        for (i, server) in spec.servers.iter().enumerate() {
+            let Some(tls) = &server.tls else { continue };
+            let base = format!("spec.servers[{i}].tls");
+            for c in credential_refs(tls, &base, home.namespace()) {
+                let Some(secret) = ix.store.find(Kind::Secret, &c.namespace, &c.name) else {
+                    continue;
+                };
+                let Spec::Secret(data) = &secret.spec else {
+                    continue;
+                };
+                let Ok(pair) = pem::server_pair(|k| data.get(k)) else {
+                    continue;
+                };
+                let named = format!(
+                    "Secret {}/{} (credentialName of Gateway {} spec.servers[{i}])",
+                    c.namespace,
+                    c.name,
+                    full_name(gw)
+                );
+                let field = certificate_field(data);
+                if let Err(e) = pair.check_key() {
+                    out.push(on_secret(CODE_KEY_MISMATCH, secret, &field, &named, e));
+                }
+                if let Some(why) = now.and_then(|now| pair.validity_problem(now)) {
+                    let code = CODE_NOT_CURRENTLY_VALID;
+                    out.push(on_secret(code, secret, &field, &named, why));
+                }
+            }
         }
-        rest = &body_start[body_end + end_marker.len()..];
     }
-    false
+}
+
+/// A finding on `secret` at `field`: `Secret ns/name (credentialName of ...): why`.
+fn on_secret(
+    code: &'static str,
+    secret: &Resource,
+    field: &str,
+    named: &str,
+    why: impl std::fmt::Display,
+) -> Diagnostic {
+    Diagnostic::new(level_of(code), code, format!("{named}: {why}"))
+        .at(secret.origin_at(field))
+        .field(field)
+        .on(secret)
+}
+
+/// The field holding a Secret's server certificate, as written (`stringData` wins
+/// over `data`, `cert` over `tls.crt`, as [`pem::server_pair`] reads them).
+fn certificate_field(data: &SecretData) -> String {
+    let set = |k: &str| data.get(k).is_some_and(|v| !v.is_empty());
+    let key = pem::SERVER_KEYS
+        .iter()
+        .find(|(c, k)| set(c) && set(k))
+        .map_or("tls.crt", |(c, _)| *c);
+    if data.string_data.contains_key(key) {
+        format!("stringData.{key}")
+    } else {
+        format!("data.{key}")
+    }
 }
 
 /// Whether a cert-manager Certificate in `namespace` writes Secret `name`: then the
@@ -227,11 +260,80 @@ mod tests {
         assert!(validate_server_secret(&secret(&[("tls.crt", CERT), ("tls.key", KEY)])).is_ok());
         assert!(validate_server_secret(&secret(&[("cert", CERT), ("key", KEY)])).is_ok());
         let e = validate_server_secret(&secret(&[("tls.cert", CERT)])).unwrap_err();
-        assert!(e.contains("found: tls.cert"), "{e}");
+        assert!(
+            e.contains("neither keys") && e.ends_with("; found: tls.cert"),
+            "{e}"
+        );
+        let e = validate_server_secret(&secret(&[])).unwrap_err();
+        assert!(e.ends_with("; found: no keys"), "{e}");
         let e = validate_server_secret(&secret(&[("cert", "hush"), ("key", KEY)])).unwrap_err();
-        assert!(e.contains("not a PEM certificate"), "{e}");
+        assert_eq!(e, "\"cert\" is not valid PEM: no PEM block");
         let e =
             validate_server_secret(&secret(&[("tls.crt", CERT), ("tls.key", CERT)])).unwrap_err();
-        assert!(e.contains("not a PEM private key"), "{e}");
+        assert_eq!(e, "\"tls.key\" holds no PRIVATE KEY PEM block");
+    }
+
+    /// A Gateway naming Secret `name` in istio-system, which holds `cert` and `key`.
+    fn gateway_with_secret(name: &str, cert: &str, key: &str) -> crate::Store {
+        let indent = |pem: &str| -> String { pem.lines().map(|l| format!("    {l}\n")).collect() };
+        let yaml = format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: web}}\n\
+             spec:\n  selector: {{istio: ingressgateway}}\n  servers:\n\
+             \x20 - port: {{number: 443, name: https, protocol: HTTPS}}\n\
+             \x20   hosts: [a.test]\n\
+             \x20   tls: {{mode: SIMPLE, credentialName: {name}}}\n\
+             ---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: istio-system}}\n\
+             type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+            indent(cert),
+            indent(key)
+        );
+        let loaded = crate::load::load_str("tls.yaml", &yaml);
+        assert!(
+            loaded
+                .diagnostics
+                .iter()
+                .all(|d| d.level != crate::Level::Error),
+            "{:?}",
+            loaded.diagnostics
+        );
+        crate::Store::new(loaded.resources)
+    }
+
+    fn pem(file: &str) -> String {
+        let path = format!("{}/../testdata/pem/{file}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn expired_and_mismatched_pairs_at_a_fixed_time() {
+        // ec-a is valid from 2025-01-01 to 2026-01-02T00:00:00Z.
+        let store = gateway_with_secret("a-cert", &pem("ec-a.crt"), &pem("ec-a.key"));
+        let during = 1_767_225_600; // 2026-01-01
+        let after = during + 2 * 86_400;
+        assert_eq!(crate::analyze::analyze_at(&store, during), []);
+        assert_eq!(crate::analyze::analyze(&store), []);
+        let ds = crate::analyze::analyze_at(&store, after);
+        let [d] = ds.as_slice() else {
+            panic!("{ds:#?}")
+        };
+        assert_eq!(
+            d.to_string(),
+            "Warning [ISM0104] (Secret istio-system/a-cert tls.yaml:16) stringData.tls.crt: \
+             Secret istio-system/a-cert (credentialName of Gateway web/gw spec.servers[0]): the \
+             certificate expired on 2026-01-02T00:00:00Z; clients will refuse it"
+        );
+
+        let store = gateway_with_secret("m-cert", &pem("ec-a.crt"), &pem("ec-b.key"));
+        let ds = crate::analyze::analyze(&store);
+        let [d] = ds.as_slice() else {
+            panic!("{ds:#?}")
+        };
+        assert_eq!(d.level, crate::Level::Error);
+        assert_eq!(
+            d.to_string(),
+            "Error [ISM0105] (Secret istio-system/m-cert tls.yaml:16) stringData.tls.crt: \
+             Secret istio-system/m-cert (credentialName of Gateway web/gw spec.servers[0]): the \
+             private key does not match the certificate"
+        );
     }
 }

@@ -31,7 +31,7 @@ pub(super) struct CredentialRef<'a> {
 
 /// The secret references of a server's TLS settings, resolved against the namespace
 /// the gateway workload runs in. `builtin://` and ConfigMap references are skipped.
-fn credential_refs<'a>(
+pub(super) fn credential_refs<'a>(
     tls: &'a ServerTlsSettings,
     base: &str,
     home: &str,
@@ -118,7 +118,9 @@ fn credential(
         }
         return;
     }
-    if certs::issued_by_certificate(ix, &c.namespace, &c.name) {
+    if certs::issued_by_certificate(ix, &c.namespace, &c.name)
+        || crate::certs::auto::acme_issuer_annotation(r).is_some()
+    {
         return; // cert-manager (or isthmus) will write it
     }
     let looked_in = if c.written.contains('/') {

@@ -180,9 +180,12 @@ impl V<'_> {
             );
         }
         let has = |o: &Option<String>| o.as_deref().is_some_and(|s| !s.is_empty());
+        // A Gateway annotated isthmus.dev/acme-issuer gets its certificate from
+        // isthmus (`certs::auto`): no credentialName needed.
         let credential = has(&tls.credential_name)
             || !tls.credential_names.is_empty()
-            || !tls.tls_certificates.is_empty();
+            || !tls.tls_certificates.is_empty()
+            || crate::certs::auto::acme_issuer_annotation(self.r).is_some();
         match mode {
             ServerTlsMode::IstioMutual => {
                 for (field, set) in [

@@ -1,0 +1,1279 @@
+//! The Kubernetes ACME store (`isthmus_gateway::acme::kube`) against a fake API
+//! server: a real HTTP server on 127.0.0.1 that keeps objects in memory with the API
+//! server's rules that matter here (404 NotFound, 409 AlreadyExists on create, 409
+//! Conflict on a stale `resourceVersion`, 422 on an invalid `kubernetes.io/tls`
+//! Secret or a changed Secret type, JSON merge patch), records every request, and
+//! lets a test play a concurrent writer before a given request. No real API server
+//! runs here: what a real cluster would add (RBAC, admission, watch) is not covered.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use fake::{FakeApi, Recorded};
+use isthmus_gateway::acme::kube::{KubeStore, LeaseTiming, CHALLENGES_CONFIGMAP};
+use isthmus_model::certs::{acme_orders, decide, AcmeOrder, Decision};
+use isthmus_model::load::load_str;
+use isthmus_model::Store;
+use k8s_openapi::jiff::Timestamp;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+const ISSUERS: &str = r#"
+apiVersion: cert-manager.io/v1
+kind: ClusterIssuer
+metadata: {name: le}
+spec:
+  acme:
+    server: https://127.0.0.1:14000/dir
+    privateKeySecretRef: {name: le-account}
+    solvers: [{http01: {ingress: {class: istio}}}]
+---
+apiVersion: cert-manager.io/v1
+kind: Issuer
+metadata: {name: local, namespace: shop}
+spec:
+  acme:
+    server: https://127.0.0.1:14000/dir
+    privateKeySecretRef: {name: local-account, key: account.pem}
+    solvers: [{http01: {ingress: {class: istio}}}]
+"#;
+
+/// The orders of a ClusterIssuer Certificate (`istio-system/c`, Secret `c-tls`, names
+/// a.test and b.test) and an Issuer one (`shop/s`, Secret `s-tls`, shop.test).
+fn orders() -> (AcmeOrder, AcmeOrder) {
+    let certs = r#"
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: c, namespace: istio-system}
+spec:
+  secretName: c-tls
+  issuerRef: {name: le, kind: ClusterIssuer}
+  dnsNames: [a.test, b.test]
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: s, namespace: shop}
+spec:
+  secretName: s-tls
+  issuerRef: {name: local}
+  dnsNames: [shop.test]
+"#;
+    let loaded = load_str("t.yaml", &format!("{ISSUERS}{certs}"));
+    let (mut orders, diags) = acme_orders(&Store::new(loaded.resources));
+    assert_eq!(diags, []);
+    assert_eq!(orders.len(), 2);
+    let s = orders.remove(1);
+    (orders.remove(0), s)
+}
+
+fn self_signed(names: &[&str]) -> (String, String) {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let ck = rcgen::generate_simple_self_signed(names).expect("rcgen");
+    (ck.cert.pem(), ck.signing_key.serialize_pem())
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn now() -> i64 {
+    Timestamp::now().as_second()
+}
+
+fn micro(t: Timestamp) -> String {
+    k8s_openapi::jiff::fmt::strtime::format("%Y-%m-%dT%H:%M:%S%.6fZ", t).expect("format")
+}
+
+const SECRETS: &str = "/api/v1/namespaces/istio-system/secrets";
+const C_TLS: &str = "/api/v1/namespaces/istio-system/secrets/c-tls";
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/istio-system/leases";
+const C_LEASE: &str =
+    "/apis/coordination.k8s.io/v1/namespaces/istio-system/leases/isthmus-acme-c-tls";
+
+/// `(method, path, status)` of each request, for asserting the sequence.
+fn calls(log: &[Recorded]) -> Vec<(String, String, u16)> {
+    log.iter()
+        .map(|r| (r.method.clone(), r.path.clone(), r.status))
+        .collect()
+}
+
+fn call(method: &str, path: &str, status: u16) -> (String, String, u16) {
+    (method.to_string(), path.to_string(), status)
+}
+
+/// Poll `f` until it is true, at most [`WAIT`].
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn issued_secret_is_created_then_replaced_with_the_resource_version_read() {
+    let api = FakeApi::start().await;
+    let store = KubeStore::new(api.client(), "gw-a", "cert-manager");
+    let (o, _) = orders();
+
+    assert_eq!(store.load_issued(&o).await.expect("load"), None);
+    assert_eq!(calls(&api.take_log()), [call("GET", C_TLS, 404)]);
+
+    let (crt, key) = self_signed(&["a.test", "b.test"]);
+    let saved = store.save_issued(&o, &crt, &key).await.expect("save");
+    assert_eq!(saved.issued.names, ["a.test", "b.test"]);
+    assert_eq!(saved.issued.issuer, "ClusterIssuer le");
+    let log = api.take_log();
+    assert_eq!(
+        calls(&log),
+        [call("GET", C_TLS, 404), call("POST", SECRETS, 201)]
+    );
+    let body = log[1].body.as_ref().expect("body");
+    assert_eq!(body["apiVersion"], "v1");
+    assert_eq!(body["kind"], "Secret");
+    assert_eq!(body["type"], "kubernetes.io/tls");
+    assert_eq!(body["metadata"]["name"], "c-tls");
+    assert_eq!(body["metadata"]["namespace"], "istio-system");
+    assert!(body["metadata"].get("resourceVersion").is_none(), "{body}");
+    assert_eq!(
+        body["metadata"]["annotations"],
+        json!({
+            "cert-manager.io/certificate-name": "c",
+            "cert-manager.io/issuer-name": "le",
+            "cert-manager.io/issuer-kind": "ClusterIssuer",
+            "isthmus.dev/issuer": "ClusterIssuer le",
+            "isthmus.dev/acme-server": "https://127.0.0.1:14000/dir",
+        })
+    );
+    assert_eq!(
+        body["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "isthmus"
+    );
+    assert_eq!(body["data"]["tls.crt"], b64(&crt));
+    assert_eq!(body["data"]["tls.key"], b64(&key));
+    assert!(body["data"].get("ca.crt").is_none());
+
+    // What save_issued wrote, load_issued reads, and decide keeps.
+    let loaded = store.load_issued(&o).await.expect("load").expect("stored");
+    assert_eq!(loaded, saved);
+    assert!(matches!(
+        decide(&o, Some(&loaded.issued), now()),
+        Decision::Keep { .. }
+    ));
+    api.take_log();
+
+    // Someone else annotated the Secret and added a stale ca.crt: a renewal replaces
+    // it with the resourceVersion read, keeps their annotation, drops ca.crt.
+    api.update(C_TLS, |s| {
+        s["metadata"]["annotations"]["team"] = json!("payments");
+        s["data"]["ca.crt"] = json!(b64("stale"));
+    });
+    let rv = api.object(C_TLS).expect("secret")["metadata"]["resourceVersion"].clone();
+    let (crt2, key2) = self_signed(&["a.test", "b.test"]);
+    let renewed = store.save_issued(&o, &crt2, &key2).await.expect("save");
+    assert_ne!(renewed.serial, saved.serial);
+    let log = api.take_log();
+    assert_eq!(
+        calls(&log),
+        [call("GET", C_TLS, 200), call("PUT", C_TLS, 200)]
+    );
+    let body = log[1].body.as_ref().expect("body");
+    assert_eq!(body["metadata"]["resourceVersion"], rv);
+    let stored = api.object(C_TLS).expect("secret");
+    assert_eq!(stored["data"]["tls.crt"], b64(&crt2));
+    assert_eq!(stored["metadata"]["annotations"]["team"], "payments");
+    assert!(stored["data"].get("ca.crt").is_none(), "{stored}");
+    assert_eq!(store.load_issued(&o).await.expect("load"), Some(renewed));
+
+    // With a CA, ca.crt is written.
+    store
+        .save_issued_with_ca(&o, &crt2, &key2, Some("CA PEM"))
+        .await
+        .expect("save");
+    assert_eq!(
+        api.object(C_TLS).expect("secret")["data"]["ca.crt"],
+        b64("CA PEM")
+    );
+}
+
+#[tokio::test]
+async fn a_conflicting_secret_write_is_retried_once_then_reported() {
+    let api = FakeApi::start().await;
+    let store = KubeStore::new(api.client(), "gw-a", "cert-manager");
+    let (o, _) = orders();
+    let (crt, key) = self_signed(&["a.test", "b.test"]);
+    store.save_issued(&o, &crt, &key).await.expect("save");
+    api.take_log();
+
+    // Another writer changes the Secret between our read and our write.
+    api.before_next("PUT", C_TLS, |s| {
+        s["metadata"]["annotations"]["other-writer"] = json!("was here");
+    });
+    store.save_issued(&o, &crt, &key).await.expect("retried");
+    let log = api.take_log();
+    assert_eq!(
+        calls(&log),
+        [
+            call("GET", C_TLS, 200),
+            call("PUT", C_TLS, 409),
+            call("GET", C_TLS, 200),
+            call("PUT", C_TLS, 200),
+        ]
+    );
+    assert_ne!(
+        log[1].body.as_ref().expect("body")["metadata"]["resourceVersion"],
+        log[3].body.as_ref().expect("body")["metadata"]["resourceVersion"],
+        "the retry carries the new resourceVersion"
+    );
+    assert_eq!(
+        api.object(C_TLS).expect("secret")["metadata"]["annotations"]["other-writer"],
+        "was here",
+        "the retry is built from the fresh read"
+    );
+
+    // Twice in a row: reported, naming the Secret and the status.
+    api.before_next("PUT", C_TLS, |_| {});
+    api.before_next("PUT", C_TLS, |_| {});
+    let e = store
+        .save_issued(&o, &crt, &key)
+        .await
+        .expect_err("conflict");
+    assert_eq!(e.status(), Some(409));
+    let text = e.to_string();
+    assert!(
+        text.starts_with("Secret istio-system/c-tls: the API server answered 409 Conflict"),
+        "{text}"
+    );
+    assert_eq!(api.take_log().len(), 4, "one retry, no more");
+
+    // Created by another replica between our 404 and our create: replaced.
+    let api = FakeApi::start().await;
+    let store = KubeStore::new(api.client(), "gw-a", "cert-manager");
+    let (crt_b, key_b) = self_signed(&["a.test", "b.test"]);
+    let (crt_c, key_c) = self_signed(&["a.test", "b.test"]);
+    let theirs = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "c-tls", "namespace": "istio-system"},
+        "data": {"tls.crt": b64(&crt_b), "tls.key": b64(&key_b)},
+    });
+    api.before_next_create("POST", SECRETS, theirs);
+    store.save_issued(&o, &crt_c, &key_c).await.expect("save");
+    assert_eq!(
+        calls(&api.take_log()),
+        [
+            call("GET", C_TLS, 404),
+            call("POST", SECRETS, 409),
+            call("GET", C_TLS, 200),
+            call("PUT", C_TLS, 200),
+        ]
+    );
+    assert_eq!(
+        api.object(C_TLS).expect("secret")["data"]["tls.crt"],
+        b64(&crt_c)
+    );
+}
+
+#[tokio::test]
+async fn load_issued_reports_what_is_stored_so_other_names_or_issuers_are_ordered_again() {
+    let api = FakeApi::start().await;
+    let store = KubeStore::new(api.client(), "gw-a", "cert-manager");
+    let (o, _) = orders();
+
+    // A certificate for other names.
+    let (crt, key) = self_signed(&["x.test"]);
+    store.save_issued(&o, &crt, &key).await.expect("save");
+    let s = store.load_issued(&o).await.expect("load").expect("stored");
+    assert_eq!(s.issued.names, ["x.test"]);
+    assert_eq!(
+        decide(&o, Some(&s.issued), now()),
+        Decision::Order("the stored certificate is for other names")
+    );
+
+    // The right names, from another issuer (a Secret written by cert-manager or by
+    // hand has none of isthmus's annotations).
+    let (crt, key) = self_signed(&["a.test", "b.test"]);
+    api.seed(
+        SECRETS,
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": "c-tls", "namespace": "istio-system",
+                         "annotations": {"cert-manager.io/issuer-name": "other"}},
+            "data": {"tls.crt": b64(&crt), "tls.key": b64(&key)},
+        }),
+    );
+    let s = store.load_issued(&o).await.expect("load").expect("stored");
+    assert_eq!(s.issued.issuer, "");
+    assert_eq!(
+        decide(&o, Some(&s.issued), now()),
+        Decision::Order("the stored certificate is from another issuer")
+    );
+
+    // A Secret of another type cannot be read as one, nor be replaced.
+    api.seed(
+        SECRETS,
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": "c-tls", "namespace": "istio-system"},
+            "data": {"password": b64("x")},
+        }),
+    );
+    let e = store.load_issued(&o).await.expect_err("not tls");
+    assert_eq!(
+        e.to_string(),
+        "Secret istio-system/c-tls: no tls.crt and tls.key"
+    );
+    api.take_log();
+    let e = store.save_issued(&o, &crt, &key).await.expect_err("type");
+    assert!(
+        e.to_string()
+            .starts_with("Secret istio-system/c-tls: exists with type Opaque"),
+        "{e}"
+    );
+    assert_eq!(
+        calls(&api.take_log()),
+        [call("GET", C_TLS, 200)],
+        "no write"
+    );
+
+    // A key that does not serve the certificate is refused before any request.
+    let (_, other_key) = self_signed(&["a.test"]);
+    let e = store
+        .save_issued(&o, &crt, &other_key)
+        .await
+        .expect_err("key");
+    assert!(
+        e.to_string()
+            .contains("the key does not serve the certificate"),
+        "{e}"
+    );
+    assert!(api.take_log().is_empty());
+}
+
+#[tokio::test]
+async fn api_errors_and_an_unreachable_server_name_the_resource() {
+    let api = FakeApi::start().await;
+    let store = KubeStore::new(api.client(), "gw-a", "cert-manager");
+    let (o, _) = orders();
+    api.fail_next(
+        "GET",
+        C_TLS,
+        403,
+        "Forbidden",
+        "secrets \"c-tls\" is forbidden",
+    );
+    let e = store.load_issued(&o).await.expect_err("forbidden");
+    assert_eq!(
+        e.to_string(),
+        "Secret istio-system/c-tls: the API server answered 403 Forbidden: secrets \"c-tls\" is forbidden (grant the gateway's ServiceAccount get, create, update and patch on it)"
+    );
+
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().expect("url"));
+    let client = kube::Client::try_from(config).expect("client");
+    let store = KubeStore::new(client, "gw-a", "cert-manager");
+    let e = store.try_lock(&o).await.expect_err("unreachable");
+    assert!(
+        e.to_string()
+            .starts_with("Lease istio-system/isthmus-acme-c-tls: "),
+        "{e}"
+    );
+    assert_eq!(e.status(), None);
+}
+
+fn fast() -> LeaseTiming {
+    LeaseTiming {
+        duration: Duration::from_secs(2),
+        renew_every: Duration::from_millis(100),
+    }
+}
+
+fn lease_puts(log: &[Recorded]) -> Vec<&Recorded> {
+    log.iter()
+        .filter(|r| r.method == "PUT" && r.path == C_LEASE)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_lease_is_created_when_absent_renewed_while_held_and_released_on_drop() {
+    let api = FakeApi::start().await;
+    let a = KubeStore::new(api.client(), "gw-a", "cert-manager").with_lease_timing(fast());
+    let b = KubeStore::new(api.client(), "gw-b", "cert-manager").with_lease_timing(fast());
+    let (o, _) = orders();
+
+    let before = now();
+    let held = a.try_lock(&o).await.expect("lock").expect("acquired");
+    assert_eq!(held.lease(), "Lease istio-system/isthmus-acme-c-tls");
+    let log = api.take_log();
+    assert_eq!(
+        calls(&log),
+        [call("GET", C_LEASE, 404), call("POST", LEASES, 201)]
+    );
+    let body = log[1].body.as_ref().expect("body");
+    assert_eq!(body["apiVersion"], "coordination.k8s.io/v1");
+    assert_eq!(body["kind"], "Lease");
+    assert_eq!(body["metadata"]["name"], "isthmus-acme-c-tls");
+    let spec = &body["spec"];
+    assert_eq!(spec["holderIdentity"], "gw-a");
+    assert_eq!(spec["leaseDurationSeconds"], 2);
+    assert_eq!(spec["leaseTransitions"], 0);
+    let renew: Timestamp = spec["renewTime"]
+        .as_str()
+        .expect("renewTime")
+        .parse()
+        .expect("time");
+    assert!(renew.as_second() >= before - 1 && renew.as_second() <= now() + 1);
+    assert_eq!(spec["acquireTime"], spec["renewTime"]);
+
+    // Not twice from one store (no request needed), not by another identity while
+    // it is held: a GET and no write.
+    assert!(a.try_lock(&o).await.expect("lock").is_none());
+    assert!(api.take_log().is_empty());
+    assert!(b.try_lock(&o).await.expect("lock").is_none());
+    assert_eq!(calls(&api.take_log()), [call("GET", C_LEASE, 200)]);
+
+    // Renewed in the background: PUTs with the resourceVersion of the last write and
+    // a later renewTime each.
+    let mut renewals = Vec::new();
+    eventually("three renewals", || {
+        renewals.extend(api.take_log());
+        lease_puts(&renewals).len() >= 3
+    })
+    .await;
+    let puts = lease_puts(&renewals);
+    let mut last = renew;
+    for p in &puts {
+        assert_eq!(p.status, 200, "a renewal conflicted: {p:?}");
+        let s = &p.body.as_ref().expect("body")["spec"];
+        assert_eq!(s["holderIdentity"], "gw-a");
+        let t: Timestamp = s["renewTime"]
+            .as_str()
+            .expect("renewTime")
+            .parse()
+            .expect("time");
+        assert!(t > last, "renewTime moves on");
+        last = t;
+    }
+    assert!(!held.is_lost());
+
+    // Dropped: the holder is cleared in the background, renewals stop.
+    drop(held);
+    eventually("the release", || {
+        api.object(C_LEASE).expect("lease")["spec"]
+            .get("holderIdentity")
+            .is_none()
+    })
+    .await;
+    api.take_log();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(
+        lease_puts(&api.take_log()).is_empty(),
+        "no renewal after release"
+    );
+
+    // Free now: the other replica takes it without waiting for expiry.
+    let held_b = b.try_lock(&o).await.expect("lock").expect("free");
+    let lease = api.object(C_LEASE).expect("lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "gw-b");
+    assert_eq!(lease["spec"]["leaseTransitions"], 0, "nobody held it");
+    held_b.release().await;
+    assert!(api.object(C_LEASE).expect("lease")["spec"]
+        .get("holderIdentity")
+        .is_none());
+    // And this store may take it again once its own guard is gone.
+    assert!(a.try_lock(&o).await.expect("lock").is_some());
+}
+
+fn lease(holder: &str, renewed: Timestamp, seconds: i32, transitions: i32) -> Value {
+    json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "isthmus-acme-c-tls", "namespace": "istio-system"},
+        "spec": {
+            "holderIdentity": holder,
+            "leaseDurationSeconds": seconds,
+            "acquireTime": micro(renewed),
+            "renewTime": micro(renewed),
+            "leaseTransitions": transitions,
+        },
+    })
+}
+
+#[tokio::test]
+async fn a_lease_held_by_another_is_taken_only_once_expired() {
+    let api = FakeApi::start().await;
+    let a = KubeStore::new(api.client(), "gw-a", "cert-manager");
+    let (o, _) = orders();
+
+    // Renewed 20 s ago for 30 s: held.
+    let ago = |s: i64| Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(s);
+    api.seed(LEASES, lease("gw-other", ago(20), 30, 3));
+    assert!(a.try_lock(&o).await.expect("lock").is_none());
+    assert_eq!(calls(&api.take_log()), [call("GET", C_LEASE, 200)]);
+
+    // Renewed 31 s ago for 30 s: expired, taken over with its resourceVersion.
+    api.seed(LEASES, lease("gw-other", ago(31), 30, 3));
+    let rv = api.object(C_LEASE).expect("lease")["metadata"]["resourceVersion"].clone();
+    let held = a.try_lock(&o).await.expect("lock").expect("taken over");
+    let log = api.take_log();
+    assert_eq!(
+        calls(&log),
+        [call("GET", C_LEASE, 200), call("PUT", C_LEASE, 200)]
+    );
+    let body = log[1].body.as_ref().expect("body");
+    assert_eq!(body["metadata"]["resourceVersion"], rv);
+    assert_eq!(body["spec"]["holderIdentity"], "gw-a");
+    assert_eq!(body["spec"]["leaseTransitions"], 4);
+    assert_eq!(body["spec"]["leaseDurationSeconds"], 30);
+    let acquired: Timestamp = body["spec"]["acquireTime"]
+        .as_str()
+        .expect("t")
+        .parse()
+        .expect("time");
+    assert!(acquired > ago(5), "a new acquireTime");
+    held.release().await;
+
+    // A lease this identity held before a restart is its own again at once.
+    api.seed(LEASES, lease("gw-a", ago(1), 30, 7));
+    let held = a.try_lock(&o).await.expect("lock").expect("mine");
+    assert_eq!(
+        api.object(C_LEASE).expect("lease")["spec"]["leaseTransitions"],
+        7
+    );
+    held.release().await;
+}
+
+#[tokio::test]
+async fn a_conflict_means_another_replica_won_the_lease() {
+    let api = FakeApi::start().await;
+    let a = KubeStore::new(api.client(), "gw-a", "cert-manager");
+    let (o, _) = orders();
+    let long_ago = Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(600);
+
+    // Expired; a faster replica takes it between our read and our write.
+    api.seed(LEASES, lease("gw-other", long_ago, 30, 0));
+    api.before_next("PUT", C_LEASE, |l| {
+        l["spec"]["holderIdentity"] = json!("gw-fast");
+        l["spec"]["renewTime"] = json!(micro(Timestamp::now()));
+    });
+    assert!(a.try_lock(&o).await.expect("not an error").is_none());
+    assert_eq!(
+        calls(&api.take_log()),
+        [call("GET", C_LEASE, 200), call("PUT", C_LEASE, 409)]
+    );
+    assert_eq!(
+        api.object(C_LEASE).expect("lease")["spec"]["holderIdentity"],
+        "gw-fast"
+    );
+
+    // Absent; created by a faster replica between our 404 and our create.
+    let api = FakeApi::start().await;
+    let a = KubeStore::new(api.client(), "gw-a", "cert-manager");
+    api.before_next_create("POST", LEASES, lease("gw-fast", Timestamp::now(), 30, 0));
+    assert!(a.try_lock(&o).await.expect("not an error").is_none());
+    assert_eq!(
+        calls(&api.take_log()),
+        [call("GET", C_LEASE, 404), call("POST", LEASES, 409)]
+    );
+    // Not held by this store after losing: it may try again.
+    api.seed(LEASES, lease("", long_ago, 30, 0));
+    assert!(a.try_lock(&o).await.expect("lock").is_some());
+}
+
+#[tokio::test]
+async fn of_replicas_racing_for_a_lease_exactly_one_wins() {
+    let api = FakeApi::start().await;
+    let (o, _) = orders();
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let store = KubeStore::new(api.client(), format!("gw-{i}"), "cert-manager");
+        let o = o.clone();
+        tasks.push(tokio::spawn(async move {
+            let got = store.try_lock(&o).await.expect("lock");
+            // Keep the winner's guard until every racer has answered.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            got.map(|g| (i, g))
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        if let Some(w) = t.await.expect("task") {
+            winners.push(w);
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let holder = format!("gw-{}", winners[0].0);
+    assert_eq!(
+        api.object(C_LEASE).expect("lease")["spec"]["holderIdentity"],
+        holder
+    );
+}
+
+#[tokio::test]
+async fn a_lease_taken_while_held_is_reported_lost_and_not_cleared() {
+    let api = FakeApi::start().await;
+    let a = KubeStore::new(api.client(), "gw-a", "cert-manager").with_lease_timing(fast());
+    let (o, _) = orders();
+    let held = a.try_lock(&o).await.expect("lock").expect("acquired");
+    api.update(C_LEASE, |l| l["spec"]["holderIdentity"] = json!("gw-thief"));
+    eventually("the loss", || held.is_lost()).await;
+    let log = api.take_log();
+    let puts = lease_puts(&log);
+    assert_eq!(
+        puts.last().map(|p| p.status),
+        Some(409),
+        "{:?}",
+        calls(&log)
+    );
+    assert_eq!(log.last().map(|r| r.method.as_str()), Some("GET"));
+    held.release().await;
+    assert!(
+        lease_puts(&api.take_log()).is_empty(),
+        "nothing written once lost"
+    );
+    assert_eq!(
+        api.object(C_LEASE).expect("lease")["spec"]["holderIdentity"],
+        "gw-thief"
+    );
+}
+
+#[tokio::test]
+async fn the_account_key_lives_in_the_issuers_private_key_secret() {
+    let api = FakeApi::start().await;
+    let store = KubeStore::new(api.client(), "gw-a", "isthmus-system");
+    let (c, s) = orders();
+    let key = rcgen::KeyPair::generate().expect("P-256 key");
+    let key_pkcs8 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.serialize_der())
+    };
+    let creds: instant_acme::AccountCredentials = serde_json::from_value(json!({
+        "id": "https://127.0.0.1:14000/my-account/1",
+        "key_pkcs8": key_pkcs8,
+        "directory": "https://127.0.0.1:14000/dir",
+    }))
+    .expect("credentials");
+    let original = serde_json::to_value(&creds).expect("json");
+
+    // ClusterIssuer: the cluster-resource namespace.
+    let path = "/api/v1/namespaces/isthmus-system/secrets/le-account";
+    assert!(store
+        .load_account(&c.issuer, &c.acme)
+        .await
+        .expect("load")
+        .is_none());
+    store
+        .save_account(&c.issuer, &c.acme, creds)
+        .await
+        .expect("save");
+    let log = api.take_log();
+    assert_eq!(
+        calls(&log),
+        [
+            call("GET", path, 404),
+            call("GET", path, 404),
+            call("POST", "/api/v1/namespaces/isthmus-system/secrets", 201),
+        ]
+    );
+    let body = log[2].body.as_ref().expect("body");
+    assert_eq!(body["type"], "Opaque");
+    assert_eq!(
+        body["metadata"]["annotations"]["isthmus.dev/acme-account"],
+        "https://127.0.0.1:14000/my-account/1"
+    );
+    assert_eq!(
+        body["metadata"]["annotations"]["isthmus.dev/acme-server"],
+        "https://127.0.0.1:14000/dir"
+    );
+    let pem = {
+        use base64::Engine as _;
+        let raw = body["data"]["tls.key"].as_str().expect("tls.key");
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(raw)
+                .expect("b64"),
+        )
+        .expect("utf8")
+    };
+    assert!(
+        pem.starts_with("-----BEGIN PRIVATE KEY-----\n"),
+        "PKCS#8 PEM"
+    );
+    assert_eq!(
+        pem,
+        key.serialize_pem(),
+        "the same key, as cert-manager reads it"
+    );
+
+    let back = store
+        .load_account(&c.issuer, &c.acme)
+        .await
+        .expect("load")
+        .expect("stored");
+    assert_eq!(serde_json::to_value(&back).expect("json"), original);
+    let mut elsewhere = c.acme.clone();
+    elsewhere.server = "https://other.test/dir".into();
+    assert!(store
+        .load_account(&c.issuer, &elsewhere)
+        .await
+        .expect("load")
+        .is_none());
+
+    // Issuer: its own namespace, and the key named by privateKeySecretRef.key.
+    api.take_log();
+    store
+        .save_account(&s.issuer, &s.acme, back)
+        .await
+        .expect("save");
+    let secret = api
+        .object("/api/v1/namespaces/shop/secrets/local-account")
+        .expect("issuer's account Secret");
+    assert!(secret["data"].get("account.pem").is_some(), "{secret}");
+    assert!(store
+        .load_account(&s.issuer, &s.acme)
+        .await
+        .expect("load")
+        .is_some());
+
+    // cert-manager's account Secret (a key, no account URL): not used, not replaced.
+    api.seed(
+        "/api/v1/namespaces/isthmus-system/secrets",
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": "le-account", "namespace": "isthmus-system"},
+            "data": {"tls.key": b64("-----BEGIN RSA PRIVATE KEY-----\n...")},
+        }),
+    );
+    assert!(store
+        .load_account(&c.issuer, &c.acme)
+        .await
+        .expect("load")
+        .is_none());
+    let creds: instant_acme::AccountCredentials =
+        serde_json::from_value(original.clone()).expect("credentials");
+    let e = store
+        .save_account(&c.issuer, &c.acme, creds)
+        .await
+        .expect_err("kept");
+    assert!(
+        e.to_string().starts_with(
+            "Secret isthmus-system/le-account: holds an account key isthmus did not write"
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        api.object(path).expect("secret")["data"]["tls.key"],
+        b64("-----BEGIN RSA PRIVATE KEY-----\n...")
+    );
+}
+
+#[tokio::test]
+async fn challenge_tokens_are_shared_through_one_configmap() {
+    let api = FakeApi::start().await;
+    let a = KubeStore::new(api.client(), "gw-a", "cert-manager");
+    let b = KubeStore::new(api.client(), "gw-b", "cert-manager");
+    assert_eq!(
+        a.challenge_namespace(),
+        "istio-system",
+        "the client's namespace"
+    );
+    let cms = "/api/v1/namespaces/istio-system/configmaps";
+    let cm = format!("{cms}/{CHALLENGES_CONFIGMAP}");
+    assert!(b.tokens().await.expect("tokens").is_empty());
+    api.take_log();
+
+    a.publish_token("tok-1", "tok-1.thumb")
+        .await
+        .expect("publish");
+    let log = api.take_log();
+    assert_eq!(
+        calls(&log),
+        [call("PATCH", &cm, 404), call("POST", cms, 201)]
+    );
+    assert_eq!(
+        log[0].content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
+    assert_eq!(
+        log[1].body.as_ref().expect("body")["data"],
+        json!({"tok-1": "tok-1.thumb"})
+    );
+
+    b.publish_token("tok-2", "tok-2.thumb")
+        .await
+        .expect("publish");
+    let log = api.take_log();
+    assert_eq!(calls(&log), [call("PATCH", &cm, 200)]);
+    assert_eq!(
+        log[0].body.as_ref().expect("body"),
+        &json!({"data": {"tok-2": "tok-2.thumb"}}),
+        "one key, no resourceVersion"
+    );
+    let both = BTreeMap::from([
+        ("tok-1".to_string(), "tok-1.thumb".to_string()),
+        ("tok-2".to_string(), "tok-2.thumb".to_string()),
+    ]);
+    assert_eq!(a.tokens().await.expect("tokens"), both);
+    assert_eq!(b.tokens().await.expect("tokens"), both);
+
+    a.withdraw_token("tok-1").await.expect("withdraw");
+    let log = api.take_log();
+    assert_eq!(
+        log.last().expect("patch").body.as_ref(),
+        Some(&json!({"data": {"tok-1": null}}))
+    );
+    assert_eq!(
+        b.tokens().await.expect("tokens").keys().collect::<Vec<_>>(),
+        ["tok-2"]
+    );
+    a.withdraw_token("tok-1")
+        .await
+        .expect("gone already is fine");
+
+    // Not a token: refused without a request. Another namespace when told.
+    api.take_log();
+    assert!(a.publish_token("../x", "y").await.is_err());
+    assert!(api.take_log().is_empty());
+    let c = KubeStore::new(api.client(), "gw-c", "cert-manager").with_challenge_namespace("edge");
+    c.publish_token("tok-3", "k").await.expect("publish");
+    assert!(api
+        .object(&format!(
+            "/api/v1/namespaces/edge/configmaps/{CHALLENGES_CONFIGMAP}"
+        ))
+        .is_some());
+}
+
+/// The fake API server.
+mod fake {
+    use std::collections::BTreeMap;
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Incoming;
+    use hyper::{Request, Response};
+    use serde_json::{json, Value};
+    use tokio::task::JoinHandle;
+
+    /// One request as the API server saw it, and the status it answered.
+    #[derive(Debug, Clone)]
+    pub struct Recorded {
+        pub method: String,
+        /// Without the query.
+        pub path: String,
+        pub content_type: Option<String>,
+        pub body: Option<Value>,
+        pub status: u16,
+    }
+
+    type Hook = Box<dyn FnOnce(&mut Objects) + Send>;
+
+    #[derive(Default)]
+    pub struct Objects {
+        /// By the object's path (`/api/v1/namespaces/ns/secrets/name`).
+        map: BTreeMap<String, Value>,
+        rv: u64,
+    }
+
+    impl Objects {
+        fn next_rv(&mut self) -> String {
+            self.rv += 1;
+            self.rv.to_string()
+        }
+
+        /// Store `obj` under `collection` as a fresh write (a new resourceVersion).
+        fn put(&mut self, collection: &str, mut obj: Value) -> Value {
+            let name = obj["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            obj["metadata"]["resourceVersion"] = json!(self.next_rv());
+            self.map.insert(format!("{collection}/{name}"), obj.clone());
+            obj
+        }
+
+        fn update(&mut self, path: &str, f: impl FnOnce(&mut Value)) {
+            let rv = self.next_rv();
+            let obj = self.map.get_mut(path).expect("no such object to update");
+            f(obj);
+            obj["metadata"]["resourceVersion"] = json!(rv);
+        }
+    }
+
+    #[derive(Default)]
+    struct State {
+        objects: Objects,
+        log: Vec<Recorded>,
+        /// Run before the next request with this method and path (in order).
+        hooks: Vec<(String, String, Hook)>,
+        /// Answer the next request with this method and path with this status.
+        faults: Vec<(String, String, u16, String, String)>,
+    }
+
+    pub struct FakeApi {
+        addr: SocketAddr,
+        state: Arc<Mutex<State>>,
+        task: JoinHandle<()>,
+    }
+
+    impl Drop for FakeApi {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+        s.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    impl FakeApi {
+        pub async fn start() -> FakeApi {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let state = Arc::new(Mutex::new(State::default()));
+            let st = state.clone();
+            let task = tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let st = st.clone();
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| {
+                            let st = st.clone();
+                            async move { Ok::<_, Infallible>(serve(&st, req).await) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            });
+            FakeApi { addr, state, task }
+        }
+
+        /// A client of this server whose default namespace is `istio-system`.
+        pub fn client(&self) -> kube::Client {
+            let url = format!("http://{}", self.addr).parse().expect("url");
+            let mut config = kube::Config::new(url);
+            config.default_namespace = "istio-system".into();
+            kube::Client::try_from(config).expect("client")
+        }
+
+        /// The requests since the last call.
+        pub fn take_log(&self) -> Vec<Recorded> {
+            std::mem::take(&mut lock(&self.state).log)
+        }
+
+        pub fn object(&self, path: &str) -> Option<Value> {
+            lock(&self.state).objects.map.get(path).cloned()
+        }
+
+        /// Store `obj` in `collection` (replacing any), as another client would.
+        pub fn seed(&self, collection: &str, obj: Value) {
+            lock(&self.state).objects.put(collection, obj);
+        }
+
+        /// Change the object at `path`, as another client would (new resourceVersion).
+        pub fn update(&self, path: &str, f: impl FnOnce(&mut Value)) {
+            lock(&self.state).objects.update(path, f);
+        }
+
+        /// Before the next `method path`, another client changes that object.
+        pub fn before_next(
+            &self,
+            method: &str,
+            path: &str,
+            f: impl FnOnce(&mut Value) + Send + 'static,
+        ) {
+            let p = path.to_string();
+            lock(&self.state).hooks.push((
+                method.into(),
+                path.into(),
+                Box::new(move |o: &mut Objects| o.update(&p, f)),
+            ));
+        }
+
+        /// Before the next `method collection`, another client creates `obj`.
+        pub fn before_next_create(&self, method: &str, collection: &str, obj: Value) {
+            let c = collection.to_string();
+            lock(&self.state).hooks.push((
+                method.into(),
+                collection.into(),
+                Box::new(move |o: &mut Objects| {
+                    o.put(&c, obj);
+                }),
+            ));
+        }
+
+        /// Answer the next `method path` with an error status.
+        pub fn fail_next(&self, method: &str, path: &str, code: u16, reason: &str, message: &str) {
+            lock(&self.state).faults.push((
+                method.into(),
+                path.into(),
+                code,
+                reason.into(),
+                message.into(),
+            ));
+        }
+    }
+
+    fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
+        (
+            code,
+            json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Failure", "message": message, "reason": reason, "code": code,
+            }),
+        )
+    }
+
+    async fn serve(state: &Mutex<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let method = req.method().to_string();
+        let path = req.uri().path().to_string();
+        let content_type = req
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let body: Option<Value> = if bytes.is_empty() {
+            None
+        } else {
+            serde_json::from_slice(&bytes).ok()
+        };
+        let (code, out) = {
+            let mut st = lock(state);
+            if let Some(i) = st
+                .hooks
+                .iter()
+                .position(|(m, p, _)| *m == method && *p == path)
+            {
+                let (_, _, hook) = st.hooks.remove(i);
+                hook(&mut st.objects);
+            }
+            let fault = st
+                .faults
+                .iter()
+                .position(|(m, p, ..)| *m == method && *p == path);
+            let (code, out) = match fault {
+                Some(i) => {
+                    let (_, _, code, reason, message) = st.faults.remove(i);
+                    status(code, &reason, &message)
+                }
+                None => handle(
+                    &mut st.objects,
+                    &method,
+                    &path,
+                    content_type.as_deref(),
+                    body.as_ref(),
+                ),
+            };
+            st.log.push(Recorded {
+                method,
+                path,
+                content_type,
+                body,
+                status: code,
+            });
+            (code, out)
+        };
+        let mut resp = Response::new(Full::new(Bytes::from(out.to_string())));
+        *resp.status_mut() = hyper::StatusCode::from_u16(code).unwrap_or_default();
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        resp
+    }
+
+    /// `(collection path, name)` of an object path, or `(collection, None)`.
+    fn split(path: &str) -> Option<(String, Option<String>, String)> {
+        let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let prefix = match segs.first() {
+            Some(&"api") => 2,
+            Some(&"apis") => 3,
+            _ => return None,
+        };
+        let rest = segs.get(prefix..)?;
+        match rest {
+            ["namespaces", _ns, plural] => Some((path.to_string(), None, plural.to_string())),
+            ["namespaces", ns, plural, name] => Some((
+                format!("/{}/namespaces/{ns}/{plural}", segs[..prefix].join("/")),
+                Some(name.to_string()),
+                plural.to_string(),
+            )),
+            _ => None,
+        }
+    }
+
+    fn kind_of(plural: &str) -> &'static str {
+        match plural {
+            "secrets" => "Secret",
+            "configmaps" => "ConfigMap",
+            "leases" => "Lease",
+            _ => "Object",
+        }
+    }
+
+    /// The API server's validation of what is written (the parts used here).
+    fn invalid(obj: &Value, plural: &str) -> Option<String> {
+        if plural != "secrets" {
+            return None;
+        }
+        let empty = serde_json::Map::new();
+        let data = obj["data"].as_object().unwrap_or(&empty);
+        for (k, v) in data {
+            let key_ok = !k.is_empty()
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+            let value_ok = v.as_str().is_some_and(|s| {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD.decode(s).is_ok()
+            });
+            if !key_ok || !value_ok {
+                return Some(format!("data[{k}]: Invalid value"));
+            }
+        }
+        if obj["type"] == "kubernetes.io/tls" {
+            for k in ["tls.crt", "tls.key"] {
+                if !data.contains_key(k) {
+                    return Some(format!("data[{k}]: Required value"));
+                }
+            }
+        }
+        None
+    }
+
+    fn merge(target: &mut Value, patch: &Value) {
+        let Value::Object(p) = patch else {
+            *target = patch.clone();
+            return;
+        };
+        if !target.is_object() {
+            *target = json!({});
+        }
+        let Some(t) = target.as_object_mut() else {
+            return;
+        };
+        for (k, v) in p {
+            if v.is_null() {
+                t.remove(k);
+            } else {
+                merge(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    }
+
+    fn handle(
+        objects: &mut Objects,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let Some((collection, name, plural)) = split(path) else {
+            return status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            );
+        };
+        let kind = kind_of(&plural);
+        let not_found = |n: &str| status(404, "NotFound", &format!("{plural} \"{n}\" not found"));
+        match (method, name) {
+            ("GET", Some(n)) => match objects.map.get(path) {
+                Some(o) => (200, o.clone()),
+                None => not_found(&n),
+            },
+            ("POST", None) => {
+                let Some(obj) = body.cloned() else {
+                    return status(400, "BadRequest", "no body");
+                };
+                let Some(n) = obj["metadata"]["name"].as_str().map(str::to_string) else {
+                    return status(422, "Invalid", "metadata.name: Required value");
+                };
+                if obj["metadata"].get("resourceVersion").is_some() {
+                    return status(
+                        500,
+                        "InternalError",
+                        "resourceVersion should not be set on objects to be created",
+                    );
+                }
+                if objects.map.contains_key(&format!("{collection}/{n}")) {
+                    return status(
+                        409,
+                        "AlreadyExists",
+                        &format!("{plural} \"{n}\" already exists"),
+                    );
+                }
+                if let Some(why) = invalid(&obj, &plural) {
+                    return status(422, "Invalid", &format!("{kind} \"{n}\" is invalid: {why}"));
+                }
+                (201, objects.put(&collection, obj))
+            }
+            ("PUT", Some(n)) => {
+                let Some(mut obj) = body.cloned() else {
+                    return status(400, "BadRequest", "no body");
+                };
+                let Some(current) = objects.map.get(path).cloned() else {
+                    return not_found(&n);
+                };
+                if obj["metadata"]["name"].as_str() != Some(n.as_str()) {
+                    return status(
+                        400,
+                        "BadRequest",
+                        "the name of the object does not match the name on the URL",
+                    );
+                }
+                let rv = &obj["metadata"]["resourceVersion"];
+                // Without a resourceVersion a PUT is unconditional (as for core kinds).
+                if !rv.is_null() && *rv != current["metadata"]["resourceVersion"] {
+                    return status(
+                        409,
+                        "Conflict",
+                        &format!("Operation cannot be fulfilled on {plural} \"{n}\": the object has been modified; please apply your changes to the latest version and try again"),
+                    );
+                }
+                if plural == "secrets" && obj["type"] != current["type"] {
+                    return status(
+                        422,
+                        "Invalid",
+                        &format!(
+                            "Secret \"{n}\" is invalid: type: Invalid value: field is immutable"
+                        ),
+                    );
+                }
+                if let Some(why) = invalid(&obj, &plural) {
+                    return status(422, "Invalid", &format!("{kind} \"{n}\" is invalid: {why}"));
+                }
+                obj["metadata"]["resourceVersion"] = Value::Null;
+                (200, objects.put(&collection, obj))
+            }
+            ("PATCH", Some(n)) => {
+                if content_type != Some("application/merge-patch+json") {
+                    return status(415, "UnsupportedMediaType", "this test server only merges");
+                }
+                let Some(mut obj) = objects.map.get(path).cloned() else {
+                    return not_found(&n);
+                };
+                merge(&mut obj, body.unwrap_or(&Value::Null));
+                (200, objects.put(&collection, obj))
+            }
+            _ => status(405, "MethodNotAllowed", "not supported by the fake"),
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! A test certificate authority run with the real `openssl` command, in a temporary
+//! directory: an EC P-256 root, and server certificates it signs with chosen DNS
+//! names, serial numbers and, when asked, validity dates (`openssl ca` takes them
+//! explicitly, so a certificate can be made already expired or not yet valid, which
+//! `openssl x509 -days` cannot). [`served_serial`] tells which certificate a
+//! listener serves.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The `openssl ca` configuration: no database checks that would refuse a second
+/// certificate for a name, extensions copied from the request (subjectAltName).
+const CA_CONFIG: &str = "\
+[ca]
+default_ca = test
+[test]
+database = index.txt
+new_certs_dir = issued
+serial = serial.txt
+default_md = sha256
+policy = any
+unique_subject = no
+copy_extensions = copy
+x509_extensions = leaf
+[any]
+commonName = supplied
+[leaf]
+basicConstraints = critical,CA:FALSE
+extendedKeyUsage = serverAuth
+";
+
+/// A test CA. Its files live as long as it does.
+pub struct TestCa {
+    dir: tempfile::TempDir,
+}
+
+/// A certificate and its private key, PEM.
+pub struct Issued {
+    pub cert: String,
+    pub key: String,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued").finish_non_exhaustive()
+    }
+}
+
+/// Run `openssl ARGS` in `dir`, panicking with its output when it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TestCa {
+    /// A new root, `CN=isthmus test root`, valid ten years from now.
+    pub fn new() -> TestCa {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path();
+        std::fs::write(p.join("ca.cnf"), CA_CONFIG).expect("write ca.cnf");
+        std::fs::write(p.join("index.txt"), "").expect("write index.txt");
+        std::fs::create_dir(p.join("issued")).expect("mkdir issued");
+        openssl(
+            p,
+            &[
+                "req",
+                "-x509",
+                "-nodes",
+                "-days",
+                "3650",
+                "-subj",
+                "/CN=isthmus test root",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+                "-keyout",
+                "root.key",
+                "-out",
+                "root.crt",
+            ],
+        );
+        TestCa { dir }
+    }
+
+    /// The root certificate's file (for `curl --cacert`, `openssl s_client -CAfile`).
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root.crt")
+    }
+
+    /// A server certificate for `dns` (the first is also its CN) with serial
+    /// `serial`, valid from now for 30 days. EC P-256 key.
+    pub fn leaf(&self, dns: &[&str], serial: u32) -> Issued {
+        self.issue(dns, serial, &["-days", "30"])
+    }
+
+    /// [`TestCa::leaf`] valid from `not_before` to `not_after`, written as
+    /// `YYYYMMDDHHMMSSZ` (`20260102000000Z`).
+    pub fn leaf_valid(
+        &self,
+        dns: &[&str],
+        serial: u32,
+        not_before: &str,
+        not_after: &str,
+    ) -> Issued {
+        self.issue(
+            dns,
+            serial,
+            &["-startdate", not_before, "-enddate", not_after],
+        )
+    }
+
+    fn issue(&self, dns: &[&str], serial: u32, validity: &[&str]) -> Issued {
+        let p = self.dir.path();
+        let base = format!("leaf-{serial}");
+        let (key, csr, crt) = (
+            format!("{base}.key"),
+            format!("{base}.csr"),
+            format!("{base}.crt"),
+        );
+        let sans: Vec<String> = dns.iter().map(|d| format!("DNS:{d}")).collect();
+        let cn = format!("/CN={}", dns.first().copied().unwrap_or("leaf"));
+        let san = format!("subjectAltName={}", sans.join(","));
+        openssl(
+            p,
+            &[
+                "req",
+                "-new",
+                "-nodes",
+                "-subj",
+                &cn,
+                "-addext",
+                &san,
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+            ],
+        );
+        // The serial file wants an even number of hex digits.
+        let hex = format!("{serial:X}");
+        let hex = if hex.len() % 2 == 1 {
+            format!("0{hex}")
+        } else {
+            hex
+        };
+        std::fs::write(p.join("serial.txt"), format!("{hex}\n")).expect("write serial");
+        let mut args = vec![
+            "ca", "-batch", "-notext", "-config", "ca.cnf", "-cert", "root.crt", "-keyfile",
+            "root.key", "-in", &csr, "-out", &crt,
+        ];
+        args.extend_from_slice(validity);
+        openssl(p, &args);
+        let read = |f: &str| std::fs::read_to_string(p.join(f)).expect("read PEM");
+        Issued {
+            cert: read(&crt),
+            key: read(&key),
+        }
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The serial number (`serial=02`, as `openssl x509 -serial` prints it) of the
+/// certificate a new TLS handshake with `addr` for SNI `sni` gets, verified against
+/// `ca` when given. `Err` with openssl's output when the handshake fails.
+pub fn served_serial(addr: SocketAddr, sni: &str, ca: Option<&Path>) -> Result<String, String> {
+    let mut s_client = Command::new("openssl");
+    s_client
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            sni,
+        ])
+        .stdin(Stdio::null());
+    if let Some(ca) = ca {
+        s_client.args(["-verify_return_error", "-CAfile"]).arg(ca);
+    }
+    let hello = s_client.output().expect("run openssl s_client");
+    let shown = String::from_utf8_lossy(&hello.stdout).into_owned();
+    if !hello.status.success() || !shown.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(format!("{shown}{}", String::from_utf8_lossy(&hello.stderr)));
+    }
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-serial"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run openssl x509");
+    if let Some(mut stdin) = x509.stdin.take() {
+        stdin
+            .write_all(shown.as_bytes())
+            .expect("feed openssl x509");
+    }
+    let out = x509.wait_with_output().expect("openssl x509");
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
