@@ -20,6 +20,11 @@ pub struct AnalyzeArgs {
     /// Print findings of this level or above.
     #[arg(long, default_value = "Info", value_parser = parse_level)]
     output_threshold: Level,
+    /// A certificate directory as `isthmus up --cert-dir` reads it (`NAME.crt` +
+    /// `NAME.key` -> Secret `istio-system/NAME`): its Secrets replace config Secrets
+    /// of the same name; files that cannot serve are reported.
+    #[arg(long, env = "ISTHMUS_CERT_DIR")]
+    cert_dir: Option<PathBuf>,
 }
 
 fn parse_level(s: &str) -> Result<Level, String> {
@@ -27,6 +32,7 @@ fn parse_level(s: &str) -> Result<Level, String> {
 }
 
 pub fn run(args: AnalyzeArgs) -> ExitCode {
+    let mut cert_dir_failed = false;
     let loaded = match isthmus_controller::load_paths(&args.paths) {
         Ok(l) => l,
         Err(e) => {
@@ -34,8 +40,29 @@ pub fn run(args: AnalyzeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let store = Store::new(loaded.resources);
     let mut findings = loaded.diagnostics;
+    let mut resources = loaded.resources;
+    if let Some(dir) = &args.cert_dir {
+        let mut certs = isthmus_controller::cert_dir::CertDir::new(dir);
+        match certs.reload() {
+            Ok(report) => {
+                // Printed like findings; an unusable pair fails the run as an Error does.
+                for e in &report.errors {
+                    println!("Error [cert-dir] {e}");
+                }
+                for w in &report.warnings {
+                    println!("Warning [cert-dir] {w}");
+                }
+                cert_dir_failed = !report.errors.is_empty();
+            }
+            Err(e) => {
+                eprintln!("Error: {e}");
+                return ExitCode::from(1);
+            }
+        }
+        resources = isthmus_controller::secrets_on_top(certs.secrets(), resources);
+    }
+    let store = Store::new(resources);
     findings.extend(validate::validate(&store));
     // With the clock: certificates expired or not yet valid are reported (ISM0104).
     let now = std::time::SystemTime::now()
@@ -53,14 +80,14 @@ pub fn run(args: AnalyzeArgs) -> ExitCode {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    if shown.is_empty() {
+    if shown.is_empty() && !cert_dir_failed {
         println!("\u{2714} No validation issues found when analyzing {what}.");
     } else {
         for d in &shown {
             println!("{d}");
         }
     }
-    if findings.iter().any(|d| d.level >= args.failure_threshold) {
+    if cert_dir_failed || findings.iter().any(|d| d.level >= args.failure_threshold) {
         ExitCode::from(EXIT_FOUND_ISSUES)
     } else {
         ExitCode::SUCCESS

@@ -546,7 +546,7 @@ fn certificate_swap_keeps_h2_connections_and_new_handshakes_get_the_new_one() {
         .expect("run curl");
     let (tx, rx) = mpsc::channel();
     let stderr = client.stderr.take().expect("stderr");
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
                 break;
@@ -570,6 +570,8 @@ fn certificate_swap_keeps_h2_connections_and_new_handshakes_get_the_new_one() {
     let before_swap_seen = lines.len();
 
     let status = client.wait().expect("curl ends");
+    // Every line curl wrote is read once the reader saw the end of its stderr.
+    reader.join().expect("stderr reader");
     lines.extend(rx.try_iter());
     assert!(status.success(), "curl: {status:?}; {lines:?}");
     assert_eq!(lines.len(), n, "{lines:?}");

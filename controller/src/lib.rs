@@ -7,6 +7,6 @@ pub mod local;
 pub mod source;
 pub mod state;
 
-pub use local::{ExtraSources, GatewayFeed, LocalController};
+pub use local::{secrets_on_top, ExtraSources, GatewayFeed, LocalController};
 pub use source::{load_paths, SourceError};
 pub use state::ConfigState;

@@ -321,23 +321,29 @@ fn merged_store(
     certs: Option<&CertDir>,
     issued: Option<&ConfigState>,
 ) -> Store {
-    let same = |a: &Resource, b: &Resource| a.namespace() == b.namespace() && a.name() == b.name();
-    let mut on_top: Vec<Resource> = Vec::new();
     let issued = issued.map(|s| s.store().resources).unwrap_or_default();
     let from_dir = certs.map(CertDir::secrets).unwrap_or_default();
-    for r in issued.into_iter().chain(from_dir) {
+    let secrets = issued.into_iter().chain(from_dir).collect();
+    Store::new(secrets_on_top(secrets, config.store().resources))
+}
+
+/// `config` with `secrets` (most specific first) in front: the first Secret of a
+/// namespace/name wins, config Secrets with a name already taken are left out, and
+/// anything but Secrets in `secrets` is ignored.
+pub fn secrets_on_top(secrets: Vec<Resource>, config: Vec<Resource>) -> Vec<Resource> {
+    let same = |a: &Resource, b: &Resource| a.namespace() == b.namespace() && a.name() == b.name();
+    let mut on_top: Vec<Resource> = Vec::new();
+    for r in secrets {
         if r.kind == Kind::Secret && !on_top.iter().any(|s| same(s, &r)) {
             on_top.push(r);
         }
     }
     let rest: Vec<Resource> = config
-        .store()
-        .resources
         .into_iter()
         .filter(|r| r.kind != Kind::Secret || !on_top.iter().any(|s| same(s, r)))
         .collect();
     on_top.extend(rest);
-    Store::new(on_top)
+    on_top
 }
 
 #[cfg(test)]

@@ -955,11 +955,23 @@ impl<'s> Compiler<'s> {
         let r = s.gateway;
         let (field, written, suffix) = match non_empty(&tls.ca_cert_credential_name) {
             Some(w) => ("caCertCredentialName", w, ""),
-            None => (
-                "credentialName",
-                non_empty(&tls.credential_name)?,
-                "-cacert",
-            ),
+            None => match non_empty(&tls.credential_name) {
+                Some(w) => ("credentialName", w, "-cacert"),
+                None => {
+                    // Automatic ACME mode: the ordered certificate carries no CA.
+                    self.diags.push(diag(
+                        Level::Error,
+                        CODE_CREDENTIAL_NOT_FOUND,
+                        r,
+                        &format!("spec.servers[{}].tls.caCertCredentialName", s.index),
+                        format!(
+                            "mode {} without credentialName needs caCertCredentialName naming the Secret with the client CA (the certificate ordered over ACME has none); {refused}",
+                            tls_mode_name(tls.mode.unwrap_or(ServerTlsMode::Passthrough))
+                        ),
+                    ));
+                    return None;
+                }
+            },
         };
         let field = format!("spec.servers[{}].tls.{field}", s.index);
         let Some((ns, name)) = resolve_credential(written, &self.workload.namespace) else {
@@ -2235,6 +2247,55 @@ stringData: {tls.crt: "-----BEGIN CERTIFICATE-----\nMAMC", tls.key: "k"}
                 && errs[0].contains("no Secret nowhere/a-cert"),
             "{}",
             errs[0]
+        );
+    }
+
+    #[test]
+    fn auto_acme_mutual_without_a_credential_name_needs_a_ca_secret() {
+        // The certificate ordered for the server is there (issued); its client CA is not.
+        let extra = r#"---
+apiVersion: cert-manager.io/v1
+kind: ClusterIssuer
+metadata: {name: le}
+spec:
+  acme:
+    server: https://127.0.0.1:14000/dir
+    privateKeySecretRef: {name: le-account}
+    solvers: [{http01: {ingress: {class: istio}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: auto, namespace: default, annotations: {isthmus.dev/acme-issuer: le}}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 9443, name: mtls, protocol: HTTPS}
+    hosts: [m.test]
+    tls: {mode: MUTUAL}
+"#;
+        let secret = format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: isthmus-acme-default-auto-0, namespace: istio-system}}\nstringData: {{tls.crt: \"{}\", tls.key: \"{}\"}}\n",
+            CERT.replace('\n', "\\n"),
+            KEY.replace('\n', "\\n")
+        );
+        let (snap, diags) = compile_gateway(
+            &tls_store(&format!("{extra}{secret}")),
+            &GatewayWorkload::default(),
+        );
+        let tls = snap
+            .listener(9443)
+            .and_then(|l| l.protocol.tls())
+            .expect("9443");
+        assert!(tls.servers[0].credential.is_some(), "{diags:?}");
+        assert_eq!(
+            tls.servers[0].policy.client_certificate,
+            ClientCertificate::Unavailable
+        );
+        let e = errors(&diags);
+        assert!(
+            e.iter().any(|d| d.contains("tls.caCertCredentialName")
+                && d.contains("needs caCertCredentialName")),
+            "{e:?}"
         );
     }
 
