@@ -33,7 +33,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub async fn forward(
     snapshot: &Snapshot,
     port: u16,
-    mut client: Box<L4Stream>,
+    client: Box<L4Stream>,
     hello: Vec<u8>,
     sni: Option<String>,
     shutdown: &ShutdownWatch,
