@@ -5,174 +5,52 @@
 //! root pebble reports; the stored files; a restart that places no new order;
 //! `httpsRedirect` next to a pending challenge; an unknown issuer; configs/demo-tls.
 
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use isthmus_model::resources::core::decode_base64;
-use isthmus_testkit::pebble::Pebble;
-use isthmus_testkit::{curl, free_ports, wait_for_port, wait_until, ConfigDir, Proc, Up};
+use isthmus_testkit::acme::{certificate, pebble_issuer, secret_value, start_pebble, Ports, Site};
+use isthmus_testkit::pebble::{verify_chain, Pebble};
+use isthmus_testkit::pki::{serial_of, served_serial};
+use isthmus_testkit::{
+    curl, curl_https, demo_app, free_ports, loopback, wait_until, ConfigDir, Up,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_isthmus");
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Gateway `gw` (default ingress workload, namespace istio-system): HTTP on `http`
-/// (redirecting to HTTPS when `redirect`) and HTTPS on `https` with secret
-/// `acme-tls`, for `hosts`; every host routed to the demo app on `app_port` (started
-/// by the test, see [`demo_app`], so it outlives restarts of `up`).
-fn gateway(http: u16, https: u16, app_port: u16, redirect: bool, hosts: &str) -> String {
-    let redirect = if redirect {
-        "\n    tls: {httpsRedirect: true}"
-    } else {
-        ""
-    };
-    format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: {http}, name: http, protocol: HTTP}}
-    hosts: {hosts}{redirect}
-  - port: {{number: {https}, name: https, protocol: HTTPS}}
-    hosts: {hosts}
-    tls: {{mode: SIMPLE, credentialName: acme-tls}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: all}}
-spec:
-  hosts: ["*"]
-  gateways: [gw]
-  http:
-  - route: [{{destination: {{host: a}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: a}}
-spec:
-  hosts: [a.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {app_port}}}}}]
-"#
-    )
-}
-
-/// `isthmus demo-app` `name` `version` on `port`, killed when dropped.
-fn demo_app(name: &str, version: &str, port: u16) -> Proc {
-    let proc = Proc::spawn(Command::new(BIN).args([
-        "demo-app",
-        "--name",
-        name,
-        "--version",
-        version,
-        "--port",
-        &port.to_string(),
-    ]));
-    wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), WAIT);
-    proc
+/// Gateway `gw`: HTTP on `ports.http` (redirecting to HTTPS when `redirect`) and
+/// HTTPS on `ports.https` with secret `acme-tls`, for `hosts`; every host routed to
+/// the demo app on `ports.app` (started by the test, so it outlives restarts of `up`).
+fn gateway(ports: &Ports, redirect: bool, hosts: &str) -> String {
+    Site {
+        https_redirect: redirect,
+        ..Site::new(ports.http, ports.https, hosts, ports.app)
+    }
+    .yaml()
 }
 
 /// ClusterIssuer `pebble` (trusting pebble through `caBundle`) and Certificate
 /// `istio-system/acme-cert` writing `acme-tls` for `names` (the first is the CN).
 fn issuer_and_certificate(pebble: &Pebble, names: &[&str]) -> String {
-    format!(
-        r#"apiVersion: cert-manager.io/v1
-kind: ClusterIssuer
-metadata: {{name: pebble}}
-spec:
-  acme:
-    server: {server}
-    email: ops@acme.test
-    privateKeySecretRef: {{name: pebble-account}}
-    caBundle: {bundle}
-    solvers:
-    - http01: {{ingress: {{class: istio}}}}
----
-apiVersion: cert-manager.io/v1
-kind: Certificate
-metadata: {{name: acme-cert, namespace: istio-system}}
-spec:
-  secretName: acme-tls
-  issuerRef: {{name: pebble, kind: ClusterIssuer}}
-  commonName: {cn}
-  dnsNames: [{names}]
-  duration: 2160h
-  renewBefore: 360h
-"#,
-        server = pebble.directory_url(),
-        bundle = pebble.ca_bundle_base64(),
-        cn = names[0],
-        names = names.join(", "),
-    )
+    let extra = format!(
+        "  commonName: {}\n  duration: 2160h\n  renewBefore: 360h\n",
+        names[0]
+    );
+    pebble_issuer(pebble, None) + &certificate(names, &extra)
 }
 
 /// `curl https://host:port/` through `--resolve`, verifying against `root`, with
 /// `flag` (`--http2`, `--http1.1`): (status, HTTP version, first body line).
 fn get(root: &Path, host: &str, port: u16, flag: &str) -> (u16, String, String) {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "10", flag, "--cacert"])
-        .arg(root)
-        .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
-        .args(["-w", "\n%{http_code} %{http_version}"])
-        .arg(format!("https://{host}:{port}/"))
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let (status, version) = tail.split_once(' ').unwrap_or((tail, ""));
-    (
-        status.parse().unwrap_or(0),
-        version.to_string(),
-        body.lines().next().unwrap_or("").to_string(),
-    )
+    let r = curl_https(root, host, port, &[flag]);
+    (r.status, r.version, r.first_line)
 }
 
 /// The serial (`serial=...`) of the certificate served for `sni` on `port`, verified
 /// against `root`; `None` when the handshake or the verification fails.
-fn served_serial(port: u16, sni: &str, root: &Path) -> Option<String> {
-    let out = Command::new("openssl")
-        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
-        .args(["-servername", sni, "-verify_return_error", "-CAfile"])
-        .arg(root)
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    serial_of(&out.stdout)
-}
-
-/// `serial=...` of the first certificate in `pem`.
-fn serial_of(pem: &[u8]) -> Option<String> {
-    use std::io::Write;
-    let mut x509 = Command::new("openssl")
-        .args(["x509", "-noout", "-serial"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .ok()?;
-    x509.stdin.take()?.write_all(pem).ok()?;
-    let out = x509.wait_with_output().ok()?;
-    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (out.status.success() && s.starts_with("serial=")).then_some(s)
-}
-
-/// The value of `key` in the `data` of a Secret file written by isthmus, decoded.
-fn secret_value(path: &Path, key: &str) -> String {
-    let text = std::fs::read_to_string(path).expect("read secret");
-    let prefix = format!("  {key}: ");
-    let b64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {key} in {text}"));
-    String::from_utf8(decode_base64(b64).expect("base64")).expect("PEM text")
+fn served(port: u16, sni: &str, root: &Path) -> Option<String> {
+    served_serial(loopback(port), sni, Some(root)).ok()
 }
 
 fn mode(p: &Path) -> u32 {
@@ -181,42 +59,17 @@ fn mode(p: &Path) -> u32 {
 
 /// Wait for `up`'s output line containing every one of `needles`.
 fn line(up: &mut Up, needles: &[&str]) -> String {
-    up.proc.wait_for_line(WAIT, |l| {
-        needles.iter().all(|n| l.contains(n)).then(|| l.to_string())
-    })
-}
-
-/// The Gateway's HTTP and HTTPS ports and the demo app's.
-struct Ports {
-    http: u16,
-    https: u16,
-    app: u16,
-}
-
-/// A pebble validating on a fresh HTTP port, and demo app `a v1` on `app`.
-fn start_pebble() -> Option<(Pebble, Ports, Proc)> {
-    let p = free_ports(3);
-    let ports = Ports {
-        http: p[0],
-        https: p[1],
-        app: p[2],
-    };
-    let pebble = Pebble::start(ports.http)?;
-    let app = demo_app("a", "v1", ports.app);
-    Some((pebble, ports, app))
+    up.proc.wait_for_all(WAIT, needles)
 }
 
 #[test]
 fn http01_issues_a_certificate_that_serves_h2_and_http1_and_survives_a_restart() {
-    let Some((mut pebble, ports, _app)) = start_pebble() else {
+    let Some((mut pebble, ports, _app)) = start_pebble(Path::new(BIN), None) else {
         return;
     };
     let dir = ConfigDir::new();
     let hosts = "[acme.test, www.acme.test]";
-    dir.write(
-        "gateway.yaml",
-        &gateway(ports.http, ports.https, ports.app, false, hosts),
-    );
+    dir.write("gateway.yaml", &gateway(&ports, false, hosts));
     dir.write(
         "certificate.yaml",
         &issuer_and_certificate(&pebble, &["acme.test", "www.acme.test"]),
@@ -258,30 +111,12 @@ fn http01_issues_a_certificate_that_serves_h2_and_http1_and_survives_a_restart()
     let chain = secret_value(&secret, "tls.crt");
     let key = secret_value(&secret, "tls.key");
     assert!(key.contains("BEGIN PRIVATE KEY"), "a PKCS#8 key");
-    let blocks: Vec<&str> = chain
-        .split_inclusive("-----END CERTIFICATE-----\n")
-        .collect();
-    assert!(blocks.len() >= 2, "leaf and intermediate: {chain}");
-    let files = ConfigDir::new();
-    let leaf = files.write("leaf.pem", blocks[0]);
-    let rest = files.write("intermediates.pem", &blocks[1..].concat());
-    let verify = Command::new("openssl")
-        .args(["verify", "-CAfile"])
-        .arg(&root)
-        .arg("-untrusted")
-        .arg(&rest)
-        .arg(&leaf)
-        .output()
-        .expect("run openssl verify");
-    assert!(
-        verify.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
-    let serial = serial_of(chain.as_bytes()).expect("serial");
+    let blocks = chain.matches("-----END CERTIFICATE-----\n").count();
+    assert!(blocks >= 2, "leaf and intermediate: {chain}");
+    verify_chain(&root, &chain).unwrap_or_else(|e| panic!("chain does not verify: {e}"));
+    let serial = serial_of(&chain).expect("serial");
     assert_eq!(
-        served_serial(ports.https, "www.acme.test", &root).as_deref(),
+        served(ports.https, "www.acme.test", &root).as_deref(),
         Some(serial.as_str())
     );
     assert_eq!(mode(&secret), 0o600, "{}", secret.display());
@@ -303,7 +138,7 @@ fn http01_issues_a_certificate_that_serves_h2_and_http1_and_survives_a_restart()
     );
     assert_eq!(get(&root, "acme.test", ports.https, "--http2").0, 200);
     assert_eq!(
-        served_serial(ports.https, "acme.test", &root).as_deref(),
+        served(ports.https, "acme.test", &root).as_deref(),
         Some(serial.as_str())
     );
     assert!(
@@ -319,14 +154,11 @@ fn http01_issues_a_certificate_that_serves_h2_and_http1_and_survives_a_restart()
 
 #[test]
 fn https_redirect_leaves_the_challenge_to_the_gateway_and_redirects_the_rest() {
-    let Some((pebble, ports, _app)) = start_pebble() else {
+    let Some((pebble, ports, _app)) = start_pebble(Path::new(BIN), None) else {
         return;
     };
     let dir = ConfigDir::new();
-    dir.write(
-        "gateway.yaml",
-        &gateway(ports.http, ports.https, ports.app, true, "[redirect.test]"),
-    );
+    dir.write("gateway.yaml", &gateway(&ports, true, "[redirect.test]"));
     dir.write(
         "certificate.yaml",
         &issuer_and_certificate(&pebble, &["redirect.test"]),
@@ -371,14 +203,11 @@ fn https_redirect_leaves_the_challenge_to_the_gateway_and_redirects_the_rest() {
 
 #[test]
 fn an_unknown_issuer_is_reported_by_name_and_the_rest_is_issued() {
-    let Some((pebble, ports, _app)) = start_pebble() else {
+    let Some((pebble, ports, _app)) = start_pebble(Path::new(BIN), None) else {
         return;
     };
     let dir = ConfigDir::new();
-    dir.write(
-        "gateway.yaml",
-        &gateway(ports.http, ports.https, ports.app, false, "[good.test]"),
-    );
+    dir.write("gateway.yaml", &gateway(&ports, false, "[good.test]"));
     dir.write(
         "certificate.yaml",
         &(issuer_and_certificate(&pebble, &["good.test"])
@@ -448,8 +277,8 @@ fn demo_tls_gets_its_certificate_from_pebble_in_place_of_the_static_one() {
     let state = ConfigDir::new();
     let state_arg = state.path().display().to_string();
     let _apps = [
-        demo_app("todolist", "v1", free[2]),
-        demo_app("todolist", "v2", free[3]),
+        demo_app(Path::new(BIN), "todolist", "v1", free[2]),
+        demo_app(Path::new(BIN), "todolist", "v2", free[3]),
     ];
     let mut up = Up::start(
         Path::new(BIN),
@@ -468,13 +297,13 @@ fn demo_tls_gets_its_certificate_from_pebble_in_place_of_the_static_one() {
     );
     let root = pebble.issuing_root_file();
     let serial = wait_until("the issued certificate to be served", WAIT, || {
-        served_serial(https, "example.domain.com", &root)
+        served(https, "example.domain.com", &root)
     });
     let stored = secret_value(
         &state.path().join("secrets/istio-system.todolist-tls.yaml"),
         "tls.crt",
     );
-    assert_eq!(serial_of(stored.as_bytes()), Some(serial));
+    assert_eq!(serial_of(&stored), Ok(serial));
     for flag in ["--http2", "--http1.1"] {
         let (status, _, body) = get(&root, "example.domain.com", https, flag);
         assert_eq!(status, 200, "{flag}");
@@ -482,27 +311,19 @@ fn demo_tls_gets_its_certificate_from_pebble_in_place_of_the_static_one() {
     }
     // The static certificate no longer serves.
     let static_ca: PathBuf = configs.join("example.domain.com.crt");
-    assert_eq!(served_serial(https, "example.domain.com", &static_ca), None);
+    assert_eq!(served(https, "example.domain.com", &static_ca), None);
 }
 
 #[test]
 fn renewal_replaces_the_certificate_under_a_client_loop_with_no_failed_request() {
-    let p = free_ports(3);
-    let ports = Ports {
-        http: p[0],
-        https: p[1],
-        app: p[2],
-    };
     // Certificates valid 15 s: renewed when a third of that is left.
-    let Some(mut pebble) = Pebble::start_with(ports.http, Some(Duration::from_secs(15))) else {
+    let Some((mut pebble, ports, _app)) =
+        start_pebble(Path::new(BIN), Some(Duration::from_secs(15)))
+    else {
         return;
     };
-    let _app = demo_app("a", "v1", ports.app);
     let dir = ConfigDir::new();
-    dir.write(
-        "gateway.yaml",
-        &gateway(ports.http, ports.https, ports.app, false, "[renew.test]"),
-    );
+    dir.write("gateway.yaml", &gateway(&ports, false, "[renew.test]"));
     dir.write(
         "certificate.yaml",
         &issuer_and_certificate(&pebble, &["renew.test"]),
@@ -514,7 +335,7 @@ fn renewal_replaces_the_certificate_under_a_client_loop_with_no_failed_request()
     );
     let root = pebble.issuing_root_file();
     let first = wait_until("the first certificate to be served", WAIT, || {
-        served_serial(ports.https, "renew.test", &root)
+        served(ports.https, "renew.test", &root)
     });
 
     // New connections (each a full handshake) until a new serial is served.
@@ -524,7 +345,7 @@ fn renewal_replaces_the_certificate_under_a_client_loop_with_no_failed_request()
         let (status, _, body) = get(&root, "renew.test", ports.https, "--http2");
         requests += 1;
         assert_eq!((status, body.as_str()), (200, "a v1"), "request {requests}");
-        let serial = served_serial(ports.https, "renew.test", &root).expect("verified handshake");
+        let serial = served(ports.https, "renew.test", &root).expect("verified handshake");
         if serial != first {
             break serial;
         }
@@ -542,7 +363,7 @@ fn renewal_replaces_the_certificate_under_a_client_loop_with_no_failed_request()
     for _ in 0..5 {
         assert_eq!(get(&root, "renew.test", ports.https, "--http1.1").0, 200);
         assert_eq!(
-            served_serial(ports.https, "renew.test", &root).as_deref(),
+            served(ports.https, "renew.test", &root).as_deref(),
             Some(renewed.as_str())
         );
     }
@@ -550,22 +371,14 @@ fn renewal_replaces_the_certificate_under_a_client_loop_with_no_failed_request()
 
 #[test]
 fn a_stopped_ca_leaves_the_stored_certificate_serving_and_issuing_recovers_when_it_returns() {
-    let p = free_ports(3);
-    let ports = Ports {
-        http: p[0],
-        https: p[1],
-        app: p[2],
-    };
     // Valid 20 s: renewal is due after about 13 s.
-    let Some(mut pebble) = Pebble::start_with(ports.http, Some(Duration::from_secs(20))) else {
+    let Some((mut pebble, ports, _app)) =
+        start_pebble(Path::new(BIN), Some(Duration::from_secs(20)))
+    else {
         return;
     };
-    let _app = demo_app("a", "v1", ports.app);
     let dir = ConfigDir::new();
-    dir.write(
-        "gateway.yaml",
-        &gateway(ports.http, ports.https, ports.app, false, "[down.test]"),
-    );
+    dir.write("gateway.yaml", &gateway(&ports, false, "[down.test]"));
     dir.write(
         "certificate.yaml",
         &issuer_and_certificate(&pebble, &["down.test"]),
@@ -577,7 +390,7 @@ fn a_stopped_ca_leaves_the_stored_certificate_serving_and_issuing_recovers_when_
     );
     let first_root = pebble.issuing_root_file();
     let first = wait_until("the first certificate to be served", WAIT, || {
-        served_serial(ports.https, "down.test", &first_root)
+        served(ports.https, "down.test", &first_root)
     });
 
     // The CA goes away; the renewal fails and is retried, the stored one serves on.
@@ -596,7 +409,7 @@ fn a_stopped_ca_leaves_the_stored_certificate_serving_and_issuing_recovers_when_
     );
     assert_eq!(get(&first_root, "down.test", ports.https, "--http2").0, 200);
     assert_eq!(
-        served_serial(ports.https, "down.test", &first_root).as_deref(),
+        served(ports.https, "down.test", &first_root).as_deref(),
         Some(first.as_str())
     );
 
@@ -604,7 +417,7 @@ fn a_stopped_ca_leaves_the_stored_certificate_serving_and_issuing_recovers_when_
     pebble.restart();
     let root = pebble.issuing_root_file();
     let renewed = wait_until("a certificate from the restarted CA", WAIT, || {
-        served_serial(ports.https, "down.test", &root)
+        served(ports.https, "down.test", &root)
     });
     assert_ne!(renewed, first);
     line(

@@ -5,14 +5,14 @@
 //! with `openssl verify` against pebble's issuing root and served to the real `curl`
 //! over h2 and HTTP/1.1.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use isthmus_model::resources::core::decode_base64;
+use isthmus_testkit::acme::{certificate, pebble_issuer, secret_value, Site};
 use isthmus_testkit::pebble::{verify_chain, Pebble};
-use isthmus_testkit::{free_ports, wait_for_port, wait_until, ConfigDir, Proc, Up};
+use isthmus_testkit::{curl_https, demo_app, files_under, free_ports, wait_until, ConfigDir, Up};
 
 const BIN: &str = env!("CARGO_BIN_EXE_isthmus");
 const WAIT: Duration = Duration::from_secs(30);
@@ -22,128 +22,16 @@ const WAIT: Duration = Duration::from_secs(30);
 /// with `challenge` (it also has an http01 solver: the annotation decides); and
 /// Certificate `istio-system/acme-cert` writing `acme-tls`.
 fn config(pebble: &Pebble, http: u16, https: u16, app: u16, challenge: &str) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: {http}, name: http, protocol: HTTP}}
-    hosts: [alpn.test]
-  - port: {{number: {https}, name: https, protocol: HTTPS}}
-    hosts: [alpn.test]
-    tls: {{mode: SIMPLE, credentialName: acme-tls}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: all}}
-spec:
-  hosts: ["*"]
-  gateways: [gw]
-  http:
-  - route: [{{destination: {{host: a}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: a}}
-spec:
-  hosts: [a.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {app}}}}}]
----
-apiVersion: cert-manager.io/v1
-kind: ClusterIssuer
-metadata:
-  name: pebble
-  annotations: {{isthmus.dev/acme-challenge: {challenge}}}
-spec:
-  acme:
-    server: {server}
-    privateKeySecretRef: {{name: pebble-account}}
-    caBundle: {bundle}
-    solvers:
-    - http01: {{ingress: {{class: istio}}}}
----
-apiVersion: cert-manager.io/v1
-kind: Certificate
-metadata: {{name: acme-cert, namespace: istio-system}}
-spec:
-  secretName: acme-tls
-  issuerRef: {{name: pebble, kind: ClusterIssuer}}
-  dnsNames: [alpn.test]
-"#,
-        server = pebble.directory_url(),
-        bundle = pebble.ca_bundle_base64(),
-    )
-}
-
-/// `isthmus demo-app a v1` on `port`, killed when dropped.
-fn demo_app(port: u16) -> Proc {
-    let proc = Proc::spawn(Command::new(BIN).args([
-        "demo-app",
-        "--name",
-        "a",
-        "--version",
-        "v1",
-        "--port",
-        &port.to_string(),
-    ]));
-    wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), WAIT);
-    proc
+    Site::new(http, https, "[alpn.test]", app).yaml()
+        + &pebble_issuer(pebble, Some(challenge))
+        + &certificate(&["alpn.test"], "")
 }
 
 /// `curl https://alpn.test:port/` verifying against `root`, with `flag`
 /// (`--http2`, `--http1.1`): (status, HTTP version, first body line).
 fn get(root: &Path, port: u16, flag: &str) -> (u16, String, String) {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "10", flag, "--cacert"])
-        .arg(root)
-        .args(["--resolve", &format!("alpn.test:{port}:127.0.0.1")])
-        .args(["-w", "\n%{http_code} %{http_version}"])
-        .arg(format!("https://alpn.test:{port}/"))
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let (status, version) = tail.split_once(' ').unwrap_or((tail, ""));
-    (
-        status.parse().unwrap_or(0),
-        version.to_string(),
-        body.lines().next().unwrap_or("").to_string(),
-    )
-}
-
-/// The value of `key` in the `data` of a Secret file written by isthmus, decoded.
-fn secret_value(path: &Path, key: &str) -> String {
-    let text = std::fs::read_to_string(path).expect("read secret");
-    let prefix = format!("  {key}: ");
-    let b64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {key} in {text}"));
-    String::from_utf8(decode_base64(b64).expect("base64")).expect("PEM text")
-}
-
-/// Files (not directories) under `dir`, recursively; none when it does not exist.
-fn files_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            if e.path().is_dir() {
-                todo.push(e.path());
-            } else {
-                out.push(e.path().display().to_string());
-            }
-        }
-    }
-    out
+    let r = curl_https(root, "alpn.test", port, &[flag]);
+    (r.status, r.version, r.first_line)
 }
 
 #[test]
@@ -157,7 +45,7 @@ fn acme_tls_alpn01_issues_on_the_https_port_with_the_http_port_closed() {
     let Some(mut pebble) = Pebble::start_ports(p[3], https) else {
         return;
     };
-    let _app = demo_app(app);
+    let _app = demo_app(Path::new(BIN), "a", "v1", app);
     let dir = ConfigDir::new();
     dir.write(
         "all.yaml",
@@ -167,11 +55,7 @@ fn acme_tls_alpn01_issues_on_the_https_port_with_the_http_port_closed() {
     let state_arg = state.path().display().to_string();
     let started = Instant::now();
     let mut up = Up::start(Path::new(BIN), dir.path(), &["--state-dir", &state_arg]);
-    let mut line = |needles: &[&str]| {
-        up.proc.wait_for_line(WAIT, |l| {
-            needles.iter().all(|n| l.contains(n)).then(|| l.to_string())
-        })
-    };
+    let mut line = |needles: &[&str]| up.proc.wait_for_all(WAIT, needles);
     let issued = line(&["acme: issued istio-system/acme-tls for [alpn.test]"]);
     eprintln!(
         "issued over TLS-ALPN-01 {} ms after process start",

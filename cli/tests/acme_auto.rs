@@ -8,38 +8,18 @@
 //! next attempt, in the status file and in `isthmus certs`; an unknown issuer in the
 //! annotation and a wildcard host are reported naming the Gateway.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use isthmus_model::resources::core::decode_base64;
-use isthmus_testkit::pebble::Pebble;
-use isthmus_testkit::{free_port, free_ports, wait_for_port, wait_until, ConfigDir, Proc, Up};
+use isthmus_testkit::acme::{cluster_issuer, pebble_issuer, secret_value, start_pebble, Site};
+use isthmus_testkit::pki::{served_leaf, x509};
+use isthmus_testkit::{
+    curl_https, demo_app, free_port, free_ports, loopback, wait_until, ConfigDir, Up,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_isthmus");
 const WAIT: Duration = Duration::from_secs(30);
-
-/// ClusterIssuer `name` on the ACME directory `server`, trusting `bundle` (base64
-/// PEM) when given.
-fn issuer(name: &str, server: &str, bundle: Option<&str>) -> String {
-    let bundle = bundle
-        .map(|b| format!("\n    caBundle: {b}"))
-        .unwrap_or_default();
-    format!(
-        r#"apiVersion: cert-manager.io/v1
-kind: ClusterIssuer
-metadata: {{name: {name}}}
-spec:
-  acme:
-    server: {server}
-    email: ops@acme.test
-    privateKeySecretRef: {{name: {name}-account}}{bundle}
-    solvers:
-    - http01: {{ingress: {{class: istio}}}}
-"#
-    )
-}
 
 /// Gateway `name` (namespace default, default ingress workload) annotated with
 /// `isthmus.dev/acme-issuer: annotation`: HTTP on `http` and HTTPS (SIMPLE, no
@@ -53,124 +33,25 @@ fn auto_gateway(
     hosts: &str,
     app_port: u16,
 ) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata:
-  name: {name}
-  annotations:
-    isthmus.dev/acme-issuer: {annotation}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: {http}, name: http, protocol: HTTP}}
-    hosts: {hosts}
-  - port: {{number: {https}, name: https, protocol: HTTPS}}
-    hosts: {hosts}
-    tls: {{mode: SIMPLE}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: {name}-all}}
-spec:
-  hosts: ["*"]
-  gateways: [{name}]
-  http:
-  - route: [{{destination: {{host: a}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: {name}-a}}
-spec:
-  hosts: [a.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {app_port}}}}}]
-"#
-    )
-}
-
-/// `isthmus demo-app a v1` on `port`, killed when dropped.
-fn demo_app(port: u16) -> Proc {
-    let proc = Proc::spawn(Command::new(BIN).args([
-        "demo-app",
-        "--name",
-        "a",
-        "--version",
-        "v1",
-        "--port",
-        &port.to_string(),
-    ]));
-    wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), WAIT);
-    proc
+    Site {
+        gateway: name,
+        credential: None,
+        acme_issuer: Some(annotation),
+        ..Site::new(http, https, hosts, app_port)
+    }
+    .yaml()
 }
 
 /// `curl https://host:port/` through `--resolve`, verifying against `root`:
 /// (status, first line of the body).
 fn get(root: &Path, host: &str, port: u16) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "10", "--cacert"])
-        .arg(root)
-        .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
-        .args(["-w", "\n%{http_code}"])
-        .arg(format!("https://{host}:{port}/"))
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
-    let first = body.lines().next().unwrap_or("").trim().to_string();
-    (code.trim().parse().unwrap_or(0), first)
-}
-
-/// The leaf certificate served for `sni` on `port`, verified against `root` (PEM);
-/// `None` when the handshake or the verification fails.
-fn served_leaf(port: u16, sni: &str, root: &Path) -> Option<String> {
-    let out = Command::new("openssl")
-        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
-        .args(["-servername", sni, "-verify_return_error", "-CAfile"])
-        .arg(root)
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let start = text.find("-----BEGIN CERTIFICATE-----")?;
-    let end = text[start..].find("-----END CERTIFICATE-----")? + start;
-    Some(format!("{}-----END CERTIFICATE-----\n", &text[start..end]))
+    let r = curl_https(root, host, port, &[]);
+    (r.status, r.first_line)
 }
 
 /// `openssl x509 -noout ARGS` on `pem`: its output, trimmed.
-fn x509(pem: &str, args: &[&str]) -> String {
-    use std::io::Write;
-    let mut child = Command::new("openssl")
-        .args(["x509", "-noout"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run openssl x509");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(pem.as_bytes())
-        .expect("write pem");
-    let out = child.wait_with_output().expect("openssl x509");
-    assert!(out.status.success(), "openssl x509 {args:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// The `tls.crt` of a Secret file written by isthmus, decoded.
-fn secret_crt(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).expect("read secret");
-    let b64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("  tls.crt: "))
-        .unwrap_or_else(|| panic!("no tls.crt in {text}"));
-    String::from_utf8(decode_base64(b64).expect("base64")).expect("PEM text")
+fn x509_text(pem: &str, args: &[&str]) -> String {
+    x509(pem, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `isthmus certs DIR --state-dir STATE`: (stdout, stderr), exit status checked.
@@ -229,28 +110,17 @@ fn row(table: &str, name: &str) -> Vec<String> {
 
 /// Wait for `up`'s output line containing every one of `needles`.
 fn line(up: &mut Up, needles: &[&str]) -> String {
-    up.proc.wait_for_line(WAIT, |l| {
-        needles.iter().all(|n| l.contains(n)).then(|| l.to_string())
-    })
+    up.proc.wait_for_all(WAIT, needles)
 }
 
 #[test]
 fn acme_issuer_annotation_gets_both_hosts_of_a_gateway_served_over_https_and_reported_ready() {
-    let p = free_ports(3);
-    let (http, https, app) = (p[0], p[1], p[2]);
-    let Some(pebble) = Pebble::start(http) else {
+    let Some((pebble, ports, _app)) = start_pebble(Path::new(BIN), None) else {
         return;
     };
-    let _app = demo_app(app);
+    let (http, https, app) = (ports.http, ports.https, ports.app);
     let dir = ConfigDir::new();
-    dir.write(
-        "issuer.yaml",
-        &issuer(
-            "pebble",
-            &pebble.directory_url(),
-            Some(&pebble.ca_bundle_base64()),
-        ),
-    );
+    dir.write("issuer.yaml", &pebble_issuer(&pebble, None));
     dir.write(
         "gateway.yaml",
         &auto_gateway("gw", "pebble", http, https, "[one.test, two.test]", app),
@@ -312,19 +182,19 @@ fn acme_issuer_annotation_gets_both_hosts_of_a_gateway_served_over_https_and_rep
     let secret = state
         .path()
         .join("secrets/istio-system.isthmus-acme-default-gw-1.yaml");
-    let stored = secret_crt(&secret);
-    let stored_serial = x509(&stored, &["-serial"]);
+    let stored = secret_value(&secret, "tls.crt");
+    let stored_serial = x509_text(&stored, &["-serial"]);
     for host in ["one.test", "two.test"] {
-        let leaf = served_leaf(https, host, &root).expect("a verified handshake");
-        assert_eq!(x509(&leaf, &["-serial"]), stored_serial, "{host}");
-        let san = x509(&leaf, &["-ext", "subjectAltName"]);
+        let leaf = served_leaf(loopback(https), host, Some(&root)).expect("a verified handshake");
+        assert_eq!(x509_text(&leaf, &["-serial"]), stored_serial, "{host}");
+        let san = x509_text(&leaf, &["-ext", "subjectAltName"]);
         assert!(
             san.contains("DNS:one.test") && san.contains("DNS:two.test"),
             "{san}"
         );
     }
     // `notAfter=2030-11-26 06:25:00Z` -> RFC 3339.
-    let not_after = x509(&stored, &["-enddate", "-dateopt", "iso_8601"])
+    let not_after = x509_text(&stored, &["-enddate", "-dateopt", "iso_8601"])
         .trim_start_matches("notAfter=")
         .replace(' ', "T");
 
@@ -386,11 +256,16 @@ fn an_unreachable_acme_server_shows_ready_false_with_the_error_and_the_next_atte
     // Nothing listens on `closed`: every order fails to connect. No pebble needed.
     let p = free_ports(5);
     let (http, https, app, other_https, closed) = (p[0], p[1], p[2], p[3], p[4]);
-    let _app = demo_app(app);
+    let _app = demo_app(Path::new(BIN), "a", "v1", app);
     let dir = ConfigDir::new();
     dir.write(
         "issuer.yaml",
-        &issuer("down", &format!("https://127.0.0.1:{closed}/dir"), None),
+        &cluster_issuer(
+            "down",
+            &format!("https://127.0.0.1:{closed}/dir"),
+            None,
+            None,
+        ),
     );
     dir.write(
         "gateway.yaml",

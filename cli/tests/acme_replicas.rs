@@ -8,7 +8,7 @@
 //! the replica that did not order. Both replicas then serve the issued certificate.
 
 use std::io::ErrorKind;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,9 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use isthmus_model::resources::core::decode_base64;
+use isthmus_testkit::acme::{certificate, pebble_issuer, secret_value, Site};
 use isthmus_testkit::pebble::{verify_chain, Pebble};
-use isthmus_testkit::{free_port, free_ports, wait_for_port, wait_until, ConfigDir, Proc, Up};
+use isthmus_testkit::{
+    curl_https, demo_app, files_under, free_port, loopback, wait_until, ConfigDir, Proc, Up,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_isthmus");
 const WAIT: Duration = Duration::from_secs(30);
@@ -29,62 +31,10 @@ const HOST: &str = "replicas.test";
 /// for [`HOST`], routed to the demo app on `app`; ClusterIssuer `pebble` answering
 /// `challenge`; Certificate `istio-system/acme-cert` writing `acme-tls`.
 fn config(pebble: &Pebble, app: u16, challenge: &str) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 80, name: http, protocol: HTTP}}
-    hosts: [{HOST}]
-  - port: {{number: 443, name: https, protocol: HTTPS}}
-    hosts: [{HOST}]
-    tls: {{mode: SIMPLE, credentialName: acme-tls}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: all}}
-spec:
-  hosts: ["*"]
-  gateways: [gw]
-  http:
-  - route: [{{destination: {{host: a}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: a}}
-spec:
-  hosts: [a.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {app}}}}}]
----
-apiVersion: cert-manager.io/v1
-kind: ClusterIssuer
-metadata:
-  name: pebble
-  annotations: {{isthmus.dev/acme-challenge: {challenge}}}
-spec:
-  acme:
-    server: {server}
-    privateKeySecretRef: {{name: pebble-account}}
-    caBundle: {bundle}
-    solvers:
-    - http01: {{ingress: {{class: istio}}}}
----
-apiVersion: cert-manager.io/v1
-kind: Certificate
-metadata: {{name: acme-cert, namespace: istio-system}}
-spec:
-  secretName: acme-tls
-  issuerRef: {{name: pebble, kind: ClusterIssuer}}
-  dnsNames: [{HOST}]
-"#,
-        server = pebble.directory_url(),
-        bundle = pebble.ca_bundle_base64(),
-    )
+    let hosts = format!("[{HOST}]");
+    Site::new(80, 443, &hosts, app).yaml()
+        + &pebble_issuer(pebble, Some(challenge))
+        + &certificate(&[HOST], "")
 }
 
 /// A `--port-offset` under which Gateway ports 80 and 443 are both free.
@@ -195,10 +145,7 @@ impl Drop for Forwarder {
 /// (each read gives up after 10 s).
 fn pipe(client: TcpStream, port: u16) {
     client.set_nonblocking(false).expect("blocking");
-    let Ok(upstream) = TcpStream::connect_timeout(
-        &SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(5),
-    ) else {
+    let Ok(upstream) = TcpStream::connect_timeout(&loopback(port), Duration::from_secs(5)) else {
         return;
     };
     for s in [&client, &upstream] {
@@ -220,39 +167,8 @@ fn pipe(client: TcpStream, port: u16) {
 
 /// `curl https://HOST:port/` verifying against `root`: (status, first body line).
 fn get(root: &Path, port: u16) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "10", "--cacert"])
-        .arg(root)
-        .args(["--resolve", &format!("{HOST}:{port}:127.0.0.1")])
-        .args(["-w", "\n%{http_code}"])
-        .arg(format!("https://{HOST}:{port}/"))
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (
-        status.trim().parse().unwrap_or(0),
-        body.lines().next().unwrap_or("").to_string(),
-    )
-}
-
-/// Files (not directories) under `dir`, recursively; none when it does not exist.
-fn files_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            if e.path().is_dir() {
-                todo.push(e.path());
-            } else {
-                out.push(e.path().display().to_string());
-            }
-        }
-    }
-    out
+    let r = curl_https(root, HOST, port, &[]);
+    (r.status, r.first_line)
 }
 
 /// Two replicas, one order, the challenge (`http-01` or `tls-alpn-01`) answered by
@@ -276,17 +192,8 @@ fn replicas_share_the_challenge(challenge: &str) {
     let Some(mut pebble) = started else {
         return;
     };
-    let app = free_ports(1)[0];
-    let _app = Proc::spawn(Command::new(BIN).args([
-        "demo-app",
-        "--name",
-        "a",
-        "--version",
-        "v1",
-        "--port",
-        &app.to_string(),
-    ]));
-    wait_for_port(SocketAddr::from(([127, 0, 0, 1], app)), WAIT);
+    let app = free_port();
+    let _app = demo_app(Path::new(BIN), "a", "v1", app);
     let dir = ConfigDir::new();
     dir.write("all.yaml", &config(&pebble, app, challenge));
     let state = ConfigDir::new();
@@ -396,14 +303,10 @@ fn replicas_share_the_challenge(challenge: &str) {
         .sum();
     assert_eq!(orders, 1, "one order over both replicas");
     assert_eq!(pebble.orders(), 1, "pebble saw one order");
-    let secret = std::fs::read_to_string(state.path().join("secrets/istio-system.acme-tls.yaml"))
-        .expect("secret");
-    let chain = secret
-        .lines()
-        .find_map(|l| l.strip_prefix("  tls.crt: "))
-        .and_then(decode_base64)
-        .and_then(|b| String::from_utf8(b).ok())
-        .expect("tls.crt");
+    let chain = secret_value(
+        &state.path().join("secrets/istio-system.acme-tls.yaml"),
+        "tls.crt",
+    );
     verify_chain(&root, &chain).unwrap_or_else(|e| panic!("chain does not verify: {e}"));
     let left = files_under(&state.path().join("challenges"));
     assert!(left.is_empty(), "challenge files left: {left:?}");

@@ -9,54 +9,30 @@
 //! - An expired certificate (ISM0104): `isthmus analyze` reports it, and the gateway
 //!   logs it once as an ERROR while it serves it and the other hosts.
 
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use isthmus_testkit::fixtures::demo_backend;
+use isthmus_testkit::fixtures::{demo_backend, gateway, https_servers, route_all, tls_secret};
 use isthmus_testkit::pki::{served_serial, Issued, TestCa};
-use isthmus_testkit::{curl, free_port, wait_until, ConfigDir, Proc, Up};
+use isthmus_testkit::{curl_https, free_port, loopback, wait_until, ConfigDir, Proc, Up};
 
 const BIN: &str = env!("CARGO_BIN_EXE_isthmus");
 
 /// A Gateway (default/gw) with one HTTPS server per (host, secret) on `port`, every
 /// host routed to one demo app on `app_port`.
 fn https_config(port: u16, app_port: u16, servers: &[(&str, &str)]) -> String {
-    let mut y = String::from(
-        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  \
-         selector: {istio: ingressgateway}\n  servers:\n",
-    );
-    for (i, (host, secret)) in servers.iter().enumerate() {
-        y.push_str(&format!(
-            "  - port: {{number: {port}, name: https-{i}, protocol: HTTPS}}\n    hosts: [{host}]\n    \
-             tls: {{mode: SIMPLE, credentialName: {secret}}}\n"
-        ));
-    }
-    y.push_str(
-        r#"---
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: all}
-spec:
-  hosts: ["*"]
-  gateways: [gw]
-  http: [{route: [{destination: {host: app.default.svc.cluster.local}}]}]
-"#,
-    );
-    y + &demo_backend("app", app_port)
+    let tls = |secret: &str| format!("{{mode: SIMPLE, credentialName: {secret}}}");
+    let servers = https_servers(port, servers.iter().map(|(h, s)| (*h, tls(s))));
+    gateway("gw", &servers)
+        + &route_all("all", "gw", "app.default.svc.cluster.local")
+        + &demo_backend("app", app_port)
 }
 
 /// Secret istio-system/NAME in YAML with the certificate and key of `pair`.
 fn secret_yaml(name: &str, pair: &Issued) -> String {
-    let indent = |pem: &str| -> String { pem.lines().map(|l| format!("    {l}\n")).collect() };
-    format!(
-        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: istio-system}}\n\
-         type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
-        indent(&pair.cert),
-        indent(&pair.key)
-    )
+    tls_secret(name, &pair.cert, &pair.key)
 }
 
 /// Write `NAME.key` into `dir` with permissions `mode`, in place (as `cp` does).
@@ -75,19 +51,13 @@ fn write_pair(dir: &Path, name: &str, pair: &Issued, key_mode: u32) {
 /// `curl https://HOST:PORT/` to the listener on 127.0.0.1, verifying against `ca`
 /// (or not, with `-k` in `extra`): the status, 0 when no response.
 fn status(port: u16, host: &str, ca: &Path, extra: &[&str]) -> u16 {
-    let ca = ca.to_str().expect("utf-8 path");
-    let resolve = format!("{host}:{port}:127.0.0.1");
-    let url = format!("https://{host}:{port}/");
-    let mut args = vec!["--cacert", ca, "--resolve", &resolve];
-    args.extend_from_slice(extra);
-    args.push(&url);
-    curl(&args).status
+    curl_https(ca, host, port, extra).status
 }
 
 /// The serial number (`serial=02`) of the certificate a new handshake for `host`
 /// gets, verified against `ca`.
 fn serial(port: u16, host: &str, ca: &Path) -> Result<String, String> {
-    served_serial(SocketAddr::from(([127, 0, 0, 1], port)), host, Some(ca))
+    served_serial(loopback(port), host, Some(ca))
 }
 
 /// A curl process making `n` requests to `https://HOST:PORT/` at 20 a second; each
@@ -130,10 +100,7 @@ fn finish(mut client: Proc, n: usize) -> Vec<String> {
 /// `isthmus up` on `dir` with `extra` arguments; waits for the HTTPS listener.
 fn up(dir: &Path, port: u16, extra: &[&str]) -> Up {
     let mut up = Up::start(Path::new(BIN), dir, extra);
-    let listening = format!("listening https://127.0.0.1:{port} (Gateway port {port})");
-    up.proc.wait_for_line(Duration::from_secs(10), |l| {
-        l.contains(&listening).then_some(())
-    });
+    up.wait_https_listener(port);
     up
 }
 

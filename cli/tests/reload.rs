@@ -7,21 +7,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use isthmus_testkit::fixtures::{gateway, server};
 use isthmus_testkit::{free_ports, ConfigDir, Up};
 
 const BIN: &str = env!("CARGO_BIN_EXE_isthmus");
 
 fn config(gw_port: u16, v1: u16, v2: u16) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: {gw_port}, name: http, protocol: HTTP}}
-    hosts: ["*"]
----
+    let servers = server(gw_port, "http", "HTTP", r#"["*"]"#, None);
+    gateway("gw", &servers)
+        + &format!(
+            r#"---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {{name: todolist}}
@@ -51,7 +46,7 @@ kind: WorkloadEntry
 metadata: {{name: v2, annotations: {{isthmus.dev/demo-app: todolist}}}}
 spec: {{address: 127.0.0.1, ports: {{http: {v2}}}, labels: {{app: todolist, version: v2}}}}
 "#
-    )
+        )
 }
 
 fn canary(w1: u32, w2: u32) -> String {

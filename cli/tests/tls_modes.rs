@@ -11,22 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use isthmus_testkit::{free_port, free_ports, parse_listener_line, ConfigDir, Proc, Up};
+use isthmus_testkit::fixtures::{self, demo_backend, https_servers, route_all, secret};
+use isthmus_testkit::{free_port, free_ports, run, ConfigDir, Up};
 
 const BIN: &str = env!("CARGO_BIN_EXE_isthmus");
 
 /// The identity the `subjectAltNames` server admits.
 const GOOD_ID: &str = "spiffe://cluster.local/ns/default/sa/good";
-
-/// Run a command, panicking with its output when it fails.
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("run command");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A CA made by `openssl`, and the leaf certificates it signs (ECDSA P-256).
 struct Ca {
@@ -116,23 +107,6 @@ impl Ca {
     }
 }
 
-/// PEM text as an indented YAML block scalar body.
-fn block(pem: &str, indent: usize) -> String {
-    let pad = " ".repeat(indent);
-    pem.lines().map(|l| format!("{pad}{l}\n")).collect()
-}
-
-/// A Secret in istio-system (where the default ingress gateway runs) with these keys.
-fn secret(name: &str, keys: &[(&str, &str)]) -> String {
-    let mut y = format!(
-        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: istio-system}}\nstringData:\n"
-    );
-    for (k, v) in keys {
-        y.push_str(&format!("  {k}: |\n{}", block(v, 4)));
-    }
-    y
-}
-
 /// A server certificate for `host` in a Secret named `<host's first label>-cert`,
 /// plus `extra` keys.
 fn server_secret(ca: &Ca, host: &str, extra: &[(&str, &str)]) -> String {
@@ -151,45 +125,14 @@ fn cred(host: &str) -> String {
 /// A Gateway `gw` in `default` with one HTTPS server per (host, tls settings) on
 /// `port`.
 fn gateway(port: u16, servers: &[(&str, String)]) -> String {
-    let mut y = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n".to_string();
-    for (i, (host, tls)) in servers.iter().enumerate() {
-        y.push_str(&format!(
-            "  - port: {{number: {port}, name: https-{i}, protocol: HTTPS}}\n    hosts: [{host}]\n    tls: {{{tls}, credentialName: {}}}\n",
-            cred(host)
-        ));
-    }
-    y
+    let tls = |host: &str, tls: &str| format!("{{{tls}, credentialName: {}}}", cred(host));
+    let servers = https_servers(port, servers.iter().map(|(h, t)| (*h, tls(h, t))));
+    fixtures::gateway("gw", &servers)
 }
 
 /// Every host to the demo app `a`, and the app itself.
 fn backend(port: u16) -> String {
-    format!(
-        r#"---
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: all}}
-spec:
-  hosts: ["*"]
-  gateways: [gw]
-  http:
-  - route: [{{destination: {{host: a.default.svc.cluster.local}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: a}}
-spec:
-  hosts: [a.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  workloadSelector: {{labels: {{app: a}}}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: a, annotations: {{isthmus.dev/demo-app: a}}}}
-spec: {{address: 127.0.0.1, ports: {{http: {port}}}, labels: {{app: a, version: v1}}}}
-"#
-    )
+    route_all("all", "gw", "a.default.svc.cluster.local") + &demo_backend("a", port)
 }
 
 /// `isthmus up` on `files`, `ISTHMUS_LOG` set to `log` when given; waits until the
@@ -205,20 +148,9 @@ fn up(files: &[(&str, String)], port: u16, log: Option<&str>) -> (ConfigDir, Up)
         Some(filter) => cmd.env("ISTHMUS_LOG", filter),
         None => cmd.env_remove("ISTHMUS_LOG"),
     };
-    let mut proc = Proc::spawn(&mut cmd);
-    proc.wait_for_line(Duration::from_secs(20), |l| {
-        l.starts_with("ready:").then_some(())
-    });
-    let listening = format!("listening https://127.0.0.1:{port} (Gateway port {port})");
-    proc.wait_for_line(Duration::from_secs(10), |l| {
-        l.contains(&listening).then_some(())
-    });
-    let listeners = proc
-        .output()
-        .iter()
-        .filter_map(|l| parse_listener_line(l))
-        .collect();
-    (dir, Up { proc, listeners })
+    let mut up = Up::spawn(&mut cmd);
+    up.wait_https_listener(port);
+    (dir, up)
 }
 
 /// What one curl request got: the HTTP status (0 when there was no response), the

@@ -463,14 +463,20 @@ mod tests {
     use super::*;
     use crate::load::load_str;
 
-    fn store(yaml: &str) -> Store {
-        let loaded = load_str("certs.yaml", yaml);
+    /// The resources of `yaml`, loaded as the file `file` without an Error finding
+    /// (the tests of `auto` use it too).
+    pub(super) fn store_in(file: &str, yaml: &str) -> Store {
+        let loaded = load_str(file, yaml);
         assert!(
             loaded.diagnostics.iter().all(|d| d.level != Level::Error),
             "{:?}",
             loaded.diagnostics
         );
         Store::new(loaded.resources)
+    }
+
+    fn store(yaml: &str) -> Store {
+        store_in("certs.yaml", yaml)
     }
 
     const SEED: &str = r#"

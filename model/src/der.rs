@@ -329,7 +329,8 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
-/// Unix seconds as RFC 3339 UTC: `2026-01-02T00:00:00Z`.
+/// Unix seconds as RFC 3339 UTC: `2026-01-02T00:00:00Z` (as Kubernetes writes
+/// times: certificate validity in findings, the certificate status files).
 pub fn format_utc(secs: i64) -> String {
     let (days, s) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
@@ -355,6 +356,12 @@ mod tests {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
         }
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(format_utc(1_709_210_096), "2024-02-29T12:34:56Z");
+        assert_eq!(format_utc(4_102_444_799), "2099-12-31T23:59:59Z");
     }
 
     fn read_time(tag: u8, text: &str) -> Option<i64> {

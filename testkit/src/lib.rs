@@ -1,8 +1,11 @@
 //! isthmus-testkit: what the integration tests share. Starts the real `isthmus`
 //! binary as a child process (killed on drop), finds free loopback ports, waits for
 //! readiness by polling with a deadline (never a fixed sleep), writes config
-//! directories, and drives the real `curl`. Only ever a dev-dependency.
+//! directories, and drives the real `curl`. YAML documents are in [`fixtures`], the
+//! ACME set-up in [`acme`], certificates and `openssl` in [`pki`]. Only ever a
+//! dev-dependency.
 
+pub mod acme;
 pub mod fixtures;
 pub mod pebble;
 pub mod pki;
@@ -44,6 +47,40 @@ pub fn free_port() -> u16 {
 /// `n` distinct free ports.
 pub fn free_ports(n: usize) -> Vec<u16> {
     (0..n).map(|_| free_port()).collect()
+}
+
+/// 127.0.0.1:`port`.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Run a command, panicking with its stderr when it fails.
+pub fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("run command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Files (not directories) under `dir`, recursively; none when it does not exist.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                todo.push(e.path());
+            } else {
+                out.push(e.path().display().to_string());
+            }
+        }
+    }
+    out
 }
 
 /// Poll until `addr` accepts a TCP connection, or panic after `timeout`.
@@ -141,6 +178,13 @@ impl Proc {
         }
     }
 
+    /// Wait for an output line containing every one of `needles`; returns it.
+    pub fn wait_for_all(&mut self, timeout: Duration, needles: &[&str]) -> String {
+        self.wait_for_line(timeout, |l| {
+            needles.iter().all(|n| l.contains(n)).then(|| l.to_string())
+        })
+    }
+
     /// All output lines received so far (drains what is pending without blocking).
     pub fn output(&mut self) -> &[String] {
         while let Ok(l) = self.lines.try_recv() {
@@ -226,6 +270,55 @@ pub fn curl(args: &[&str]) -> CurlOutput {
     }
 }
 
+/// What `curl https://HOST:PORT/` got ([`curl_https`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The HTTP status; 0 when there was no response (refused, failed handshake).
+    pub status: u16,
+    /// The HTTP version (`2`, `1.1`); `0` when there was no response.
+    pub version: String,
+    /// The first line of the body.
+    pub first_line: String,
+}
+
+/// The real `curl https://HOST:PORT/` to 127.0.0.1:`port` (`--resolve`), trusting
+/// `ca`, with `extra` options (`--http2`, `-k`, ...).
+pub fn curl_https(ca: &Path, host: &str, port: u16, extra: &[&str]) -> Reply {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
+        .args(["-w", "\n%{http_code} %{http_version}"])
+        .args(extra)
+        .arg(format!("https://{host}:{port}/"))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let (status, version) = tail.split_once(' ').unwrap_or((tail, ""));
+    Reply {
+        status: status.trim().parse().unwrap_or(0),
+        version: version.trim().to_string(),
+        first_line: body.lines().next().unwrap_or("").to_string(),
+    }
+}
+
+/// `bin demo-app --name NAME --version VERSION --port PORT` (answering `NAME
+/// VERSION`), once it accepts connections; killed when dropped.
+pub fn demo_app(bin: &Path, name: &str, version: &str, port: u16) -> Proc {
+    let proc = Proc::spawn(Command::new(bin).args([
+        "demo-app",
+        "--name",
+        name,
+        "--version",
+        version,
+        "--port",
+        &port.to_string(),
+    ]));
+    wait_for_port(loopback(port), Duration::from_secs(30));
+    proc
+}
+
 /// A running `isthmus up DIR` with the listener addresses it printed.
 pub struct Up {
     pub proc: Proc,
@@ -238,7 +331,12 @@ impl Up {
     pub fn start(bin: &Path, dir: &Path, extra: &[&str]) -> Up {
         let mut cmd = Command::new(bin);
         cmd.arg("up").arg(dir).args(extra);
-        let mut proc = Proc::spawn(&mut cmd);
+        Up::spawn(&mut cmd)
+    }
+
+    /// Start `cmd` (an `isthmus up` command line) and wait until it prints `ready:`.
+    pub fn spawn(cmd: &mut Command) -> Up {
+        let mut proc = Proc::spawn(cmd);
         proc.wait_for_line(Duration::from_secs(20), |l| {
             l.starts_with("ready:").then_some(())
         });
@@ -248,6 +346,15 @@ impl Up {
             .filter_map(|l| parse_listener_line(l))
             .collect();
         Up { proc, listeners }
+    }
+
+    /// Wait until the HTTPS listener of Gateway port `port` (1024 and above: bound
+    /// as declared) is up.
+    pub fn wait_https_listener(&mut self, port: u16) {
+        let listening = format!("listening https://127.0.0.1:{port} (Gateway port {port})");
+        self.proc.wait_for_line(Duration::from_secs(10), |l| {
+            l.contains(&listening).then_some(())
+        });
     }
 
     /// The local address serving a declared Gateway port.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::{free_ports, wait_for_port, Proc};
+use crate::{free_ports, run, wait_for_port, Proc};
 
 /// A running pebble and its DNS; both are killed on drop.
 pub struct Pebble {
@@ -35,15 +35,6 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("run command");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A P-256 CA (`ca.pem`) and a server certificate for localhost and 127.0.0.1

@@ -2,8 +2,9 @@
 //! directory: an EC P-256 root, and server certificates it signs with chosen DNS
 //! names, serial numbers and, when asked, validity dates (`openssl ca` takes them
 //! explicitly, so a certificate can be made already expired or not yet valid, which
-//! `openssl x509 -days` cannot). [`served_serial`] tells which certificate a
-//! listener serves.
+//! `openssl x509 -days` cannot). [`self_signed`] makes a lone self-signed
+//! certificate. [`served_serial`] and [`served_leaf`] tell which certificate a
+//! listener serves; [`x509`] reads a certificate's fields.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -183,10 +184,11 @@ impl Default for TestCa {
     }
 }
 
-/// The serial number (`serial=02`, as `openssl x509 -serial` prints it) of the
-/// certificate a new TLS handshake with `addr` for SNI `sni` gets, verified against
-/// `ca` when given. `Err` with openssl's output when the handshake fails.
-pub fn served_serial(addr: SocketAddr, sni: &str, ca: Option<&Path>) -> Result<String, String> {
+/// The certificate (PEM) a new TLS handshake with `addr` for SNI `sni` gets,
+/// verified against `ca` when given. `Err` with openssl's output when no
+/// certificate was shown, or when verifying and `openssl s_client` failed (the
+/// handshake or the verification).
+pub fn served_leaf(addr: SocketAddr, sni: &str, ca: Option<&Path>) -> Result<String, String> {
     let mut s_client = Command::new("openssl");
     s_client
         .args([
@@ -202,20 +204,80 @@ pub fn served_serial(addr: SocketAddr, sni: &str, ca: Option<&Path>) -> Result<S
     }
     let hello = s_client.output().expect("run openssl s_client");
     let shown = String::from_utf8_lossy(&hello.stdout).into_owned();
-    if !hello.status.success() || !shown.contains("-----BEGIN CERTIFICATE-----") {
-        return Err(format!("{shown}{}", String::from_utf8_lossy(&hello.stderr)));
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let leaf = shown.find(BEGIN).and_then(|start| {
+        let end = shown[start..].find(END)? + start + END.len();
+        Some(format!("{}\n", &shown[start..end]))
+    });
+    match leaf {
+        Some(leaf) if ca.is_none() || hello.status.success() => Ok(leaf),
+        _ => Err(format!("{shown}{}", String::from_utf8_lossy(&hello.stderr))),
     }
-    let mut x509 = Command::new("openssl")
-        .args(["x509", "-noout", "-serial"])
+}
+
+/// The serial number (`serial=02`, as `openssl x509 -serial` prints it) of the
+/// certificate a new TLS handshake with `addr` for SNI `sni` gets, verified against
+/// `ca` when given ([`served_leaf`]). `Err` with openssl's output when there is none.
+pub fn served_serial(addr: SocketAddr, sni: &str, ca: Option<&Path>) -> Result<String, String> {
+    serial_of(&served_leaf(addr, sni, ca)?)
+}
+
+/// `openssl x509 -noout ARGS` on the first certificate in `pem`: its output,
+/// trimmed; `Err` with openssl's error output when it fails.
+pub fn x509(pem: &str, args: &[&str]) -> Result<String, String> {
+    let mut child = Command::new("openssl")
+        .args(["x509", "-noout"])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("run openssl x509");
-    if let Some(mut stdin) = x509.stdin.take() {
-        stdin
-            .write_all(shown.as_bytes())
-            .expect("feed openssl x509");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(pem.as_bytes()).expect("feed openssl x509");
     }
-    let out = x509.wait_with_output().expect("openssl x509");
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = child.wait_with_output().expect("openssl x509");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "openssl x509 {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// `serial=...` of the first certificate in `pem`.
+pub fn serial_of(pem: &str) -> Result<String, String> {
+    let serial = x509(pem, &["-serial"])?;
+    if serial.starts_with("serial=") {
+        Ok(serial)
+    } else {
+        Err(format!("openssl x509 -serial printed {serial:?}"))
+    }
+}
+
+/// A self-signed ECDSA P-256 certificate for `dns` with serial `serial`, valid two
+/// days, written in `dir`: the paths of the certificate and of the key.
+pub fn self_signed(dir: &Path, dns: &str, serial: u32) -> (PathBuf, PathBuf) {
+    let crt = dir.join(format!("{dns}-{serial}.crt"));
+    let key = dir.join(format!("{dns}-{serial}.key"));
+    crate::run(
+        Command::new("openssl")
+            .args(["req", "-x509", "-nodes", "-days", "2"])
+            .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+            .args([
+                "-subj",
+                &format!("/CN={dns}"),
+                "-set_serial",
+                &serial.to_string(),
+            ])
+            .args(["-addext", &format!("subjectAltName=DNS:{dns}")])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&crt),
+    );
+    (crt, key)
 }

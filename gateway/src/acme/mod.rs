@@ -29,8 +29,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use instant_acme::Account;
-use isthmus_model::certs::status::{rfc3339, Reason};
+use isthmus_model::certs::status::Reason;
 use isthmus_model::certs::{acme_orders, decide, renewal_at, AcmeOrder, ChallengeKind, Decision};
+use isthmus_model::der::format_utc;
 use isthmus_model::{Level, Store};
 use rustls::pki_types::CertificateDer;
 use tokio::sync::{watch, Mutex};
@@ -234,7 +235,7 @@ async fn keep_issued(order: AcmeOrder, shared: Arc<Shared>) {
                             "acme: {what} is stored (serial {}, expires {}, renewal at {}); no order needed",
                             s.serial,
                             s.expires,
-                            rfc3339(renew_at)
+                            format_utc(renew_at)
                         );
                     }
                     // Just issued: that message stays.
@@ -242,7 +243,7 @@ async fn keep_issued(order: AcmeOrder, shared: Arc<Shared>) {
                         let message = format!(
                             "certificate serial {} is up to date; renewal at {}",
                             s.serial,
-                            rfc3339(renew_at)
+                            format_utc(renew_at)
                         );
                         status.progress.set(true, Reason::Issued, message, now());
                     }
@@ -327,7 +328,7 @@ async fn keep_issued(order: AcmeOrder, shared: Arc<Shared>) {
                     s.expires,
                     s.serial,
                     started.elapsed().as_millis(),
-                    rfc3339(renew)
+                    format_utc(renew)
                 );
                 retry = shared.opts.retry.first;
                 let p = &mut status.progress;
@@ -341,7 +342,7 @@ async fn keep_issued(order: AcmeOrder, shared: Arc<Shared>) {
                         "certificate serial {} issued in {} ms; renewal at {}",
                         s.serial,
                         started.elapsed().as_millis(),
-                        rfc3339(renew)
+                        format_utc(renew)
                     ),
                     now(),
                 );
@@ -369,7 +370,7 @@ async fn keep_issued(order: AcmeOrder, shared: Arc<Shared>) {
                     order.origin,
                     with_causes(&e),
                     retry.as_secs_f32(),
-                    rfc3339(next)
+                    format_utc(next)
                 );
                 p.set(
                     serving.is_some(),
@@ -377,7 +378,7 @@ async fn keep_issued(order: AcmeOrder, shared: Arc<Shared>) {
                     format!(
                         "order failed: {}; next attempt at {}; {serving_text}",
                         with_causes(&e),
-                        rfc3339(next)
+                        format_utc(next)
                     ),
                     failed_at,
                 );

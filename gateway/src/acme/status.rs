@@ -8,15 +8,14 @@
 //! configuration. The files hold no key material.
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use isthmus_model::certs::status::{self, Progress, StatusDoc};
 use isthmus_model::certs::AcmeOrder;
 use tracing::warn;
 
-use super::store::StateDir;
+use super::store::{private_dir, write_whole, StateDir};
 
 /// `STATE/status`.
 pub fn status_dir(state: &StateDir) -> PathBuf {
@@ -84,7 +83,7 @@ impl StatusFile {
         if self.written.as_deref() == Some(text.as_str()) {
             return;
         }
-        match write_whole(&self.path, text.as_bytes()) {
+        match write_status(&self.path, text.as_bytes()) {
             Ok(()) => {
                 self.written = Some(text);
                 self.failing = false;
@@ -99,68 +98,21 @@ impl StatusFile {
     }
 }
 
-/// Write `bytes` to `path` whole: a hidden temporary file in the same directory
-/// (created 0700 if needed), mode 0600, synced, then renamed over `path`.
-fn write_whole(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Write `bytes` to `path` whole ([`write_whole`]), its directory created (0700) if
+/// needed.
+fn write_status(path: &Path, bytes: &[u8]) -> io::Result<()> {
     if let Some(dir) = path.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        private_dir(dir)?;
     }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    write_whole(path, bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use isthmus_model::certs::acme_orders;
+    use crate::acme::store::tests::order;
     use isthmus_model::certs::status::Reason;
-    use isthmus_model::load::load_str;
-    use isthmus_model::Store;
     use std::os::unix::fs::PermissionsExt;
-
-    fn order() -> AcmeOrder {
-        let yaml = r#"
-apiVersion: cert-manager.io/v1
-kind: ClusterIssuer
-metadata: {name: le}
-spec:
-  acme:
-    server: https://127.0.0.1:14000/dir
-    privateKeySecretRef: {name: le}
-    solvers: [{http01: {ingress: {class: istio}}}]
----
-apiVersion: cert-manager.io/v1
-kind: Certificate
-metadata: {name: c, namespace: istio-system}
-spec:
-  secretName: c-tls
-  issuerRef: {name: le, kind: ClusterIssuer}
-  dnsNames: [a.test]
-"#;
-        let (mut orders, _) = acme_orders(&Store::new(load_str("t.yaml", yaml).resources));
-        orders.remove(0)
-    }
 
     #[test]
     fn status_files_are_written_on_change_read_back_and_removed() {

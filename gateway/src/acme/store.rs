@@ -339,21 +339,33 @@ pub(crate) fn inspect(
     })
 }
 
-/// Create `dir` and its missing parents with mode 0700.
+/// [`private_dir`], the error naming `dir`.
 fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io_err(dir))
+    private_dir(dir).map_err(io_err(dir))
 }
 
-/// Write `bytes` to `path` whole: a hidden temporary file in the same directory
-/// (mode 0600, synced), then rename over `path`. The directory is created if needed.
+/// [`write_whole`] in a directory created (0700) if needed, the error naming the
+/// directory or the file that failed.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     if let Some(dir) = path.parent() {
         create_private_dir(dir)?;
     }
+    write_whole(path, bytes).map_err(io_err(path))
+}
+
+/// Create `dir` and its missing parents with mode 0700.
+pub(super) fn private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Write `bytes` to `path` whole: a hidden temporary file in the same directory
+/// (which must exist: [`private_dir`]), mode 0600, synced, then renamed over
+/// `path`; the temporary file is removed when that fails. A reader never sees half
+/// a file.
+pub(super) fn write_whole(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -372,19 +384,20 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         f.sync_all()?;
         fs::rename(&tmp, path)
     };
-    write().map_err(|e| {
+    write().inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
-        io_err(path)(e)
     })
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use isthmus_model::certs::acme_orders;
     use isthmus_model::Store;
 
-    fn order() -> AcmeOrder {
+    /// The order of Certificate `istio-system/c` (Secret `c-tls`, names `a.test`
+    /// and `b.test`) from ClusterIssuer `le`; the status tests use it too.
+    pub(in crate::acme) fn order() -> AcmeOrder {
         let yaml = r#"
 apiVersion: cert-manager.io/v1
 kind: ClusterIssuer

@@ -455,16 +455,10 @@ fn server_names(
 mod tests {
     use super::*;
     use crate::certs::acme_orders;
-    use crate::load::load_str;
+    use crate::certs::tests::store_in;
 
     fn store(yaml: &str) -> Store {
-        let loaded = load_str("auto.yaml", yaml);
-        assert!(
-            loaded.diagnostics.iter().all(|d| d.level != Level::Error),
-            "{:?}",
-            loaded.diagnostics
-        );
-        Store::new(loaded.resources)
+        store_in("auto.yaml", yaml)
     }
 
     /// The 1-based line of the first line of `yaml` starting with `start`.
