@@ -53,6 +53,9 @@ pub const CODE_CANNOT_ORDER: &str = "ISM0303";
 /// Error: an Issuer/ClusterIssuer's `isthmus.dev/acme-challenge` annotation is neither
 /// `http-01` nor `tls-alpn-01`.
 pub const CODE_BAD_CHALLENGE_ANNOTATION: &str = "ISM0304";
+/// Info: a Certificate's `duration` is not requested from the ACME server (its
+/// issuer sets `enableDurationFeature`, which isthmus cannot send).
+pub const CODE_DURATION_NOT_REQUESTED: &str = "ISM0306";
 
 /// Annotation on an ACME Issuer/ClusterIssuer forcing the challenge type
 /// (`http-01` or `tls-alpn-01`); see the module documentation.
@@ -227,6 +230,9 @@ pub fn acme_orders(store: &Store) -> (Vec<AcmeOrder>, Vec<Diagnostic>) {
                         ),
                     ));
                 } else {
+                    if let Some(d) = duration_not_requested(r, c, &o) {
+                        diags.push(d);
+                    }
                     orders.push(o);
                 }
             }
@@ -237,6 +243,27 @@ pub fn acme_orders(store: &Store) -> (Vec<AcmeOrder>, Vec<Diagnostic>) {
     // writes stays the Certificate's).
     auto::gateway_orders(store, &mut orders, &mut diags);
     (orders, diags)
+}
+
+/// `spec.duration` on an ACME Certificate: the CA chooses the lifetime. cert-manager
+/// sends the duration only when the issuer sets `enableDurationFeature`; isthmus
+/// cannot send it at all (instant-acme has no `notAfter` in its new-order request),
+/// so that case is an Info finding. Renewal follows the issued certificate.
+fn duration_not_requested(r: &Resource, c: &CertificateSpec, o: &AcmeOrder) -> Option<Diagnostic> {
+    let duration = c.duration.as_deref().filter(|d| !d.trim().is_empty())?;
+    if !o.acme.enable_duration_feature {
+        return None;
+    }
+    Some(finding(
+        Level::Info,
+        CODE_DURATION_NOT_REQUESTED,
+        r,
+        "spec.duration",
+        format!(
+            "duration {duration} is not requested from the ACME server ({} sets enableDurationFeature, which isthmus does not implement): the CA's lifetime applies, and renewal follows it",
+            o.issuer.display()
+        ),
+    ))
 }
 
 fn acme_order(store: &Store, r: &Resource, c: &CertificateSpec) -> Result<AcmeOrder, Diagnostic> {
@@ -526,6 +553,35 @@ spec:
         assert_eq!(o.issuer.file_key(), "ClusterIssuer.letsencrypt-prod");
         assert_eq!(o.acme.server, "https://127.0.0.1:14000/dir");
         assert_eq!(o.renew_before, Some(Duration::from_secs(720 * 3600)));
+    }
+
+    #[test]
+    fn a_duration_is_reported_only_when_the_issuer_asks_for_it() {
+        let with_duration = SEED.replace(
+            "  renewBefore: 720h",
+            "  renewBefore: 720h\n  duration: 2160h",
+        );
+        // cert-manager ignores `duration` for ACME unless enableDurationFeature: so do we.
+        let (orders, diags) = acme_orders(&store(&with_duration));
+        assert_eq!((orders.len(), diags), (1, vec![]));
+        let asked = with_duration.replace(
+            "    email: a@example.com",
+            "    email: a@example.com\n    enableDurationFeature: true",
+        );
+        let (orders, diags) = acme_orders(&store(&asked));
+        assert_eq!(orders.len(), 1, "still ordered");
+        let [d] = diags.as_slice() else {
+            panic!("{diags:?}")
+        };
+        assert_eq!(
+            (d.level, d.code),
+            (Level::Info, CODE_DURATION_NOT_REQUESTED)
+        );
+        assert!(d.to_string().contains("spec.duration"), "{d}");
+        assert!(
+            d.to_string().contains("duration 2160h is not requested"),
+            "{d}"
+        );
     }
 
     #[test]

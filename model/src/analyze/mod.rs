@@ -112,6 +112,7 @@ pub const CODES: &[(&str, &str, Level)] = &[
     // A host of a Gateway annotated isthmus.dev/acme-issuer left out of its
     // certificate (`certs::auto`).
     ("ISM0305", "GatewayHostNotOrdered", Level::Warning),
+    ("ISM0306", "CertificateDurationNotRequested", Level::Info),
 ];
 
 /// The level of a code in [`CODES`]; unknown codes count as errors.
