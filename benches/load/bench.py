@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Load benchmarks of isthmus beside direct / nginx / haproxy / envoy.
 
-Every target forwards to the same upstream (nginx, 1 worker, static /0 and /1k).
+Every target forwards to the same upstream (nginx, 1 worker, static /0 and /1k);
+in the TLS passthrough scenarios (pt-*) the proxies forward the TCP connection by
+its SNI to the upstream's TLS port, where TLS ends.
 The load generator runs on CPU 0; the upstream and every proxy on CPU 1, each proxy
 with one worker or thread. For each scenario and target the harness records
 requests/s, p50/p99 latency, the proxy's CPU time per request (utime + stime of its
@@ -19,6 +21,7 @@ import argparse
 import base64
 import ctypes
 import datetime as dt
+import hashlib
 import json
 import os
 import random
@@ -50,11 +53,11 @@ SERVER_CPU = "1"
 class Scenario:
     key: str
     title: str
-    proto: str  # http | h2c | https
+    proto: str  # http | h2c | https (TLS ends at the proxy) | pass (TLS ends at the upstream)
     path: str
     tool: str  # wrk | h2load | rate
     close: bool = False  # one request per connection (full TLS handshakes)
-    per: str = "req"  # what CPU time is divided by: "req" or "handshake"
+    per: str = "req"  # what CPU time is divided by: "req", "handshake" or "connection"
 
 
 SCENARIOS = [
@@ -67,9 +70,18 @@ SCENARIOS = [
     Scenario("tls-hs", "full TLS 1.3 handshake per request, ECDSA P-256 "
              "(wrk -t1 -c50, Connection: close)", "https", "/0", "wrk",
              close=True, per="handshake"),
+    Scenario("pt-0", "TLS passthrough by SNI: HTTPS keep-alive, TLS 1.3 with the upstream, "
+             "0 B (wrk -t1 -c50)", "pass", "/0", "wrk"),
+    Scenario("pt-hs", "TLS passthrough by SNI: full TLS 1.3 handshake with the upstream per "
+             "request, ECDSA P-256 (wrk -t1 -c50, Connection: close)", "pass", "/0", "wrk",
+             close=True, per="connection"),
 ]
 BY_KEY = {s.key: s for s in SCENARIOS}
-QUICK = ["h1-1k", "h2c-0", "rate-1k", "tls-0", "tls-hs"]
+QUICK = ["h1-1k", "h2c-0", "rate-1k", "tls-0", "tls-hs", "pt-0", "pt-hs"]
+# The SNI the passthrough routes match. wrk sends the URL's host as SNI; Istio
+# wants a fully qualified name there, so the URL names this one and pass-sni.lua
+# makes wrk connect to 127.0.0.1 (curl: --resolve).
+PASS_SNI = "pass.bench.test"
 TARGETS = ["direct", "nginx", "haproxy", "envoy", "isthmus"]
 WRK_CONNS = 50
 H2_CONNS, H2_STREAMS = 10, 10
@@ -305,12 +317,15 @@ def run(argv: list[str], timeout: float = 10, **kw) -> subprocess.CompletedProce
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
 
 
-def curl(url: str, h2c: bool = False) -> tuple[int, int, str]:
-    """(status, body bytes, HTTP version) of a GET, or (0, 0, error)."""
+def curl(url: str, h2c: bool = False, resolve: str | None = None) -> tuple[int, int, str]:
+    """(status, body bytes, HTTP version) of a GET, or (0, 0, error). `resolve`:
+    curl's --resolve HOST:PORT:ADDR."""
     argv = ["curl", "-sk", "-o", "/dev/null", "--max-time", "3",
             "-w", "%{http_code} %{size_download} %{http_version}", url]
     if h2c:
         argv.insert(1, "--http2-prior-knowledge")
+    if resolve:
+        argv[1:1] = ["--resolve", resolve]
     try:
         r = run(argv)
         code, size, ver = r.stdout.split()
@@ -355,6 +370,8 @@ class Target:
         port = self.ports.get(s.proto)
         if port is None:
             return None
+        if s.proto == "pass":
+            return f"https://{PASS_SNI}:{port}{s.path}"
         if s.proto == "https":
             # wrk sends the URL's host as SNI; an IP address there is not allowed
             # (RFC 6066) and rustls logs a warning for every such handshake.
@@ -362,24 +379,28 @@ class Target:
         return f"http://127.0.0.1:{port}{s.path}"
 
 
-def make_cert(tls_dir: Path) -> None:
+def make_cert(tls_dir: Path, cn: str = "bench.local") -> None:
+    """A self-signed ECDSA P-256 certificate for `cn`, localhost and 127.0.0.1; the
+    key is written 0600."""
     tls_dir.mkdir(parents=True)
     r = run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
              "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(tls_dir / "key.pem"),
-             "-out", str(tls_dir / "cert.pem"), "-days", "2", "-subj", "/CN=bench.local",
-             "-addext", "subjectAltName=DNS:bench.local,DNS:localhost,IP:127.0.0.1"])
+             "-out", str(tls_dir / "cert.pem"), "-days", "2", "-subj", f"/CN={cn}",
+             "-addext", f"subjectAltName=DNS:{cn},DNS:localhost,IP:127.0.0.1"])
     if r.returncode != 0:
         raise SystemExit(f"bench: openssl req failed: {r.stderr}")
+    (tls_dir / "key.pem").chmod(0o600)
     (tls_dir / "combined.pem").write_text(
         (tls_dir / "cert.pem").read_text() + (tls_dir / "key.pem").read_text())
+    (tls_dir / "combined.pem").chmod(0o600)
 
 
-def tls_probe(port: int, workdir: Path, name: str) -> dict[str, str]:
+def tls_probe(port: int, workdir: Path, name: str, sni: str = "bench.local") -> dict[str, str]:
     """Negotiated protocol, cipher, key exchange; whether the server lets a client resume."""
     info: dict[str, str] = {}
     try:
         r = run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}",
-                 "-servername", "bench.local", "-brief"], stdin=subprocess.DEVNULL, timeout=5)
+                 "-servername", sni, "-brief"], stdin=subprocess.DEVNULL, timeout=5)
         text = r.stdout + r.stderr
         for key, label in (("protocol", "Protocol version"), ("cipher", "Ciphersuite"),
                            ("kx", "Server Temp Key"), ("sig", "Signature type")):
@@ -387,18 +408,44 @@ def tls_probe(port: int, workdir: Path, name: str) -> dict[str, str]:
             if m:
                 info[key] = m.group(1).strip()
         sess = workdir / f"{name}.sess"
-        req = "GET /0 HTTP/1.1\r\nHost: bench.local\r\nConnection: close\r\n\r\n"
+        req = f"GET /0 HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n"
         run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername",
-             "bench.local", "-sess_out", str(sess), "-ign_eof", "-quiet"], input=req, timeout=5)
+             sni, "-sess_out", str(sess), "-ign_eof", "-quiet"], input=req, timeout=5)
         if sess.exists() and sess.stat().st_size > 0:
             r = run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername",
-                     "bench.local", "-sess_in", str(sess)], stdin=subprocess.DEVNULL, timeout=5)
+                     sni, "-sess_in", str(sess)], stdin=subprocess.DEVNULL, timeout=5)
             info["resumption"] = "yes" if re.search(r"^Reused,", r.stdout, re.M) else "no"
         else:
             info["resumption"] = "no"
     except subprocess.TimeoutExpired:
         info["error"] = "openssl s_client timed out"
     return info
+
+
+def pem_der_sha256(pem: str) -> str | None:
+    """SHA-256 (hex) of the DER of the first certificate in `pem`, or None."""
+    m = re.search(r"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", pem, re.S)
+    if not m:
+        return None
+    try:
+        der = base64.b64decode("".join(m.group(1).split()), validate=True)
+    except ValueError:
+        return None
+    return hashlib.sha256(der).hexdigest()
+
+
+def served_cert(port: int, sni: str) -> str | None:
+    """SHA-256 of the certificate a TLS handshake on `port` with `sni` gets, or None
+    when the handshake fails (the connection was refused or closed). s_client checks
+    the server's TLS 1.3 CertificateVerify signature even without chain
+    verification, so a completed handshake proves the server holds that
+    certificate's key."""
+    try:
+        r = run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", sni],
+                stdin=subprocess.DEVNULL, timeout=5)
+    except subprocess.TimeoutExpired:
+        return None
+    return pem_der_sha256(r.stdout) if r.returncode == 0 else None
 
 
 # --------------------------------------------------------------------------- load tools
@@ -472,6 +519,8 @@ def load_command(s: Scenario, url: str, duration: int, log: Path) -> list[str]:
         cmd = ["wrk", "-t1", f"-c{WRK_CONNS}", f"-d{duration}s", "--latency", "--timeout", "5s"]
         if s.close:
             cmd += ["-H", "Connection: close"]
+        if s.proto == "pass":
+            cmd += ["-s", str(HERE / "pass-sni.lua")]
         return base + cmd + [url]
     if s.tool == "h2load":
         return base + ["h2load", "-t1", f"-c{H2_CONNS}", f"-m{H2_STREAMS}", "-D", str(duration),
@@ -506,12 +555,22 @@ class Bench:
         (w / "www" / "0").write_bytes(b"")
         (w / "www" / "1k").write_bytes(b"x" * 1024)
         make_cert(w / "tls")
-        names = ["UPSTREAM", "UPSTREAM_H2C", "SHIM_CHECK", "NGINX_HTTP", "NGINX_H2C",
-                 "NGINX_HTTPS", "HAPROXY_HTTP", "HAPROXY_HTTPS", "ENVOY_ADMIN", "ENVOY_HTTP",
-                 "ENVOY_HTTPS", "ISTHMUS_HTTP", "ISTHMUS_HTTPS"]
+        # The upstream's own certificate for the passthrough scenarios: no proxy is
+        # given it (checked in check_passthrough).
+        make_cert(w / "tls-upstream", cn=PASS_SNI)
+        names = ["UPSTREAM", "UPSTREAM_H2C", "UPSTREAM_TLS", "SHIM_CHECK", "NGINX_HTTP",
+                 "NGINX_H2C", "NGINX_HTTPS", "NGINX_PASS", "HAPROXY_HTTP", "HAPROXY_HTTPS",
+                 "HAPROXY_PASS", "ENVOY_ADMIN", "ENVOY_HTTP", "ENVOY_HTTPS", "ENVOY_PASS",
+                 "ISTHMUS_HTTP", "ISTHMUS_HTTPS", "ISTHMUS_PASS"]
         ports = dict(zip(names, free_ports(len(names))))
         values = {k: str(v) for k, v in ports.items()}
         values["RUN"] = str(w)
+        values["PASS_SNI"] = PASS_SNI
+        # Debian builds nginx's stream module (ssl_preread) as a dynamic module.
+        stream_so = next((p for p in ("/usr/lib/nginx/modules/ngx_stream_module.so",
+                                      "/usr/share/nginx/modules/ngx_stream_module.so")
+                          if os.path.exists(p)), None)
+        values["LOAD_STREAM"] = f"load_module {stream_so};" if stream_so else ""
         values["TLS_CRT_B64"] = base64.b64encode((w / "tls/cert.pem").read_bytes()).decode()
         values["TLS_KEY_B64"] = base64.b64encode((w / "tls/key.pem").read_bytes()).decode()
         self.ports = ports
@@ -530,9 +589,13 @@ class Bench:
                               w / "upstream.log", SERVER_CPU)
         wait_port(ports["UPSTREAM"], up, "upstream nginx")
         wait_port(ports["SHIM_CHECK"], up, "upstream nginx")
+        wait_port(ports["UPSTREAM_TLS"], up, "upstream nginx")
         self.upstream_pids = process_tree(up.pid)
+        # direct: plain HTTP and h2c to the upstream; no TLS row of its own except
+        # the passthrough one, where the client talks TLS to the upstream itself.
         self.targets["direct"] = Target("direct", {"http": ports["UPSTREAM"],
-                                                   "h2c": ports["UPSTREAM_H2C"], "https": None})
+                                                   "h2c": ports["UPSTREAM_H2C"], "https": None,
+                                                   "pass": ports["UPSTREAM_TLS"]})
 
         if "nginx" in wanted:
             p = self.procs.start("nginx", ["nginx", "-p", str(w), "-c", str(w / "nginx.conf"),
@@ -540,13 +603,15 @@ class Bench:
                                  w / "nginx.log", SERVER_CPU)
             self.targets["nginx"] = Target("nginx", {"http": ports["NGINX_HTTP"],
                                                      "h2c": ports["NGINX_H2C"],
-                                                     "https": ports["NGINX_HTTPS"]}, p)
+                                                     "https": ports["NGINX_HTTPS"],
+                                                     "pass": ports["NGINX_PASS"]}, p)
         if "haproxy" in wanted:
             p = self.procs.start("haproxy", ["haproxy", "-db", "-f", str(w / "haproxy.cfg")],
                                  w / "haproxy.log", SERVER_CPU)
             self.targets["haproxy"] = Target("haproxy", {"http": ports["HAPROXY_HTTP"],
                                                          "h2c": ports["HAPROXY_HTTP"],
-                                                         "https": ports["HAPROXY_HTTPS"]}, p)
+                                                         "https": ports["HAPROXY_HTTPS"],
+                                                         "pass": ports["HAPROXY_PASS"]}, p)
         if "envoy" in wanted:
             p = self.procs.start("envoy", [self.args.envoy, "-c", str(w / "envoy.yaml"),
                                            "--concurrency", "1", "--disable-hot-restart",
@@ -554,7 +619,8 @@ class Bench:
                                  w / "envoy.log", SERVER_CPU)
             self.targets["envoy"] = Target("envoy", {"http": ports["ENVOY_HTTP"],
                                                      "h2c": ports["ENVOY_HTTP"],
-                                                     "https": ports["ENVOY_HTTPS"]}, p)
+                                                     "https": ports["ENVOY_HTTPS"],
+                                                     "pass": ports["ENVOY_PASS"]}, p)
         if "isthmus" in wanted:
             argv = [self.args.isthmus, "up", str(w / "isthmus"), "--no-demo-apps"]
             if "--workers" in run([self.args.isthmus, "up", "--help"]).stdout:
@@ -568,7 +634,8 @@ class Bench:
                                  env={"TOKIO_WORKER_THREADS": "1"})
             self.targets["isthmus"] = Target("isthmus", {"http": ports["ISTHMUS_HTTP"],
                                                          "h2c": ports["ISTHMUS_HTTP"],
-                                                         "https": ports["ISTHMUS_HTTPS"]}, p)
+                                                         "https": ports["ISTHMUS_HTTPS"],
+                                                         "pass": ports["ISTHMUS_PASS"]}, p)
 
         for t in self.targets.values():
             if t.proc is not None:
@@ -579,28 +646,35 @@ class Bench:
             if t.proc is not None:
                 t.pids = process_tree(t.proc.pid)
                 t.idle_rss_kib, t.idle_hwm_kib = tree_mem(t.pids)
+        self.check_passthrough()
         self.build_shim()
         self.warm_up()
 
     def check_targets(self) -> None:
-        """Each target answers /0 and /1k over HTTP/1.1, h2c and HTTPS as expected."""
+        """Each target answers /0 and /1k over HTTP/1.1, h2c, HTTPS and TLS
+        passthrough as expected."""
         problems = []
+        missing = {"https": "no TLS yet", "pass": "no TLS passthrough yet"}
         for t in self.targets.values():
-            for proto in ("http", "h2c", "https"):
+            for proto in ("http", "h2c", "https", "pass"):
                 port = t.ports.get(proto)
                 if port is None:
                     continue
-                if proto == "https" and t.proc is not None:
-                    self.wait_tls(t, port)
-                    if "https" in t.na:
+                if proto in missing and t.proc is not None:
+                    self.wait_tls(t, port, proto)
+                    if proto in t.na:
                         continue
-                scheme = "https" if proto == "https" else "http"
+                scheme = "http" if proto in ("http", "h2c") else "https"
+                # Passthrough routes by SNI: name the host the routes match.
+                host = PASS_SNI if proto == "pass" else "127.0.0.1"
+                resolve = f"{PASS_SNI}:{port}:127.0.0.1" if proto == "pass" else None
                 for path, size in (("/0", 0), ("/1k", 1024)):
-                    code, got, ver = curl(f"{scheme}://127.0.0.1:{port}{path}", proto == "h2c")
+                    code, got, ver = curl(f"{scheme}://{host}:{port}{path}", proto == "h2c",
+                                          resolve)
                     if code != 200 or got != size or (proto == "h2c" and ver != "2"):
                         msg = f"{t.name} {proto} {path}: status {code}, {got} B, HTTP {ver}"
-                        if t.name == "isthmus" and proto == "https":
-                            t.na["https"] = f"n/a (no TLS yet: {msg})"
+                        if t.name == "isthmus" and proto in missing:
+                            t.na[proto] = f"n/a ({missing[proto]}: {msg})"
                         else:
                             problems.append(msg)
             if t.ports.get("https") and "https" not in t.na:
@@ -608,16 +682,88 @@ class Bench:
         if problems:
             raise RuntimeError("targets do not answer as expected:\n  " + "\n  ".join(problems))
 
-    def wait_tls(self, t: Target, port: int) -> None:
-        """Wait for the HTTPS listener; isthmus without TLS support gets its rows n/a."""
+    def wait_tls(self, t: Target, port: int, proto: str) -> None:
+        """Wait for the HTTPS or passthrough listener; an isthmus without it gets
+        those rows n/a."""
         try:
             wait_port(port, t.proc, t.name, timeout=10 if t.name != "isthmus" else 3)
         except RuntimeError as e:
             if t.name != "isthmus" or (t.proc is not None and t.proc.poll() is not None):
                 raise
-            t.na["https"] = "n/a (no TLS yet)"
-            print(f"bench: isthmus HTTPS listener does not answer ({e}); TLS rows n/a",
+            t.na[proto] = "n/a (no TLS yet)" if proto == "https" else "n/a (no passthrough yet)"
+            print(f"bench: isthmus {proto} listener does not answer ({e}); those rows n/a",
                   file=sys.stderr)
+
+    def check_passthrough(self) -> None:
+        """That every passthrough target really passes TLS through, before measuring:
+
+        - the certificate a client gets through it (SNI PASS_SNI) is the
+          upstream's own, whose key only the upstream has (a completed TLS 1.3
+          handshake proves the peer holds it), not the proxies' certificate;
+        - a ClientHello for an unknown name is refused (routing is by SNI, not a
+          plain TCP forward);
+        - no proxy's configuration names the upstream's key file or contains the key,
+          and no proxy process has it open.
+
+        A target that presents another certificate is not measured (its rows say
+        why); the findings go to the report's header."""
+        if not any(BY_KEY[k].proto == "pass" for k in self.args.scenarios):
+            return
+        w = self.workdir
+        upstream_fp = pem_der_sha256((w / "tls-upstream/cert.pem").read_text())
+        proxy_fp = pem_der_sha256((w / "tls/cert.pem").read_text())
+        key_path = str(w / "tls-upstream")
+        key_pem = (w / "tls-upstream/key.pem").read_text()
+        key_body = "".join(key_pem.split("-----")[2].split())
+        key_b64 = base64.b64encode(key_pem.encode()).decode()
+        configs = {"nginx": [w / "nginx.conf"], "haproxy": [w / "haproxy.cfg"],
+                   "envoy": [w / "envoy.yaml"],
+                   "isthmus": sorted((w / "isthmus").glob("*.yaml"))}
+        checks: dict[str, dict[str, str]] = {}
+        for t in self.targets.values():
+            port = t.ports.get("pass")
+            if port is None or "pass" in t.na:
+                continue
+            c: dict[str, str] = {}
+            fp = served_cert(port, PASS_SNI)
+            c["cert"] = ("upstream's" if fp == upstream_fp else
+                         "the proxies' (TLS terminated)" if fp == proxy_fp else
+                         "none (handshake failed)" if fp is None else f"unknown {fp[:16]}")
+            if t.proc is None:
+                c["unknown_sni"] = "n/a (the upstream answers any name)"
+            else:
+                c["unknown_sni"] = ("refused" if served_cert(port, "unknown.invalid") is None
+                                    else "answered")
+                text = "".join(f.read_text() for f in configs.get(t.name, []))
+                # Whole strings: every P-256 key's PEM starts with the same bytes.
+                in_config = key_path in text or key_body in "".join(text.split()) \
+                    or key_b64 in text
+                open_fds = []
+                for pid in t.pids:
+                    try:
+                        for fd in os.listdir(f"/proc/{pid}/fd"):
+                            try:
+                                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(key_path):
+                                    open_fds.append(f"{pid}/{fd}")
+                            except OSError:
+                                pass
+                    except OSError:
+                        pass
+                c["key"] = ("in its configuration" if in_config else
+                            f"open ({', '.join(open_fds)})" if open_fds else "not given")
+            if fp is not None:
+                info = tls_probe(port, w, f"{t.name}-pass", PASS_SNI)
+                c["tls"] = (f"{info.get('protocol', '?')} {info.get('cipher', '?')} "
+                            f"{info.get('kx', '?').split(',')[0]}, resumption offered: "
+                            f"{info.get('resumption', '?')}")
+            if fp != upstream_fp:
+                t.na["pass"] = f"not measured: presents {c['cert']} certificate"
+            checks[t.name] = c
+        self.meta["passthrough_check"] = {
+            "upstream_cert_sha256": upstream_fp, "sni": PASS_SNI, "targets": checks}
+        for name, c in checks.items():
+            print(f"bench: passthrough check {name}: " +
+                  ", ".join(f"{k} {v}" for k, v in c.items()), file=sys.stderr)
 
     def build_shim(self) -> None:
         """Compile noresume.c and check that wrk then never resumes a session."""
@@ -754,7 +900,7 @@ class Bench:
                 k = rep % len(targets)
                 for t in targets[k:] + targets[:k]:
                     if t.url(s) is None:
-                        continue  # direct has no TLS: the upstream is plain HTTP
+                        continue  # direct has no terminated-TLS row
                     done += 1
                     c = self.measure(s, t, rep)
                     cells.append(c)
@@ -814,6 +960,7 @@ class Bench:
             "quiet_threshold": self.args.quiet_threshold,
             "quiet_timeout_s": self.args.quiet_timeout,
             "scenarios": {k: BY_KEY[k].title for k in self.args.scenarios},
+            "per": {k: BY_KEY[k].per for k in self.args.scenarios},
             "tls": {n: t.tls for n, t in self.targets.items() if t.tls},
             "idle_rss_kib": {n: t.idle_rss_kib for n, t in self.targets.items() if t.pids},
             "na": {n: t.na for n, t in self.targets.items() if t.na},

@@ -104,6 +104,24 @@ def render(data: dict) -> str:
                              f"{t.get('kx', '?').split(',')[0]}, resumption offered: "
                              f"{t.get('resumption', '?')}")
         lines.append("- TLS as negotiated by `openssl s_client`: " + "; ".join(parts))
+    pc = meta.get("passthrough_check")
+    if pc:
+        parts = []
+        for name in ORDER:
+            c = pc["targets"].get(name)
+            if c is None:
+                continue
+            bits = [f"certificate seen: {c.get('cert', '?')}"]
+            if "tls" in c:
+                bits.append(c["tls"])
+            if name != "direct":
+                bits.append(f"unknown SNI: {c.get('unknown_sni', '?')}")
+                bits.append(f"upstream key: {c.get('key', '?')}")
+            parts.append(f"{name}: " + ", ".join(bits))
+        fp = pc.get("upstream_cert_sha256") or "?"
+        lines.append(f"- TLS passthrough check (SNI `{pc.get('sni', '?')}`; the upstream's "
+                     f"own certificate, SHA-256 {fp[:16]}…, no proxy is given): "
+                     + "; ".join(parts))
     for name, na in meta.get("na", {}).items():
         for proto, why in na.items():
             lines.append(f"- {name} {proto}: {why}")
@@ -114,6 +132,7 @@ def render(data: dict) -> str:
         "| proxy RSS MB idle → peak | VmHWM MB | notes |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    per = meta.get("per", {})
     for key, title in meta["scenarios"].items():
         first = True
         for name in ORDER:
@@ -133,8 +152,9 @@ def render(data: dict) -> str:
             cpu = ""
             if "cpu_us" in a:
                 cpu = f"{a['cpu_us']:.1f} ({a['cpu_user_us']:.1f} + {a['cpu_sys_us']:.1f})"
-                if key == "tls-hs":
-                    cpu += " per handshake"
+                unit = per.get(key, "handshake" if key == "tls-hs" else "req")
+                if unit != "req":
+                    cpu += f" per {unit}"
             rss = hwm = ""
             if "rss_peak_kib" in a:
                 rss = f"{idle.get(name, 0) / 1024:.1f} → {a['rss_peak_kib'] / 1024:.1f}"

