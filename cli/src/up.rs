@@ -90,6 +90,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let sources = ExtraSources {
         issued: Some(&secrets_dir),
         cert_dir: args.cert_dir.as_deref(),
+        state_dir: Some(state.root()),
     };
     let (controller, feeds, report) = LocalController::open_sources(&args.dir, sources)
         .with_context(|| format!("loading {}", args.dir.display()))?;

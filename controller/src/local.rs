@@ -25,7 +25,7 @@ use isthmus_model::{Kind, Level, Resource, Snapshot, Store};
 use tokio::sync::{mpsc, watch};
 
 use crate::cert_dir::{CertDir, CertDirReport};
-use crate::source::{read_paths, SourceError};
+use crate::source::{read_paths, read_paths_skipping, SourceError};
 use crate::state::{ApplyReport, ConfigState};
 
 /// The directories a [`LocalController`] reads besides the config directory.
@@ -35,6 +35,9 @@ pub struct ExtraSources<'a> {
     pub issued: Option<&'a Path>,
     /// PEM certificates and keys ([`crate::cert_dir`]); must exist.
     pub cert_dir: Option<&'a Path>,
+    /// The state directory (`up --state-dir`): never read as configuration, also
+    /// when it sits inside the config directory (its status files are YAML too).
+    pub state_dir: Option<&'a Path>,
 }
 
 /// What a gateway receives: its identity and the stream of snapshots for it.
@@ -47,6 +50,8 @@ pub struct GatewayFeed {
 /// Owns the configuration state and the push side of every gateway feed.
 pub struct LocalController {
     dir: PathBuf,
+    /// Directories below `dir` that are not configuration (state, issued, certs).
+    skip: Vec<PathBuf>,
     state: ConfigState,
     /// The directory of issued Secrets and its state.
     issued: Option<(PathBuf, ConfigState)>,
@@ -79,6 +84,7 @@ impl LocalController {
         let extra = ExtraSources {
             issued: issued_dir,
             cert_dir: None,
+            state_dir: None,
         };
         LocalController::open_sources(dir, extra)
     }
@@ -90,8 +96,13 @@ impl LocalController {
         dir: &Path,
         extra: ExtraSources<'_>,
     ) -> Result<(Self, Vec<GatewayFeed>, ApplyReport), SourceError> {
+        let skip: Vec<PathBuf> = [extra.state_dir, extra.issued, extra.cert_dir]
+            .into_iter()
+            .flatten()
+            .map(Path::to_path_buf)
+            .collect();
         let mut state = ConfigState::default();
-        let mut report = state.apply(read_paths(&[dir.to_path_buf()])?);
+        let mut report = state.apply(read_paths_skipping(&[dir.to_path_buf()], &skip)?);
         let issued = match extra.issued {
             Some(d) => {
                 let mut issued = ConfigState::default();
@@ -117,6 +128,7 @@ impl LocalController {
         let (stores, _) = watch::channel(Arc::new(store.clone()));
         let mut ctl = LocalController {
             dir: dir.to_path_buf(),
+            skip,
             state,
             issued,
             certs,
@@ -170,7 +182,7 @@ impl LocalController {
 
     /// Re-read the directory; when something changed, compile and push new snapshots.
     pub fn reload(&mut self) -> Result<ApplyReport, SourceError> {
-        let files = read_paths(std::slice::from_ref(&self.dir))?;
+        let files = read_paths_skipping(std::slice::from_ref(&self.dir), &self.skip)?;
         let issued_files = match &self.issued {
             Some((d, _)) => Some(read_issued(d)?),
             None => None,
@@ -430,6 +442,7 @@ mod tests {
         let extra = ExtraSources {
             issued: Some(issued.path()),
             cert_dir: Some(certs.path()),
+            state_dir: None,
         };
         let (mut ctl, _, _) = LocalController::open_sources(config.path(), extra).expect("open");
         let stores = ctl.stores();
@@ -464,10 +477,60 @@ mod tests {
         let extra = ExtraSources {
             issued: None,
             cert_dir: Some(&missing),
+            state_dir: None,
         };
         let e = LocalController::open_sources(config.path(), extra)
             .err()
             .expect("refused");
         assert!(e.to_string().contains("no-such-certs"), "{e}");
+    }
+
+    #[test]
+    fn a_state_dir_inside_the_config_dir_is_not_configuration() {
+        let config = tempfile::tempdir().expect("tempdir");
+        let state = config.path().join("state");
+        std::fs::create_dir_all(state.join("secrets")).expect("mkdir");
+        std::fs::create_dir_all(state.join("status")).expect("mkdir");
+        std::fs::write(config.path().join("secrets.yaml"), secret("a", "static")).expect("write");
+        // A status file (a Certificate) and an issued Secret below the state dir.
+        std::fs::write(
+            state.join("status").join("istio-system.a.yaml"),
+            "apiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata: {name: a, namespace: istio-system}\nspec: {secretName: a, issuerRef: {name: le}}\n",
+        )
+        .expect("write");
+        std::fs::write(
+            state.join("secrets").join("istio-system.a.yaml"),
+            secret("a", "issued"),
+        )
+        .expect("write");
+        let secrets = state.join("secrets");
+        let extra = ExtraSources {
+            issued: Some(&secrets),
+            cert_dir: None,
+            state_dir: Some(&state),
+        };
+        let (mut ctl, _, _) = LocalController::open_sources(config.path(), extra).expect("open");
+        let kinds = |ctl: &LocalController| -> Vec<(Kind, String)> {
+            ctl.store()
+                .resources
+                .iter()
+                .map(|r| (r.kind, r.name().to_string()))
+                .collect()
+        };
+        // The issued Secret once (as issued), no Certificate from the status file.
+        assert_eq!(kinds(&ctl), [(Kind::Secret, "a".to_string())]);
+        assert_eq!(crt_of(&ctl.stores().borrow(), "a"), ["issued"]);
+        let version = ctl.version();
+        std::fs::write(
+            state.join("status").join("istio-system.b.yaml"),
+            "not: [yaml",
+        )
+        .expect("write");
+        ctl.reload().expect("reload");
+        assert_eq!(
+            ctl.version(),
+            version,
+            "a state file change is not a config change"
+        );
     }
 }

@@ -49,6 +49,12 @@ fn hidden(p: &Path) -> bool {
 /// Every YAML file under `dir` (recursively, hidden entries skipped), sorted by path
 /// so that load order, and with it route order across files, is stable.
 pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
+    yaml_files_skipping(dir, &[])
+}
+
+/// [`yaml_files`] without the directories `skip` (canonical paths): the state and
+/// certificate directories when they sit inside the config directory.
+fn yaml_files_skipping(dir: &Path, skip: &[PathBuf]) -> Result<Vec<PathBuf>, SourceError> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -66,7 +72,10 @@ pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
                 continue;
             }
             if p.is_dir() {
-                stack.push(p);
+                let skipped = !skip.is_empty() && p.canonicalize().is_ok_and(|c| skip.contains(&c));
+                if !skipped {
+                    stack.push(p);
+                }
             } else if is_yaml(&p) {
                 out.push(p);
             }
@@ -78,10 +87,21 @@ pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
 
 /// Read the files named by `paths` (files, or directories searched recursively).
 pub fn read_paths(paths: &[PathBuf]) -> Result<Vec<SourceFile>, SourceError> {
+    read_paths_skipping(paths, &[])
+}
+
+/// [`read_paths`], leaving out the directories `skip` wherever they appear below
+/// the directories of `paths` (the state directory is not configuration, even
+/// when it sits inside the config directory).
+pub fn read_paths_skipping(
+    paths: &[PathBuf],
+    skip: &[PathBuf],
+) -> Result<Vec<SourceFile>, SourceError> {
+    let skip: Vec<PathBuf> = skip.iter().filter_map(|p| p.canonicalize().ok()).collect();
     let mut files = Vec::new();
     for p in paths {
         let list = if p.is_dir() {
-            yaml_files(p)?
+            yaml_files_skipping(p, &skip)?
         } else if p.is_file() || p.as_os_str() == "-" {
             vec![p.clone()]
         } else if !p.exists() {
