@@ -146,6 +146,20 @@ fn run(store: &Store, now: Option<i64>) -> Vec<Diagnostic> {
     // cert-manager Certificates isthmus orders itself: issuer references and what
     // cannot be ordered (the gateway's ACME manager logs the same findings).
     out.extend(crate::certs::acme_orders(store).1);
+    // What the gateway compiler says when it builds each gateway's snapshot (servers
+    // not served, routes left out, fields not applied yet): the same ISM02xx lines `up` logs. Left out: the compiler's IST
+    // codes (the analyzers above report them with Istio's wording) and ISM0203
+    // (no endpoints), which is about the local run, not about the configuration:
+    // Kubernetes Services have endpoints in a cluster.
+    let mut seen: std::collections::HashSet<String> = out.iter().map(|d| d.to_string()).collect();
+    for w in crate::compile::gateway_workloads(store) {
+        for d in crate::compile::compile_gateway(store, &w).1 {
+            let wanted = d.code.starts_with("ISM02") && d.code != crate::compile::CODE_NO_ENDPOINTS;
+            if wanted && seen.insert(d.to_string()) {
+                out.push(d);
+            }
+        }
+    }
     diag::sort(&mut out);
     out
 }
