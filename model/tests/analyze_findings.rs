@@ -1034,8 +1034,9 @@ spec:
     assert_eq!(d.len(), 2, "{}", dump(&ds));
     let text: Vec<String> = d.iter().map(|d| d.to_string()).collect();
     assert!(
-        text.iter().any(|t| t.contains("Gateway default/gw gw.yaml:8")
-            && t.contains("PASSTHROUGH server on port 443")),
+        text.iter()
+            .any(|t| t.contains("Gateway default/gw gw.yaml:8")
+                && t.contains("PASSTHROUGH server on port 443")),
         "{text:?}"
     );
     assert!(
