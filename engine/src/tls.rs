@@ -440,6 +440,30 @@ async fn send(tcp: &mut L4Stream, bytes: &[u8]) {
     }
 }
 
+/// The answer to a plain HTTP request on a TLS port, so that `curl http://host:443/`
+/// says what went wrong instead of "connection reset" (as Go's and nginx's servers
+/// do).
+const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nconnection: close\r\ncontent-length: 49\r\n\r\nClient sent an HTTP request to an HTTPS server.\r\n";
+
+/// Whether the first bytes of a connection are an HTTP/1 request line (a method in
+/// capitals, then a space) or the HTTP/2 preface, not a TLS record (which starts
+/// with 0x16).
+fn looks_like_plain_http(first: &[u8]) -> bool {
+    const METHODS: [&[u8]; 10] = [
+        b"GET ",
+        b"POST ",
+        b"PUT ",
+        b"HEAD ",
+        b"DELETE ",
+        b"OPTIONS ",
+        b"PATCH ",
+        b"CONNECT ",
+        b"TRACE ",
+        b"PRI * ",
+    ];
+    METHODS.iter().any(|m| first.starts_with(m))
+}
+
 /// A ClientHello read off a connection.
 struct Hello {
     /// Everything read so far, to replay.
@@ -462,6 +486,12 @@ async fn read_client_hello(tcp: &mut L4Stream) -> Result<Hello, (String, Vec<u8>
             Err(e) => return Err((format!("reading the ClientHello: {e}"), Vec::new())),
         };
         read.extend_from_slice(&buf[..n]);
+        if looks_like_plain_http(&read) {
+            return Err((
+                "plain HTTP on a TLS port (answered 400)".into(),
+                PLAIN_HTTP_ANSWER.to_vec(),
+            ));
+        }
         let mut chunk = &buf[..n];
         while !chunk.is_empty() {
             match acceptor.read_tls(&mut chunk) {
@@ -1400,5 +1430,78 @@ mod tests {
             None,
             "refused, not served without checks"
         );
+    }
+
+    /// Feed `bytes` to a fresh connection of `resolver`, then half-close; returns
+    /// the refusal and what the server wrote back.
+    async fn feed(resolver: &Arc<SniResolver>, bytes: &[u8]) -> (Result<(), Refused>, Vec<u8>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let r = resolver.clone();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let stream: Stream = Box::new(L4Stream::from(tcp));
+            r.handshake(stream).await.map(|_| ())
+        });
+        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        client.write_all(bytes).await.expect("write");
+        client.shutdown().await.expect("half-close");
+        let mut back = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            client.read_to_end(&mut back),
+        )
+        .await;
+        let refused = tokio::time::timeout(std::time::Duration::from_secs(5), server)
+            .await
+            .expect("the server gives up on its own")
+            .expect("server task");
+        (refused, back)
+    }
+
+    #[tokio::test]
+    async fn bad_first_bytes_are_refused_and_plain_http_gets_a_400() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pem = openssl_cert(dir.path(), "a.test", EC);
+        let r = Arc::new(SniResolver::new());
+        r.update(&TlsTermination {
+            servers: vec![server("a", &["*"], Some(&pem))],
+            ..Default::default()
+        });
+        let (refused, back) = feed(&r, b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+        let refused = refused.expect_err("plain HTTP");
+        assert!(refused.reason.contains("plain HTTP"), "{refused}");
+        let text = String::from_utf8_lossy(&back);
+        assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+        assert!(
+            text.ends_with("Client sent an HTTP request to an HTTPS server.\r\n"),
+            "{text}"
+        );
+        let declared: usize = text
+            .split("content-length: ")
+            .nth(1)
+            .and_then(|t| t.split("\r\n").next())
+            .and_then(|n| n.parse().ok())
+            .expect("content-length");
+        assert_eq!(declared, text.split_once("\r\n\r\n").expect("body").1.len());
+
+        // Garbage, a truncated record, an empty connection: refused, no panic, and
+        // nothing but (at most) an alert written back.
+        let truncated: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00];
+        let cases: [(&[u8], &str); 3] = [
+            (b"\x00\xff garbage \x01\x02\x03", "bad ClientHello"),
+            (truncated, "closed before its ClientHello"),
+            (b"", "closed before its ClientHello"),
+        ];
+        for (bytes, why) in cases {
+            let (refused, back) = feed(&r, bytes).await;
+            let refused = refused.expect_err("refused");
+            assert!(refused.reason.contains(why), "{bytes:?}: {refused}");
+            assert!(back.len() <= 7, "{bytes:?}: {back:?}");
+        }
+        // The listener's resolver still serves a real client afterwards.
+        assert!(r.certificate_for(Some("a.test")).is_some());
     }
 }
