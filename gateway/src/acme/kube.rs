@@ -22,8 +22,9 @@
 //! duration, 20 s by default). Key material is never logged; errors name the object
 //! (`Secret ns/name`, `Lease ns/name`) and the API server's status.
 //!
-//! Tested against a fake API server (`gateway/tests/kube_store.rs`); not yet run
-//! against a real cluster.
+//! The manager uses it through [`super::backend::Backend::Kube`]. Tested against a
+//! fake API server (`gateway/tests/kube_store.rs`, and with a real pebble in
+//! `gateway/tests/acme_kube.rs`); not yet run against a real cluster.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -5,9 +5,11 @@
 //! [`AcmeManager`] follows the configuration store; each such order gets a
 //! worker that keeps its Secret issued: a stored certificate for the same names,
 //! issuer and server that is not due for renewal is kept (a restart places no order);
-//! otherwise it orders ([`order`]), writes the result to the state directory
-//! ([`store`]) — where the controller picks it up as configuration, so the Gateway's
-//! `credentialName` serves it — and sleeps until renewal. Failures are retried with
+//! otherwise it orders ([`order`]), writes the result to its [`Backend`] — the
+//! state directory ([`store`]), where the controller picks it up as configuration so
+//! the Gateway's `credentialName` serves it, or the Kubernetes API ([`kube`]:
+//! Secrets, the issuer's `privateKeySecretRef` Secret for the account, a Lease per
+//! order as the lock; [`AcmeOptions::kube`]) — and sleeps until renewal. Failures are retried with
 //! exponential backoff; a stored certificate is never removed, so a valid one keeps
 //! serving. Progress is logged at INFO, so `isthmus up` shows it by default:
 //! `acme: ordering ...`, `acme: challenge served for ...`, `acme: issued ns/secret for
@@ -17,7 +19,14 @@
 //! (`Ready` condition, validity, failures) to `STATE/status/` ([`status`]), which
 //! `isthmus certs` prints; a status file is removed when its order leaves the
 //! configuration.
+//!
+//! With either backend, status files and the challenge directory shared by replicas
+//! (`STATE/challenges/`) stay in the local state directory. With the Kubernetes
+//! backend, HTTP-01 tokens are also published to its challenge ConfigMap
+//! ([`kube::KubeStore::publish_token`]), but nothing answers from it yet: other
+//! replicas do not read it back.
 
+pub mod backend;
 pub mod kube;
 pub mod order;
 pub mod status;
@@ -38,6 +47,8 @@ use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+pub use backend::{Backend, BackendError, BackendLock};
+pub use kube::KubeStore;
 pub use order::{OrderError, PollTiming};
 pub use store::{StateDir, StoreError, StoredCert};
 
@@ -61,6 +72,10 @@ impl Default for Backoff {
 /// How the manager runs.
 #[derive(Debug, Clone)]
 pub struct AcmeOptions {
+    /// Where issued certificates, order locks and accounts are kept.
+    pub backend: Backend,
+    /// The local state directory: status files and the shared challenge directory
+    /// (with either backend).
     pub state: StateDir,
     /// Roots trusted for ACME servers besides the system's (`--acme-ca-root`), for
     /// issuers without their own `caBundle`.
@@ -70,12 +85,23 @@ pub struct AcmeOptions {
 }
 
 impl AcmeOptions {
+    /// Everything in the local state directory `state`.
     pub fn new(state: StateDir) -> AcmeOptions {
         AcmeOptions {
+            backend: Backend::Local(state.clone()),
             state,
             extra_roots: Vec::new(),
             retry: Backoff::default(),
             poll: PollTiming::default(),
+        }
+    }
+
+    /// Certificates, order locks and accounts in Kubernetes (`store`); status files
+    /// and the shared challenge directory in the local `state`.
+    pub fn kube(store: KubeStore, state: StateDir) -> AcmeOptions {
+        AcmeOptions {
+            backend: Backend::Kube(store),
+            ..AcmeOptions::new(state)
         }
     }
 }
@@ -195,13 +221,14 @@ const LOCK_POLL: Duration = Duration::from_secs(1);
 /// does is logged at INFO (ERROR for a failure) and written to its status file.
 async fn keep_issued(order: AcmeOrder, shared: Arc<Shared>) {
     let state = &shared.opts.state;
+    let backend = &shared.opts.backend;
     let what = format!("{} for [{}]", order.secret_ref(), order.names.join(", "));
     let mut retry = shared.opts.retry.first;
     let mut announced = false;
     let mut waiting = false;
     let mut status = status::StatusFile::new(state, &order, now());
     loop {
-        let stored = match state.load_issued(&order) {
+        let stored = match backend.load_issued(&order).await {
             Ok(s) => s,
             Err(e) => {
                 warn!(
@@ -259,7 +286,7 @@ async fn keep_issued(order: AcmeOrder, shared: Arc<Shared>) {
         announced = true;
         // Several gateways on one state directory: one orders, the others wait for
         // its result (written where they read it).
-        let lock = match state.try_lock(&order) {
+        let lock = match backend.try_lock(&order).await {
             Ok(Some(lock)) => Some(lock),
             Ok(None) => {
                 if !waiting {
@@ -283,7 +310,7 @@ async fn keep_issued(order: AcmeOrder, shared: Arc<Shared>) {
         };
         // Another gateway may have stored it while this one waited for the lock.
         if std::mem::take(&mut waiting) {
-            if let Ok(Some(s)) = state.load_issued(&order) {
+            if let Ok(Some(s)) = backend.load_issued(&order).await {
                 if matches!(
                     decide(&order, Some(&s.issued), now()),
                     Decision::Keep { .. }
@@ -314,8 +341,10 @@ async fn keep_issued(order: AcmeOrder, shared: Arc<Shared>) {
         );
         status.write();
         let started = std::time::Instant::now();
-        let result = issue(&order, &shared).await;
-        drop(lock);
+        let result = issue(&order, &shared, lock.as_ref()).await;
+        if let Some(l) = lock {
+            l.release().await;
+        }
         match result {
             Ok(s) => {
                 let i = &s.issued;
@@ -427,12 +456,18 @@ enum IssueError {
     #[error(transparent)]
     Order(#[from] OrderError),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] BackendError),
+    #[error("the order lock ({0}) was lost while ordering; the certificate is not stored")]
+    LockLost(String),
 }
 
 /// One order for `order`, with the issuer's account (created once and kept), and
 /// the result stored.
-async fn issue(order: &AcmeOrder, shared: &Shared) -> Result<StoredCert, IssueError> {
+async fn issue(
+    order: &AcmeOrder,
+    shared: &Shared,
+    lock: Option<&BackendLock>,
+) -> Result<StoredCert, IssueError> {
     let mut fresh_account = false;
     loop {
         let account = account(order, shared, fresh_account).await?;
@@ -449,18 +484,21 @@ async fn issue(order: &AcmeOrder, shared: &Shared) -> Result<StoredCert, IssueEr
         match order::order_certificate(
             &account,
             order,
-            order::Responders::global(),
+            order::Responders::global().with_kube(shared.opts.backend.kube()),
             shared.opts.poll,
             validated,
         )
         .await
         {
             Ok(issuance) => {
-                return Ok(shared.opts.state.save_issued(
-                    order,
-                    &issuance.chain_pem,
-                    &issuance.key_pem,
-                )?)
+                if let Some(BackendLock::Kube(l)) = lock.filter(|l| l.is_lost()) {
+                    return Err(IssueError::LockLost(l.lease().to_string()));
+                }
+                return Ok(shared
+                    .opts
+                    .backend
+                    .save_issued(order, &issuance.chain_pem, &issuance.key_pem)
+                    .await?);
             }
             Err(e) if e.account_unknown() && !fresh_account => {
                 warn!(
@@ -475,8 +513,8 @@ async fn issue(order: &AcmeOrder, shared: &Shared) -> Result<StoredCert, IssueEr
     }
 }
 
-/// The account `order`'s issuer uses: cached, else restored from the state
-/// directory, else created (and stored). `fresh` replaces it with a new one.
+/// The account `order`'s issuer uses: cached, else restored from the backend, else
+/// created (and stored). `fresh` replaces it with a new one.
 async fn account(order: &AcmeOrder, shared: &Shared, fresh: bool) -> Result<Account, IssueError> {
     let key = format!(
         "{}\n{}",
@@ -490,23 +528,25 @@ async fn account(order: &AcmeOrder, shared: &Shared, fresh: bool) -> Result<Acco
             return Ok(a.clone());
         }
     }
-    let state = &shared.opts.state;
+    let backend = &shared.opts.backend;
     let http = || order::http_client(&order.acme, &shared.opts.extra_roots);
     let stored = if fresh {
         None
     } else {
-        state.load_account(&order.issuer, &order.acme.server)?
+        backend.load_account(&order.issuer, &order.acme).await?
     };
     let account = match stored {
         Some(credentials) => order::restore_account(http()?, credentials).await?,
         None => {
             let (account, credentials) = order::create_account(http()?, &order.acme).await?;
-            state.save_account(&order.issuer, &order.acme.server, credentials)?;
+            backend
+                .save_account(&order.issuer, &order.acme, credentials)
+                .await?;
             info!(
                 "acme: account created on {} for {} (stored in {})",
                 order.acme.server,
                 order.issuer.display(),
-                state.account_path(&order.issuer).display()
+                backend.account_location(&order.issuer, &order.acme)
             );
             account
         }

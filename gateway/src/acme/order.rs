@@ -30,7 +30,9 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
+
+use super::kube::KubeStore;
 
 /// Why an ACME exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -255,11 +257,13 @@ pub struct Issuance {
 }
 
 /// Where challenges are answered: the engine's maps (HTTP-01 tokens, TLS-ALPN-01
-/// certificates).
+/// certificates), and, with the Kubernetes backend, its challenge ConfigMap (HTTP-01
+/// tokens published for other replicas; best effort).
 #[derive(Debug, Clone, Copy)]
 pub struct Responders<'a> {
     pub http01: &'a ChallengeTokens,
     pub tls_alpn01: &'a AlpnChallenges,
+    pub kube: Option<&'a KubeStore>,
 }
 
 impl Responders<'static> {
@@ -268,7 +272,15 @@ impl Responders<'static> {
         Responders {
             http01: ChallengeTokens::global(),
             tls_alpn01: AlpnChallenges::global(),
+            kube: None,
         }
+    }
+}
+
+impl<'a> Responders<'a> {
+    /// These responders, also publishing HTTP-01 tokens through `kube`.
+    pub fn with_kube(self, kube: Option<&'a KubeStore>) -> Responders<'a> {
+        Responders { kube, ..self }
     }
 }
 
@@ -284,6 +296,16 @@ impl Drop for Held<'_> {
     fn drop(&mut self) {
         for t in &self.tokens {
             self.responders.http01.remove(t);
+        }
+        if let (Some(k), Ok(rt)) = (self.responders.kube, tokio::runtime::Handle::try_current()) {
+            let (k, tokens) = (k.clone(), self.tokens.clone());
+            rt.spawn(async move {
+                for t in tokens {
+                    if let Err(e) = k.withdraw_token(&t).await {
+                        warn!("acme: {e}; the token stays published");
+                    }
+                }
+            });
         }
         for d in &self.domains {
             self.responders.tls_alpn01.remove(d);
@@ -414,6 +436,14 @@ pub async fn order_certificate(
                         .http01
                         .insert(&challenge.token, key_authorization.as_str());
                     held.tokens.push(challenge.token.clone());
+                    if let Some(k) = responders.kube {
+                        if let Err(e) = k
+                            .publish_token(&challenge.token, key_authorization.as_str())
+                            .await
+                        {
+                            warn!("acme: {e}; answering {name} from this replica only");
+                        }
+                    }
                     served
                 }
                 ChallengeKind::TlsAlpn01 => {
