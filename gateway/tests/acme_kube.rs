@@ -3,12 +3,15 @@
 //! validates (from the process's `ChallengeTokens`), and the certificate, the
 //! account and the order lock go to the fake API server of `common/` (a real HTTP
 //! server on 127.0.0.1). A second manager on the same fake state places no order.
+//! Two replicas at once: the one that does not order answers the CA, from the
+//! tokens its sync reads from the challenge ConfigMap.
 
 mod common;
 
 use std::convert::Infallible;
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +27,7 @@ use isthmus_model::load::load_str;
 use isthmus_model::Store;
 use isthmus_testkit::acme::{certificate, pebble_issuer, SECRET};
 use isthmus_testkit::pebble::{verify_chain, Pebble};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::task::block_in_place;
 
 const WAIT: Duration = Duration::from_secs(25);
@@ -33,9 +36,13 @@ const SECRETS: &str = "/api/v1/namespaces/istio-system/secrets";
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/istio-system/leases";
 const ACCOUNT: &str = "/api/v1/namespaces/cert-manager/secrets/pebble-account";
 
-/// Answer `GET /.well-known/acme-challenge/TOKEN` on 127.0.0.1:`port` from the
-/// process's challenge tokens (what the engine's HTTP listener answers first).
-async fn serve_http01(port: u16) -> tokio::task::JoinHandle<()> {
+/// Answer `GET /.well-known/acme-challenge/TOKEN` on 127.0.0.1:`port` from
+/// `tokens` (what the engine's HTTP listener answers first), counting the answers.
+async fn serve_http01(
+    port: u16,
+    tokens: &'static ChallengeTokens,
+    answered: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("bind the HTTP-01 port");
@@ -44,22 +51,28 @@ async fn serve_http01(port: u16) -> tokio::task::JoinHandle<()> {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            let answered = answered.clone();
             tokio::spawn(async move {
-                let svc =
-                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let answered = answered.clone();
+                    async move {
                         let answer = req
                             .uri()
                             .path()
                             .strip_prefix("/.well-known/acme-challenge/")
-                            .and_then(|t| ChallengeTokens::global().answer(t));
+                            .and_then(|t| tokens.answer(t));
                         let mut resp = Response::new(Full::new(Bytes::from(
                             answer.clone().unwrap_or_default(),
                         )));
-                        if answer.is_none() {
-                            *resp.status_mut() = hyper::StatusCode::NOT_FOUND;
+                        match answer {
+                            Some(_) => {
+                                answered.fetch_add(1, Ordering::Relaxed);
+                            }
+                            None => *resp.status_mut() = hyper::StatusCode::NOT_FOUND,
                         }
                         Ok::<_, Infallible>(resp)
-                    });
+                    }
+                });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                     .await;
@@ -118,7 +131,12 @@ async fn the_manager_orders_into_kubernetes_once_and_a_restart_keeps_it() {
     let Some(mut pebble) = block_in_place(|| Pebble::start(http_port)) else {
         return;
     };
-    let _http01 = serve_http01(http_port).await;
+    let _http01 = serve_http01(
+        http_port,
+        ChallengeTokens::global(),
+        Arc::new(AtomicU64::new(0)),
+    )
+    .await;
     let yaml = pebble_issuer(&pebble, None) + &certificate(&["kube.acme.test"], "");
     let loaded = load_str("acme.yaml", &yaml);
     assert_eq!(loaded.diagnostics, [], "{yaml}");
@@ -225,5 +243,101 @@ async fn the_manager_orders_into_kubernetes_once_and_a_restart_keeps_it() {
         "only reads: {log:#?}"
     );
     assert!(log.iter().any(|r| r.path == secret_path), "{log:#?}");
+    assert_eq!(block_in_place(|| pebble.orders()), 1, "no second order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replica_that_does_not_order_answers_the_ca_from_the_configmap() {
+    let http_port = isthmus_testkit::free_ports(1)[0];
+    let Some(mut pebble) = block_in_place(|| Pebble::start(http_port)) else {
+        return;
+    };
+    // Each replica's own token map (in production both are the process's global
+    // one). The port pebble validates on answers from replica B's map only.
+    let tokens_a: &'static ChallengeTokens = Box::leak(Box::default());
+    let tokens_b: &'static ChallengeTokens = Box::leak(Box::default());
+    let answered = Arc::new(AtomicU64::new(0));
+    let _http01 = serve_http01(http_port, tokens_b, answered.clone()).await;
+    let yaml = pebble_issuer(&pebble, None) + &certificate(&["replicas.acme.test"], "");
+    let loaded = load_str("acme.yaml", &yaml);
+    assert_eq!(loaded.diagnostics, [], "{yaml}");
+    let (_tx, stores) = tokio::sync::watch::channel(Arc::new(Store::new(loaded.resources)));
+
+    // A holds the order lock (its unexpired Lease), so B waits for A's result.
+    let api = FakeApi::start().await;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let renewed =
+        k8s_openapi::jiff::fmt::strtime::format("%Y-%m-%dT%H:%M:%S%.6fZ", now).expect("format");
+    api.seed(
+        LEASES,
+        json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": format!("isthmus-acme-{SECRET}"), "namespace": "istio-system"},
+            "spec": {
+                "holderIdentity": "gw-a", "leaseDurationSeconds": 30,
+                "acquireTime": renewed, "renewTime": renewed, "leaseTransitions": 0,
+            },
+        }),
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let options = |identity: &str, tokens: &'static ChallengeTokens| {
+        let state = StateDir::open(&tmp.path().join(identity)).expect("state");
+        let kube = KubeStore::new(api.client(), identity, "cert-manager");
+        AcmeOptions {
+            http01: tokens,
+            ..AcmeOptions::kube(kube, state)
+        }
+    };
+
+    // B first, until it waits for A.
+    let _manager_b = AcmeManager::start(stores.clone(), options("gw-b", tokens_b));
+    let status_b = tmp
+        .path()
+        .join(format!("gw-b/status/istio-system.{SECRET}.yaml"));
+    eventually("replica B waiting for A's order", || {
+        let text = std::fs::read_to_string(&status_b).ok()?;
+        text.contains("another isthmus").then_some(())
+    })
+    .await;
+    let _manager_a = AcmeManager::start(stores, options("gw-a", tokens_a));
+
+    let secret_path = format!("{SECRETS}/{SECRET}");
+    let secret = eventually("the issued Secret", || api.object(&secret_path)).await;
+    let (chain, _) = (data(&secret, "tls.crt"), data(&secret, "tls.key"));
+    let root = block_in_place(|| pebble.issuing_root_file());
+    verify_chain(&root, &chain).expect("the chain verifies against pebble's root");
+    assert_eq!(block_in_place(|| pebble.orders()), 1, "one order");
+    assert!(
+        answered.load(Ordering::Relaxed) >= 1,
+        "pebble's validation was answered from replica B's map"
+    );
+
+    // Only A held the Lease: B never wrote it.
+    let log = api.take_log();
+    let lease_writes: Vec<&Recorded> = log
+        .iter()
+        .filter(|r| r.path.starts_with(LEASES) && r.method != "GET")
+        .collect();
+    assert!(!lease_writes.is_empty(), "{log:#?}");
+    for w in &lease_writes {
+        let holder = &w.body.as_ref().expect("Lease body")["spec"]["holderIdentity"];
+        assert!(
+            *holder == "gw-a" || holder.is_null(),
+            "{} by {holder}",
+            w.method
+        );
+    }
+    // The token left the ConfigMap, and B's sync stopped answering it; A's own
+    // order removed it from A's map.
+    eventually("B no longer answering the token", || {
+        (tokens_b.is_empty() && tokens_a.is_empty()).then_some(())
+    })
+    .await;
+    // B then keeps what A stored.
+    eventually("replica B keeping A's certificate", || {
+        let text = std::fs::read_to_string(&status_b).ok()?;
+        text.contains("is up to date").then_some(())
+    })
+    .await;
     assert_eq!(block_in_place(|| pebble.orders()), 1, "no second order");
 }

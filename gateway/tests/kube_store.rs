@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{FakeApi, Recorded};
+use isthmus_engine::acme_challenge::ChallengeTokens;
 use isthmus_gateway::acme::kube::{KubeStore, LeaseTiming, CHALLENGES_CONFIGMAP};
 use isthmus_model::certs::{acme_orders, decide, AcmeOrder, Decision};
 use isthmus_model::load::load_str;
@@ -848,4 +849,91 @@ async fn challenge_tokens_are_shared_through_one_configmap() {
             "/api/v1/namespaces/edge/configmaps/{CHALLENGES_CONFIGMAP}"
         ))
         .is_some());
+}
+
+/// `GET`s of the token ConfigMap in `log`.
+fn configmap_reads(log: &[Recorded]) -> usize {
+    let cm = format!("/api/v1/namespaces/istio-system/configmaps/{CHALLENGES_CONFIGMAP}");
+    log.iter()
+        .filter(|r| r.method == "GET" && r.path == cm)
+        .count()
+}
+
+#[tokio::test]
+async fn the_token_sync_answers_other_replicas_tokens_and_leaves_its_own_alone() {
+    let api = FakeApi::start().await;
+    let poll = Duration::from_millis(30);
+    let a = KubeStore::new(api.client(), "gw-a", "cert-manager").with_token_poll(poll);
+    let b = KubeStore::new(api.client(), "gw-b", "cert-manager").with_token_poll(poll);
+    assert_eq!(b.token_propagation(), poll * 2);
+    let map: &'static ChallengeTokens = Box::leak(Box::default());
+    let sync = b.sync_tokens(map);
+
+    // Replica A's token: B answers it, then stops when A withdraws it.
+    a.publish_token("tok-a", "tok-a.thumb")
+        .await
+        .expect("publish");
+    eventually("B answering A's token", || {
+        map.answer("tok-a").as_deref() == Some("tok-a.thumb")
+    })
+    .await;
+    a.withdraw_token("tok-a").await.expect("withdraw");
+    eventually("B no longer answering A's token", || map.is_empty()).await;
+
+    // B's own token (its order put it in the map and published it): the sync
+    // neither replaces it nor removes it, even when someone else deletes it from
+    // the ConfigMap.
+    let own = map.insert("tok-b", "tok-b.thumb");
+    b.publish_token("tok-b", "tok-b.thumb")
+        .await
+        .expect("publish");
+    let cm = format!("/api/v1/namespaces/istio-system/configmaps/{CHALLENGES_CONFIGMAP}");
+    api.update(&cm, |o| {
+        o["data"].as_object_mut().expect("data").remove("tok-b");
+    });
+    // Entries that are not a token and its key authorization are not answered.
+    api.update(&cm, |o| {
+        o["data"]["bad.token"] = json!("bad.token.thumb");
+        o["data"]["tok-c"] = json!("other.thumb");
+    });
+    api.take_log();
+    let mut reads = 0;
+    eventually("three more polls", || {
+        reads += configmap_reads(&api.take_log());
+        reads >= 3
+    })
+    .await;
+    assert_eq!(map.answer("tok-b").as_deref(), Some("tok-b.thumb"));
+    assert_eq!(own.served_here(), 1, "still the order's own entry");
+    assert_eq!(map.answer("bad.token"), None);
+    assert_eq!(map.answer("tok-c"), None);
+    map.remove("tok-b");
+
+    // The API server failing keeps what is answered; stopping the sync removes it.
+    a.publish_token("tok-d", "tok-d.thumb")
+        .await
+        .expect("publish");
+    eventually("B answering tok-d", || map.answer("tok-d").is_some()).await;
+    for _ in 0..3 {
+        api.fail_next("GET", &cm, 500, "InternalError", "etcd is down");
+    }
+    api.take_log();
+    let mut failed = 0;
+    eventually("three failed polls", || {
+        failed += api
+            .take_log()
+            .iter()
+            .filter(|r| r.method == "GET" && r.status == 500)
+            .count();
+        failed >= 3
+    })
+    .await;
+    assert!(map.answer("tok-d").is_some(), "kept while unreadable");
+    drop(sync);
+    eventually("tok-d removed when the sync stops", || map.is_empty()).await;
+    // A read in flight when it stopped is let through first.
+    tokio::time::sleep(poll).await;
+    api.take_log();
+    tokio::time::sleep(poll * 3).await;
+    assert_eq!(configmap_reads(&api.take_log()), 0, "no polls once stopped");
 }

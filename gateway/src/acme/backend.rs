@@ -18,7 +18,8 @@ pub enum Backend {
     /// Files in the state directory (`isthmus up`).
     Local(StateDir),
     /// Objects in the Kubernetes API server, shared by every replica.
-    Kube(KubeStore),
+    /// (Boxed: the client and its settings are much larger than a path.)
+    Kube(Box<KubeStore>),
 }
 
 /// Why a backend operation failed.
@@ -126,7 +127,7 @@ impl Backend {
     /// The Kubernetes store, when that is the backend.
     pub fn kube(&self) -> Option<&KubeStore> {
         match self {
-            Backend::Kube(k) => Some(k),
+            Backend::Kube(k) => Some(k.as_ref()),
             Backend::Local(_) => None,
         }
     }

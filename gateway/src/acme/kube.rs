@@ -10,6 +10,16 @@
 //! | order lock | `flock` on `locks/<ns>.<secretName>.lock` | `coordination.k8s.io/v1` Lease `isthmus-acme-<secretName>` in the Secret's namespace, renewed in the background, cleared on drop |
 //! | HTTP-01 tokens | the process's token map | ConfigMap `isthmus-acme-challenges` in the gateway namespace: token -> key authorization, read by every replica |
 //!
+//! Every replica answers every replica's HTTP-01 tokens: the ordering one puts its
+//! tokens in its own map and publishes them ([`KubeStore::publish_token`]), and
+//! [`KubeStore::sync_tokens`] (run by the manager) reads the ConfigMap every 500 ms
+//! (one GET) and keeps the process's token map in step with it: tokens it lacks
+//! are added, the ones it added are removed when they leave the ConfigMap, and the
+//! process's own tokens are left to its orders. The ordering replica tells the CA
+//! a challenge is ready only [`KubeStore::token_propagation`] (two polls) after
+//! publishing it, so that whichever replica the CA reaches answers. Answer counts
+//! stay per process: the orderer's log reports only the fetches it answered.
+//!
 //! Writes of whole objects (Secrets, Leases) carry the `resourceVersion` read, so a
 //! concurrent writer makes the API server answer 409 Conflict: a Secret write then
 //! reads again and retries once; a Lease write means another replica won. The token
@@ -26,7 +36,7 @@
 //! fake API server (`gateway/tests/kube_store.rs`, and with a real pebble in
 //! `gateway/tests/acme_kube.rs`); not yet run against a real cluster.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +45,7 @@ use ::kube::api::{Api, Patch, PatchParams, PostParams};
 use ::kube::Client;
 use base64::Engine as _;
 use instant_acme::AccountCredentials;
+use isthmus_engine::acme_challenge::ChallengeTokens;
 use isthmus_model::certs::{AcmeOrder, IssuerId, IssuerKind};
 use isthmus_model::resources::certmanager::AcmeIssuer;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -63,6 +74,8 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
 /// The ConfigMap holding the pending HTTP-01 tokens (token -> key authorization).
 pub const CHALLENGES_CONFIGMAP: &str = "isthmus-acme-challenges";
+/// How often [`KubeStore::sync_tokens`] reads the token ConfigMap by default.
+pub const TOKEN_POLL: Duration = Duration::from_millis(500);
 /// cert-manager's default `--cluster-resource-namespace`.
 pub const DEFAULT_CLUSTER_RESOURCE_NAMESPACE: &str = "cert-manager";
 
@@ -172,6 +185,11 @@ pub struct KubeStore {
     lease: LeaseTiming,
     /// Leases (`ns/name`) held by a [`KubeLock`] of this store, or being released.
     held: Arc<Mutex<HashSet<String>>>,
+    /// How often [`KubeStore::sync_tokens`] reads the token ConfigMap.
+    token_poll: Duration,
+    /// Tokens this store published (this process's own orders) and has not
+    /// withdrawn yet: the token sync leaves them alone.
+    published: Arc<Mutex<HashSet<String>>>,
 }
 
 impl std::fmt::Debug for KubeStore {
@@ -184,6 +202,7 @@ impl std::fmt::Debug for KubeStore {
             )
             .field("challenge_namespace", &self.challenge_namespace)
             .field("lease", &self.lease)
+            .field("token_poll", &self.token_poll)
             .finish_non_exhaustive()
     }
 }
@@ -206,6 +225,8 @@ impl KubeStore {
             challenge_namespace,
             lease: LeaseTiming::default(),
             held: Arc::new(Mutex::new(HashSet::new())),
+            token_poll: TOKEN_POLL,
+            published: Arc::new(Mutex::new(HashSet::new())),
         }
     }
 
@@ -218,6 +239,20 @@ impl KubeStore {
     pub fn with_lease_timing(mut self, timing: LeaseTiming) -> KubeStore {
         self.lease = timing;
         self
+    }
+
+    /// Read the token ConfigMap every `every` in [`KubeStore::sync_tokens`]
+    /// (default [`TOKEN_POLL`]).
+    pub fn with_token_poll(mut self, every: Duration) -> KubeStore {
+        self.token_poll = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How long an ordering replica waits after publishing a token before it tells
+    /// the CA the challenge is ready: two polls of the token sync, so that every
+    /// replica answers it by then.
+    pub fn token_propagation(&self) -> Duration {
+        self.token_poll * 2
     }
 
     pub fn identity(&self) -> &str {
@@ -487,6 +522,23 @@ impl KubeStore {
                 reason: format!("{token:?} is not an ACME token (base64url characters only)"),
             });
         }
+        // Ours from now on (before the ConfigMap has it), so this process's token
+        // sync never takes it for another replica's.
+        lock(&self.published).insert(token.to_string());
+        let result = self.publish(&api, &what, token, key_authorization).await;
+        if result.is_err() {
+            lock(&self.published).remove(token);
+        }
+        result
+    }
+
+    async fn publish(
+        &self,
+        api: &Api<ConfigMap>,
+        what: &str,
+        token: &str,
+        key_authorization: &str,
+    ) -> Result<(), KubeStoreError> {
         let patch = serde_json::json!({ "data": { token: key_authorization } });
         let pp = PatchParams::default();
         // Patch; when the ConfigMap is missing create it; when another replica
@@ -498,7 +550,7 @@ impl KubeStore {
             {
                 Ok(_) => return Ok(()),
                 Err(e) if is_code(&e, 404) => {}
-                Err(e) => return Err(api_err(&what, e)),
+                Err(e) => return Err(api_err(what, e)),
             }
             let cm = ConfigMap {
                 metadata: ObjectMeta {
@@ -516,11 +568,11 @@ impl KubeStore {
             match api.create(&PostParams::default(), &cm).await {
                 Ok(_) => return Ok(()),
                 Err(e) if is_code(&e, 409) => {}
-                Err(e) => return Err(api_err(&what, e)),
+                Err(e) => return Err(api_err(what, e)),
             }
         }
         Err(KubeStoreError::Invalid {
-            what,
+            what: what.to_string(),
             reason: "created and deleted by others while publishing a token".into(),
         })
     }
@@ -532,7 +584,7 @@ impl KubeStore {
             return Ok(());
         }
         let patch = serde_json::json!({ "data": { token: null } });
-        match api
+        let result = match api
             .patch(
                 CHALLENGES_CONFIGMAP,
                 &PatchParams::default(),
@@ -543,7 +595,11 @@ impl KubeStore {
             Ok(_) => Ok(()),
             Err(e) if is_code(&e, 404) => Ok(()),
             Err(e) => Err(api_err(&what, e)),
-        }
+        };
+        // Forgotten once the ConfigMap no longer has it (or could not be changed:
+        // then replicas keep answering a token no CA asks for any more).
+        lock(&self.published).remove(token);
+        result
     }
 
     /// The tokens published by any replica: token -> key authorization.
@@ -554,6 +610,21 @@ impl KubeStore {
             .await
             .map_err(|e| api_err(&what, e))?;
         Ok(cm.and_then(|c| c.data).unwrap_or_default())
+    }
+
+    /// Keep `target` answering the HTTP-01 tokens other replicas publish: a task
+    /// reads the token ConfigMap (one GET) every [`KubeStore::with_token_poll`]
+    /// period, inserts the tokens `target` lacks and removes those it inserted once
+    /// they leave the ConfigMap. Tokens this store published itself (its process's
+    /// own orders, which insert them into their map) are never touched. When the
+    /// ConfigMap cannot be read, what is answered stays as it is. Entries that are
+    /// not a token and its key authorization (`token.thumbprint`) are ignored. The
+    /// task stops, and the tokens it inserted are removed, when the returned guard
+    /// drops. Call from a tokio runtime.
+    pub fn sync_tokens(&self, target: &'static ChallengeTokens) -> TokenSync {
+        TokenSync {
+            task: tokio::spawn(sync_tokens(self.clone(), target)),
+        }
     }
 
     // ---- order lock -------------------------------------------------------------
@@ -674,6 +745,120 @@ impl KubeStore {
             }
             Err(e) if is_code(&e, 409) => Ok(None),
             Err(e) => Err(api_err(what, e)),
+        }
+    }
+}
+
+/// The task of [`KubeStore::sync_tokens`]; dropping it stops the task and removes
+/// the tokens it inserted.
+#[derive(Debug)]
+pub struct TokenSync {
+    task: JoinHandle<()>,
+}
+
+impl Drop for TokenSync {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The tokens the sync inserted into its target (token -> key authorization);
+/// removed from the target when dropped (the task was stopped).
+struct Synced {
+    target: &'static ChallengeTokens,
+    tokens: HashMap<String, String>,
+    /// Entries refused, reported once each.
+    refused: HashSet<String>,
+}
+
+impl Drop for Synced {
+    fn drop(&mut self) {
+        for t in self.tokens.keys() {
+            self.target.remove(t);
+        }
+    }
+}
+
+impl Synced {
+    /// Make the target answer `published` (the ConfigMap's data) except `own`.
+    fn apply(&mut self, published: &BTreeMap<String, String>, own: &HashSet<String>) {
+        let target = self.target;
+        self.tokens.retain(|t, ka| {
+            if own.contains(t) {
+                // This process's order answers it now (its entry replaced ours).
+                return false;
+            }
+            let keep = published.get(t) == Some(ka);
+            if !keep {
+                target.remove(t);
+                debug!("acme: stopped answering HTTP-01 token {t} (withdrawn by its replica)");
+            }
+            keep
+        });
+        self.refused.retain(|t| published.contains_key(t));
+        for (t, ka) in published.iter().take(MAX_SYNCED_TOKENS) {
+            if own.contains(t) || self.tokens.contains_key(t) || self.refused.contains(t) {
+                continue;
+            }
+            if !answerable(t, ka) {
+                warn!(
+                    "acme: ConfigMap {CHALLENGES_CONFIGMAP} holds {t:?}, which is not an ACME token and its key authorization; not answered"
+                );
+                self.refused.insert(t.clone());
+                continue;
+            }
+            target.insert(t, ka);
+            debug!("acme: answering HTTP-01 token {t} published by a replica");
+            self.tokens.insert(t.clone(), ka.clone());
+        }
+    }
+}
+
+/// At most this many tokens of the ConfigMap are answered (an order has one per
+/// name; a ConfigMap holds at most 1 MiB anyway).
+const MAX_SYNCED_TOKENS: usize = 1000;
+
+/// `key_authorization` is `token.thumbprint` (RFC 8555 §8.1), thumbprint base64url.
+fn answerable(token: &str, key_authorization: &str) -> bool {
+    valid_token(token)
+        && key_authorization.len() <= 512
+        && key_authorization
+            .strip_prefix(token)
+            .and_then(|r| r.strip_prefix('.'))
+            .is_some_and(valid_token)
+}
+
+async fn sync_tokens(store: KubeStore, target: &'static ChallengeTokens) {
+    let what = format!(
+        "ConfigMap {}/{CHALLENGES_CONFIGMAP}",
+        store.challenge_namespace
+    );
+    let mut synced = Synced {
+        target,
+        tokens: HashMap::new(),
+        refused: HashSet::new(),
+    };
+    let mut tick = tokio::time::interval(store.token_poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        match store.tokens().await {
+            Ok(published) => {
+                if std::mem::take(&mut failing) {
+                    info!("acme: {what} is readable again; answering the replicas' HTTP-01 tokens");
+                }
+                synced.apply(&published, &lock(&store.published));
+            }
+            Err(e) => {
+                if !failing {
+                    warn!(
+                        "acme: {e}; the HTTP-01 tokens of other replicas are not followed until it can be read (polling every {:?})",
+                        store.token_poll
+                    );
+                }
+                failing = true;
+            }
         }
     }
 }

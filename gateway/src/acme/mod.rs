@@ -23,8 +23,13 @@
 //! With either backend, status files and the challenge directory shared by replicas
 //! (`STATE/challenges/`) stay in the local state directory. With the Kubernetes
 //! backend, HTTP-01 tokens are also published to its challenge ConfigMap
-//! ([`kube::KubeStore::publish_token`]), but nothing answers from it yet: other
-//! replicas do not read it back.
+//! ([`kube::KubeStore::publish_token`]), and every replica answers them: while the
+//! manager runs, a task ([`kube::KubeStore::sync_tokens`]) keeps the process's
+//! token map ([`AcmeOptions::http01`], the engine's global map) in step with the
+//! ConfigMap (one GET every 500 ms; other replicas' tokens added and removed again,
+//! this process's own left to its orders), and the ordering replica waits two polls
+//! before telling the CA a challenge is ready. TLS-ALPN-01 challenges are not
+//! shared through Kubernetes: with several replicas, use HTTP-01.
 
 pub mod backend;
 pub mod kube;
@@ -38,6 +43,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use instant_acme::Account;
+use isthmus_engine::acme_challenge::ChallengeTokens;
 use isthmus_model::certs::status::Reason;
 use isthmus_model::certs::{acme_orders, decide, renewal_at, AcmeOrder, ChallengeKind, Decision};
 use isthmus_model::der::format_utc;
@@ -82,6 +88,10 @@ pub struct AcmeOptions {
     pub extra_roots: Vec<CertificateDer<'static>>,
     pub retry: Backoff,
     pub poll: PollTiming,
+    /// The HTTP-01 token map this process's listeners answer from
+    /// ([`ChallengeTokens::global`]): orders put their tokens in it and, with the
+    /// Kubernetes backend, the token sync puts the other replicas' in it.
+    pub http01: &'static ChallengeTokens,
 }
 
 impl AcmeOptions {
@@ -93,6 +103,7 @@ impl AcmeOptions {
             extra_roots: Vec::new(),
             retry: Backoff::default(),
             poll: PollTiming::default(),
+            http01: ChallengeTokens::global(),
         }
     }
 
@@ -100,7 +111,7 @@ impl AcmeOptions {
     /// and the shared challenge directory in the local `state`.
     pub fn kube(store: KubeStore, state: StateDir) -> AcmeOptions {
         AcmeOptions {
-            backend: Backend::Kube(store),
+            backend: Backend::Kube(Box::new(store)),
             ..AcmeOptions::new(state)
         }
     }
@@ -113,10 +124,12 @@ pub fn load_ca_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, String
 }
 
 /// The running manager. Dropping it stops every worker (a pending order is
-/// abandoned; its challenge tokens are withdrawn).
+/// abandoned; its challenge tokens are withdrawn) and the token sync (the other
+/// replicas' tokens are no longer answered).
 #[derive(Debug)]
 pub struct AcmeManager {
     task: JoinHandle<()>,
+    _token_sync: Option<kube::TokenSync>,
 }
 
 impl AcmeManager {
@@ -125,12 +138,16 @@ impl AcmeManager {
     pub fn start(stores: watch::Receiver<Arc<Store>>, opts: AcmeOptions) -> AcmeManager {
         // Replicas on this state directory answer each other's challenges.
         isthmus_engine::acme_challenge::share_dir(&opts.state.challenges_dir());
+        opts.http01.share_dir(&opts.state.challenges_dir());
+        // With Kubernetes, replicas answer each other's tokens from the ConfigMap.
+        let token_sync = opts.backend.kube().map(|k| k.sync_tokens(opts.http01));
         let shared = Arc::new(Shared {
             opts,
             accounts: Mutex::new(HashMap::new()),
         });
         AcmeManager {
             task: tokio::spawn(follow(stores, shared)),
+            _token_sync: token_sync,
         }
     }
 }
@@ -473,6 +490,9 @@ async fn issue(
         let account = account(order, shared, fresh_account).await?;
         let validated = |name: &str, kind: ChallengeKind, served: u64| {
             match kind {
+            ChallengeKind::Http01 if served == 0 => {
+                info!("acme: challenge for {name} validated (answered by another replica)")
+            }
             ChallengeKind::Http01 => {
                 info!("acme: challenge served for {name} ({served} fetches by the CA), validated")
             }
@@ -481,10 +501,14 @@ async fn issue(
             ),
         }
         };
+        let responders = order::Responders {
+            http01: shared.opts.http01,
+            ..order::Responders::global()
+        };
         match order::order_certificate(
             &account,
             order,
-            order::Responders::global().with_kube(shared.opts.backend.kube()),
+            responders.with_kube(shared.opts.backend.kube()),
             shared.opts.poll,
             validated,
         )

@@ -7,7 +7,10 @@
 //! self-signed certificate carrying its digest in the `acmeIdentifier` extension into
 //! the gateway's TLS-ALPN-01 map ([`tls_alpn_certificate`]), for exactly as long as
 //! the order waits for validation (the engine also publishes both in the shared
-//! state directory, so replicas answer too); the order is polled with short delays,
+//! state directory, so replicas answer too; with the Kubernetes backend an HTTP-01
+//! token is also published to the challenge ConfigMap, and the CA is told the
+//! challenge is ready only once the other replicas' token sync has had time to pick
+//! it up, [`KubeStore::token_propagation`]); the order is polled with short delays,
 //! and finalized with a fresh ECDSA P-256 key.
 
 use std::sync::Arc;
@@ -437,11 +440,15 @@ pub async fn order_certificate(
                         .insert(&challenge.token, key_authorization.as_str());
                     held.tokens.push(challenge.token.clone());
                     if let Some(k) = responders.kube {
-                        if let Err(e) = k
+                        match k
                             .publish_token(&challenge.token, key_authorization.as_str())
                             .await
                         {
-                            warn!("acme: {e}; answering {name} from this replica only");
+                            // Every replica answers it before the CA asks.
+                            Ok(()) => tokio::time::sleep(k.token_propagation()).await,
+                            Err(e) => {
+                                warn!("acme: {e}; answering {name} from this replica only")
+                            }
                         }
                     }
                     served
@@ -476,7 +483,7 @@ pub async fn order_certificate(
         .map_err(at("waiting for validation"))?;
     if status != OrderStatus::Ready {
         return Err(OrderError::Failed(
-            validation_failure(&mut acme_order, &pending).await,
+            validation_failure(&mut acme_order, &pending, responders.kube.is_some()).await,
         ));
     }
     step("validated");
@@ -507,8 +514,14 @@ pub async fn order_certificate(
 }
 
 /// Why validation failed: the CA's problem per challenge, and a hint when the CA
-/// never fetched the answer (it could not reach the gateway's listener).
-async fn validation_failure(acme_order: &mut instant_acme::Order, pending: &[Pending]) -> String {
+/// never fetched the answer (it could not reach the gateway's listener). With
+/// `replicas` (the Kubernetes backend) an HTTP-01 answer may have been fetched from
+/// another replica, which this process does not count.
+async fn validation_failure(
+    acme_order: &mut instant_acme::Order,
+    pending: &[Pending],
+    replicas: bool,
+) -> String {
     let mut reasons = Vec::new();
     let mut authorizations = acme_order.authorizations();
     while let Some(Ok(mut authz)) = authorizations.next().await {
@@ -528,6 +541,10 @@ async fn validation_failure(acme_order: &mut instant_acme::Order, pending: &[Pen
     for p in pending.iter().filter(|p| p.served.served() == 0) {
         let name = &p.name;
         reasons.push(match p.kind {
+            ChallengeKind::Http01 if replicas => format!(
+                "this replica never answered http://{name}/.well-known/acme-challenge/{} (another replica may have): the CA must reach a Gateway HTTP listener (port 80)",
+                p.token
+            ),
             ChallengeKind::Http01 => format!(
                 "the CA never fetched http://{name}/.well-known/acme-challenge/{}: it must reach a Gateway HTTP listener (port 80; locally 8080 unless mapped otherwise)",
                 p.token
