@@ -1099,6 +1099,27 @@ mod tests {
         })
     }
 
+    /// A loopback listener and the future of `resolver`'s handshake on the first
+    /// connection it accepts.
+    async fn accept_one(
+        resolver: &Arc<SniResolver>,
+    ) -> (
+        std::net::SocketAddr,
+        impl std::future::Future<Output = Result<Accepted, Refused>>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let r = resolver.clone();
+        let accepted = async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let stream: Stream = Box::new(L4Stream::from(tcp));
+            r.handshake(stream).await
+        };
+        (addr, accepted)
+    }
+
     /// A rustls client handshake with `sni` against `resolver` over loopback TCP,
     /// optionally with a client certificate and limited to some versions or suites.
     /// Ok: (version, suite, the server's TlsConnection.server); Err: the server's
@@ -1111,15 +1132,9 @@ mod tests {
         versions: &[&'static rustls::SupportedProtocolVersion],
         suites: Option<&[rustls::CipherSuite]>,
     ) -> Result<(rustls::ProtocolVersion, rustls::CipherSuite, String), Refused> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let r = resolver.clone();
+        let (addr, accepted) = accept_one(resolver).await;
         let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.expect("accept");
-            let stream: Stream = Box::new(L4Stream::from(tcp));
-            let Accepted::Terminated(mut tls) = r.handshake(stream).await? else {
+            let Accepted::Terminated(mut tls) = accepted.await? else {
                 return Err(Refused::new(None, "passthrough"));
             };
             let conn = tls
@@ -1435,16 +1450,8 @@ mod tests {
     /// Feed `bytes` to a fresh connection of `resolver`, then half-close; returns
     /// the refusal and what the server wrote back.
     async fn feed(resolver: &Arc<SniResolver>, bytes: &[u8]) -> (Result<(), Refused>, Vec<u8>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let r = resolver.clone();
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.expect("accept");
-            let stream: Stream = Box::new(L4Stream::from(tcp));
-            r.handshake(stream).await.map(|_| ())
-        });
+        let (addr, accepted) = accept_one(resolver).await;
+        let server = tokio::spawn(async move { accepted.await.map(|_| ()) });
         let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
         client.write_all(bytes).await.expect("write");
         client.shutdown().await.expect("half-close");
