@@ -6,120 +6,19 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use isthmus_testkit::pki::{LeafKey, TestCa};
 use isthmus_testkit::{curl, free_port, free_ports, wait_until, ConfigDir, Up};
 
 const BIN: &str = env!("CARGO_BIN_EXE_isthmus");
 
-/// Run a command, panicking with its output when it fails.
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run command");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A test CA and the leaf certificates it signs, in a temporary directory.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-/// A leaf certificate and its key, PEM.
-struct Leaf {
-    cert: String,
-    key: String,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let pki = Pki {
-            dir: tempfile::tempdir().expect("tempdir"),
-        };
-        run(Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=isthmus test CA",
-            ])
-            .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
-            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-            .args(["-addext", "keyUsage=critical,keyCertSign"])
-            .arg("-keyout")
-            .arg(pki.path("ca.key"))
-            .arg("-out")
-            .arg(pki.path("ca.crt")));
-        pki
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn ca(&self) -> String {
-        self.path("ca.crt").display().to_string()
-    }
-
-    /// A server certificate `CN=cn` for `dns` names with serial `serial`, signed by
-    /// the CA; an RSA 2048 key when `rsa`, else ECDSA P-256.
-    fn leaf(&self, cn: &str, dns: &[&str], serial: u32, rsa: bool) -> Leaf {
-        let file = |ext: &str| self.path(&format!("{cn}-{serial}.{ext}"));
-        let key_args: &[&str] = if rsa {
-            &["-newkey", "rsa:2048"]
-        } else {
-            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
-        };
-        run(Command::new("openssl")
-            .args(["req", "-new", "-nodes", "-subj", &format!("/CN={cn}")])
-            .args(key_args)
-            .arg("-keyout")
-            .arg(file("key"))
-            .arg("-out")
-            .arg(file("csr")));
-        let sans: Vec<String> = dns.iter().map(|d| format!("DNS:{d}")).collect();
-        std::fs::write(
-            file("ext"),
-            format!(
-                "subjectAltName={}\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n",
-                sans.join(",")
-            ),
-        )
-        .expect("write extensions");
-        run(Command::new("openssl")
-            .args([
-                "x509",
-                "-req",
-                "-days",
-                "2",
-                "-set_serial",
-                &serial.to_string(),
-            ])
-            .arg("-in")
-            .arg(file("csr"))
-            .arg("-CA")
-            .arg(self.path("ca.crt"))
-            .arg("-CAkey")
-            .arg(self.path("ca.key"))
-            .arg("-extfile")
-            .arg(file("ext"))
-            .arg("-out")
-            .arg(file("crt")));
-        let read = |ext| std::fs::read_to_string(file(ext)).expect("read PEM");
-        Leaf {
-            cert: read("crt"),
-            key: read("key"),
-        }
-    }
+/// The test CA's root as a path string (`--cacert`, `-CAfile`).
+fn ca_file(pki: &TestCa) -> String {
+    pki.root().display().to_string()
 }
 
 /// PEM text as an indented YAML block scalar body.
@@ -366,9 +265,9 @@ fn demo_tls_serves_the_canary_over_h2_and_http1() {
 
 #[test]
 fn sni_selects_each_servers_certificate_and_unknown_names_are_refused() {
-    let pki = Pki::new();
-    let a = pki.leaf("a.test", &["a.test"], 0xA1, false);
-    let b = pki.leaf("wild.b.test", &["*.b.test"], 0xB1, true);
+    let pki = TestCa::new();
+    let a = pki.leaf_as("a.test", &["a.test"], 0xA1, LeafKey::EcP256);
+    let b = pki.leaf_as("wild.b.test", &["*.b.test"], 0xB1, LeafKey::Rsa2048);
     let port = free_port();
     let servers = https_server(port, "https-a", "[a.test]", "a-cert")
         + &https_server(port, "https-b", "[\"*.b.test\"]", "b-cert");
@@ -384,7 +283,7 @@ fn sni_selects_each_servers_certificate_and_unknown_names_are_refused() {
             ("routes.yaml", ALL_TO_A),
         ],
     );
-    let ca = pki.ca();
+    let ca = ca_file(&pki);
     assert_eq!(
         handshake(fx.addr, Some("a.test"), &ca, &[]),
         Ok(("serial=A1".into(), "subject=CN = a.test".into()))
@@ -437,8 +336,8 @@ fn capture_backend() -> (u16, mpsc::Receiver<String>) {
 
 #[test]
 fn https_routes_match_scheme_https_and_forward_proto_https() {
-    let pki = Pki::new();
-    let a = pki.leaf("s.test", &["s.test"], 7, false);
+    let pki = TestCa::new();
+    let a = pki.leaf_as("s.test", &["s.test"], 7, LeafKey::EcP256);
     let ports = free_ports(4);
     let (tls_port, http_port) = (ports[0], ports[1]);
     let (capture_port, head) = capture_backend();
@@ -482,7 +381,7 @@ spec:
             ("routes.yaml", &routes),
         ],
     );
-    let ca = pki.ca();
+    let ca = ca_file(&pki);
     assert_eq!(
         fx.get(&ca, "s.test", "/", &[]).1,
         "a v1",
@@ -508,9 +407,9 @@ spec:
 
 #[test]
 fn certificate_swap_keeps_h2_connections_and_new_handshakes_get_the_new_one() {
-    let pki = Pki::new();
-    let one = pki.leaf("a.test", &["a.test"], 1, false);
-    let two = pki.leaf("a.test", &["a.test"], 2, true);
+    let pki = TestCa::new();
+    let one = pki.leaf_as("a.test", &["a.test"], 1, LeafKey::EcP256);
+    let two = pki.leaf_as("a.test", &["a.test"], 2, LeafKey::Rsa2048);
     let port = free_port();
     let fx = Fixture::start(
         port,
@@ -524,7 +423,7 @@ fn certificate_swap_keeps_h2_connections_and_new_handshakes_get_the_new_one() {
             ("routes.yaml", ALL_TO_A),
         ],
     );
-    let ca = pki.ca();
+    let ca = ca_file(&pki);
     let serial = || handshake(fx.addr, Some("a.test"), &ca, &[]).map(|(s, _)| s);
     assert_eq!(serial(), Ok("serial=01".to_string()));
 
@@ -588,9 +487,9 @@ fn certificate_swap_keeps_h2_connections_and_new_handshakes_get_the_new_one() {
 
 #[test]
 fn unusable_credentials_are_reported_and_the_rest_serves() {
-    let pki = Pki::new();
-    let good = pki.leaf("good.test", &["good.test"], 3, false);
-    let other = pki.leaf("m.test", &["m.test"], 4, false);
+    let pki = TestCa::new();
+    let good = pki.leaf_as("good.test", &["good.test"], 3, LeafKey::EcP256);
+    let other = pki.leaf_as("m.test", &["m.test"], 4, LeafKey::EcP256);
     let port = free_port();
     // A certificate cut short, and a key that belongs to another certificate.
     let cut = &good.cert[..good.cert.len() / 2];
@@ -633,7 +532,7 @@ fn unusable_credentials_are_reported_and_the_rest_serves() {
         "{missing}"
     );
 
-    let ca = pki.ca();
+    let ca = ca_file(&pki);
     for sni in ["g.test", "m.test", "x.test"] {
         assert!(
             handshake(fx.addr, Some(sni), &ca, &[]).is_err(),

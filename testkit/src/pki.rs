@@ -32,6 +32,13 @@ basicConstraints = critical,CA:FALSE
 extendedKeyUsage = serverAuth
 ";
 
+/// The key type of a leaf certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeafKey {
+    EcP256,
+    Rsa2048,
+}
+
 /// A test CA. Its files live as long as it does.
 pub struct TestCa {
     dir: tempfile::TempDir,
@@ -106,7 +113,13 @@ impl TestCa {
     /// A server certificate for `dns` (the first is also its CN) with serial
     /// `serial`, valid from now for 30 days. EC P-256 key.
     pub fn leaf(&self, dns: &[&str], serial: u32) -> Issued {
-        self.issue(dns, serial, &["-days", "30"])
+        let cn = dns.first().copied().unwrap_or("leaf");
+        self.issue(cn, dns, serial, LeafKey::EcP256, &["-days", "30"])
+    }
+
+    /// [`TestCa::leaf`] with subject `CN=cn` and the key type `key`.
+    pub fn leaf_as(&self, cn: &str, dns: &[&str], serial: u32, key: LeafKey) -> Issued {
+        self.issue(cn, dns, serial, key, &["-days", "30"])
     }
 
     /// [`TestCa::leaf`] valid from `not_before` to `not_after`, written as
@@ -118,14 +131,24 @@ impl TestCa {
         not_before: &str,
         not_after: &str,
     ) -> Issued {
+        let cn = dns.first().copied().unwrap_or("leaf");
         self.issue(
+            cn,
             dns,
             serial,
+            LeafKey::EcP256,
             &["-startdate", not_before, "-enddate", not_after],
         )
     }
 
-    fn issue(&self, dns: &[&str], serial: u32, validity: &[&str]) -> Issued {
+    fn issue(
+        &self,
+        cn: &str,
+        dns: &[&str],
+        serial: u32,
+        key_type: LeafKey,
+        validity: &[&str],
+    ) -> Issued {
         let p = self.dir.path();
         let base = format!("leaf-{serial}");
         let (key, csr, crt) = (
@@ -134,28 +157,16 @@ impl TestCa {
             format!("{base}.crt"),
         );
         let sans: Vec<String> = dns.iter().map(|d| format!("DNS:{d}")).collect();
-        let cn = format!("/CN={}", dns.first().copied().unwrap_or("leaf"));
+        let cn = format!("/CN={cn}");
         let san = format!("subjectAltName={}", sans.join(","));
-        openssl(
-            p,
-            &[
-                "req",
-                "-new",
-                "-nodes",
-                "-subj",
-                &cn,
-                "-addext",
-                &san,
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-            ],
-        );
+        let key_args: &[&str] = match key_type {
+            LeafKey::EcP256 => &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+            LeafKey::Rsa2048 => &["-newkey", "rsa:2048"],
+        };
+        let mut args = vec!["req", "-new", "-nodes", "-subj", &cn, "-addext", &san];
+        args.extend_from_slice(key_args);
+        args.extend_from_slice(&["-keyout", &key, "-out", &csr]);
+        openssl(p, &args);
         // The serial file wants an even number of hex digits.
         let hex = format!("{serial:X}");
         let hex = if hex.len() % 2 == 1 {
