@@ -6,6 +6,7 @@
 pub mod acme_challenge;
 pub mod holder;
 pub mod listener;
+pub mod mesh;
 pub mod passthrough;
 pub mod proxy;
 pub mod tls;
@@ -13,8 +14,9 @@ pub mod tls;
 pub use acme_challenge::{AlpnChallenges, ChallengeTokens};
 pub use holder::SnapshotHolder;
 pub use listener::{
-    start_http_listener, start_https_listener, BoundListener, ListenError, ListenerHandle,
-    STOP_GRACE,
+    start_http_listener, start_https_listener, start_inbound_listener, start_listener,
+    BoundListener, ListenError, ListenerConfig, ListenerHandle, STOP_GRACE,
 };
-pub use proxy::{RequestCtx, RouterProxy, CONNECT_TIMEOUT};
+pub use mesh::{InboundMode, WorkloadCerts, WorkloadMaterial};
+pub use proxy::{ListenerRole, RequestCtx, RouterProxy, CONNECT_TIMEOUT};
 pub use tls::{Accepted, CertificateError, SniResolver};

@@ -31,8 +31,9 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::holder::SnapshotHolder;
+use crate::mesh::{InboundApp, InboundMode, WorkloadCerts};
 use crate::passthrough;
-use crate::proxy::RouterProxy;
+use crate::proxy::{ListenerRole, RouterProxy};
 use crate::tls::{Accepted, SniResolver};
 
 /// How long [`ListenerHandle::stop`] waits for the accept loop to end. Requests in
@@ -153,28 +154,85 @@ pub fn start_http_listener(
     bind: SocketAddr,
     declared_port: u16,
 ) -> Result<ListenerHandle, ListenError> {
-    start(holder, bind, declared_port, None)
+    start(holder, bind, declared_port, None, ListenerConfig::default())
 }
 
-/// Bind `bind` and terminate TLS on it (ALPN h2 then http/1.1) with the server
-/// `certificates` picks by SNI, then route as [`start_http_listener`] does with
-/// scheme `https`. Update the servers with [`SniResolver::update`]: new handshakes
-/// use them, established connections are not touched.
-pub fn start_https_listener(
-    holder: SnapshotHolder,
-    bind: SocketAddr,
-    declared_port: u16,
-    certificates: Arc<SniResolver>,
-) -> Result<ListenerHandle, ListenError> {
-    start(holder, bind, declared_port, Some(certificates))
+/// What a listener is beyond its port and TLS: its role (which per-request steps
+/// apply) and the workload certificate it presents to mesh endpoints.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub role: ListenerRole,
+    pub certs: Option<WorkloadCerts>,
 }
 
-fn start(
+impl Default for ListenerConfig {
+    /// A gateway listener without a mesh identity.
+    fn default() -> ListenerConfig {
+        ListenerConfig {
+            role: ListenerRole::Gateway,
+            certs: None,
+        }
+    }
+}
+
+/// [`start_http_listener`] or [`start_https_listener`] (with `tls`) in the role and
+/// with the mesh identity of `config`.
+pub fn start_listener(
     holder: SnapshotHolder,
     bind: SocketAddr,
     declared_port: u16,
     tls: Option<Arc<SniResolver>>,
+    config: ListenerConfig,
 ) -> Result<ListenerHandle, ListenError> {
+    start(holder, bind, declared_port, tls, config)
+}
+
+/// A sidecar's inbound listener for one workload port: bind `bind`, accept mesh
+/// traffic by `mode` (STRICT: mTLS with the handshakes of `tls`, PERMISSIVE: mTLS
+/// or plaintext, DISABLE: plaintext) and proxy every request to the app at `app`,
+/// with the peer's identity in `x-forwarded-client-cert`.
+pub fn start_inbound_listener(
+    bind: SocketAddr,
+    app: SocketAddr,
+    own_identity: String,
+    mode: InboundMode,
+    tls: Arc<SniResolver>,
+) -> Result<ListenerHandle, ListenError> {
+    let app_port = app.port();
+    let (runtime, fds, key, local_addr) = bind_socket(bind, app_port)?;
+    let bound = BoundListener {
+        declared_port: app_port,
+        local_addr,
+        tls: true,
+    };
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let proxy = RouterProxy::new(SnapshotHolder::default(), app_port)
+        .with_role(ListenerRole::SidecarInbound { app, own_identity }, None);
+    let app = InboundApp {
+        http: Arc::new(http_proxy(&server_conf(), proxy)),
+        tls,
+        mode,
+    };
+    let mut service = Service::new(format!("inbound {bound}"), app);
+    service.add_tcp(&key);
+    let task = runtime.spawn(async move { service.start_service(fds, shutdown_rx, 1).await });
+    Ok(ListenerHandle {
+        bound,
+        shutdown,
+        task: Some(task),
+    })
+}
+
+type Bound = (
+    tokio::runtime::Handle,
+    Option<Arc<Mutex<Fds>>>,
+    String,
+    SocketAddr,
+);
+
+/// Bind `bind` ourselves (errors name the address instead of Pingora's panic) and
+/// put the socket in a listen-fd table for Pingora.
+fn bind_socket(bind: SocketAddr, declared_port: u16) -> Result<Bound, ListenError> {
     let bind_err = |reason| ListenError::Bind {
         addr: bind,
         declared_port,
@@ -191,16 +249,44 @@ fn start(
     let key = local_addr.to_string();
     let mut fds = Fds::new();
     fds.add(key.clone(), socket.into_raw_fd());
+    Ok((runtime, Some(Arc::new(Mutex::new(fds))), key, local_addr))
+}
 
+/// Bind `bind` and terminate TLS on it (ALPN h2 then http/1.1) with the server
+/// `certificates` picks by SNI, then route as [`start_http_listener`] does with
+/// scheme `https`. Update the servers with [`SniResolver::update`]: new handshakes
+/// use them, established connections are not touched.
+pub fn start_https_listener(
+    holder: SnapshotHolder,
+    bind: SocketAddr,
+    declared_port: u16,
+    certificates: Arc<SniResolver>,
+) -> Result<ListenerHandle, ListenError> {
+    start(
+        holder,
+        bind,
+        declared_port,
+        Some(certificates),
+        ListenerConfig::default(),
+    )
+}
+
+fn start(
+    holder: SnapshotHolder,
+    bind: SocketAddr,
+    declared_port: u16,
+    tls: Option<Arc<SniResolver>>,
+    config: ListenerConfig,
+) -> Result<ListenerHandle, ListenError> {
+    let (runtime, fds, key, local_addr) = bind_socket(bind, declared_port)?;
     let bound = BoundListener {
         declared_port,
         local_addr,
         tls: tls.is_some(),
     };
-    let fds = Some(Arc::new(Mutex::new(fds)));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let holder_for_tls = holder.clone();
-    let proxy = RouterProxy::new(holder, declared_port);
+    let proxy = RouterProxy::new(holder, declared_port).with_role(config.role, config.certs);
     let task = match tls {
         None => {
             let mut options = HttpServerOptions::default();

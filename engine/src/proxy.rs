@@ -18,7 +18,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method};
 use isthmus_model::snapshot::{
-    Cluster, ClusterId, Endpoint, RequestView, RouteAction, Snapshot, WeightedClusters,
+    Cluster, ClusterId, Endpoint, RequestView, RouteAction, Snapshot, UpstreamMtls,
+    WeightedClusters,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
@@ -27,6 +28,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use tracing::{debug, warn};
 
 use crate::holder::SnapshotHolder;
+use crate::mesh::WorkloadCerts;
 
 /// Upstream connect timeout (Envoy's default `connect_timeout`).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,14 +38,40 @@ const MISDIRECTED: &str = "misdirected request\n";
 const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream\n";
 const UPSTREAM_CONNECT_ERROR: &str = "upstream connect error\n";
 
-/// The proxy of one listener: the snapshot holder, the Gateway port (as declared,
-/// not the local bind port) whose listener it serves, and its scheme.
+/// What a listener is, as data: which per-request steps apply. One request path
+/// serves all three; the role only switches steps on or off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenerRole {
+    /// A gateway listener at the edge: ACME HTTP-01 answers before routing, the
+    /// client address appended to `x-forwarded-for`, `x-forwarded-proto` set.
+    Gateway,
+    /// A sidecar's outbound listener in explicit-port mode: the app's requests,
+    /// routed on the snapshot listener of the authority's port (80 when none), as
+    /// Istio's outbound route configuration per service port.
+    SidecarOutbound,
+    /// A sidecar's inbound listener: every request goes to the app at `app`; the
+    /// peer's verified identity is passed in `x-forwarded-client-cert` (Istio's
+    /// format), a client's own such header is never passed on.
+    SidecarInbound {
+        app: SocketAddr,
+        /// This sidecar's SPIFFE ID (`By=` in the header).
+        own_identity: String,
+    },
+}
+
+/// The proxy of one listener: the snapshot holder, the port whose snapshot
+/// listener it serves (a Gateway port as declared, not the local bind port), its
+/// scheme, its role, and the identity it presents to mesh peers.
 pub struct RouterProxy {
     holder: SnapshotHolder,
     port: u16,
     /// `http`, or `https` behind TLS termination: what routes match as `scheme` and
     /// what `x-forwarded-proto` says.
     scheme: &'static str,
+    role: ListenerRole,
+    /// The workload certificate for mTLS to mesh endpoints; none: such endpoints
+    /// answer 503 (never plaintext).
+    certs: Option<WorkloadCerts>,
 }
 
 impl RouterProxy {
@@ -52,6 +80,8 @@ impl RouterProxy {
             holder,
             port: declared_port,
             scheme: "http",
+            role: ListenerRole::Gateway,
+            certs: None,
         }
     }
 
@@ -62,6 +92,32 @@ impl RouterProxy {
             ..self
         }
     }
+
+    /// The same proxy in `role`, presenting `certs` to mesh endpoints.
+    pub fn with_role(self, role: ListenerRole, certs: Option<WorkloadCerts>) -> RouterProxy {
+        RouterProxy {
+            role,
+            certs,
+            ..self
+        }
+    }
+
+    /// The snapshot listener a request is routed on.
+    fn route_port(&self, authority: &str) -> u16 {
+        match self.role {
+            ListenerRole::SidecarOutbound => authority_port(authority).unwrap_or(80),
+            _ => self.port,
+        }
+    }
+}
+
+/// The port of an authority (`host:port`, `[v6]:port`), if it names one.
+fn authority_port(authority: &str) -> Option<u16> {
+    let (host, port) = authority.rsplit_once(':')?;
+    if host.contains(':') && !host.ends_with(']') {
+        return None; // a bare IPv6 address
+    }
+    port.parse().ok()
 }
 
 /// Per-request state.
@@ -71,6 +127,8 @@ pub struct RequestCtx {
     snapshot: Option<Arc<Snapshot>>,
     cluster: Option<ClusterId>,
     upstream: Option<SocketAddr>,
+    /// The endpoint's mesh identity when it is reached over mTLS.
+    mtls: Option<Arc<UpstreamMtls>>,
     connect_failed: bool,
 }
 
@@ -221,6 +279,36 @@ async fn redirect(session: &mut Session, location: String) -> Result<()> {
     session.write_response_header(Box::new(resp), true).await
 }
 
+/// Edge semantics as Envoy's `use_remote_address`: Host is preserved as received
+/// (Istio's default), `x-forwarded-proto` is ours, the peer is appended to XFF.
+fn edge_forwarding_headers(
+    session: &Session,
+    upstream: &mut RequestHeader,
+    scheme: &'static str,
+) -> Result<()> {
+    // Istio's SANITIZE at the edge: nobody claims a mesh identity from outside.
+    upstream.remove_header("x-forwarded-client-cert");
+    upstream.insert_header("x-forwarded-proto", scheme)?;
+    if let Some(ip) = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+    {
+        let mut xff = String::new();
+        for v in upstream.headers.get_all("x-forwarded-for") {
+            if let Ok(v) = v.to_str() {
+                xff.push_str(v);
+                xff.push_str(", ");
+            }
+        }
+        xff.push_str(&ip.to_string());
+        let value = HeaderValue::from_str(&xff)
+            .map_err(|e| Error::because(ErrorType::InternalError, "x-forwarded-for", e))?;
+        upstream.insert_header("x-forwarded-for", value)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl ProxyHttp for RouterProxy {
     type CTX = RequestCtx;
@@ -230,20 +318,29 @@ impl ProxyHttp for RouterProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if let ListenerRole::SidecarInbound { app, .. } = &self.role {
+            // Everything to the app; the peer's identity is added upstream.
+            ctx.upstream = Some(*app);
+            return Ok(false);
+        }
         // ACME HTTP-01 answers come first: before routing and before httpsRedirect.
-        if crate::acme_challenge::try_serve(session, self.scheme).await? {
+        if self.role == ListenerRole::Gateway
+            && crate::acme_challenge::try_serve(session, self.scheme).await?
+        {
             return Ok(true);
         }
         let snapshot = self.holder.load();
-        let view = request_view(session.req_header(), self.port, self.scheme);
+        let authority = request_view(session.req_header(), 0, self.scheme).authority;
+        let port = self.route_port(authority);
+        let view = request_view(session.req_header(), port, self.scheme);
         // One router serves the whole port: a request whose Host belongs to a server
         // with other TLS settings (e.g. MUTUAL) than the one this connection's
         // handshake went through must not reach that server's routes (421, RFC 9110).
-        if self.scheme == "https" && misdirected(session, &snapshot, self.port, view.authority) {
+        if self.scheme == "https" && misdirected(session, &snapshot, port, view.authority) {
             respond(session, 421, MISDIRECTED).await?;
             return Ok(true);
         }
-        let (id, cluster, endpoint) = match select(&snapshot, self.port, &view) {
+        let (id, cluster, endpoint) = match select(&snapshot, port, &view) {
             Selection::NoRoute => {
                 respond(session, 404, NO_ROUTE).await?;
                 return Ok(true);
@@ -277,6 +374,7 @@ impl ProxyHttp for RouterProxy {
                 return Ok(true);
             }
         }
+        ctx.mtls = endpoint.mtls.clone();
         ctx.cluster = Some(id);
         ctx.snapshot = Some(snapshot);
         Ok(false)
@@ -290,8 +388,28 @@ impl ProxyHttp for RouterProxy {
         let addr = ctx
             .upstream
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream selected"))?;
-        // Same address, same options: a stable pool key, so connections are reused.
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let Some(mtls) = &ctx.mtls else {
+            // Same address, same options: a stable pool key, so connections are reused.
+            let mut peer = HttpPeer::new(addr, false, String::new());
+            peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+            return Ok(Box::new(peer));
+        };
+        // Mesh mTLS: our workload certificate, the peer verified against the mesh
+        // root only, as the DNS name derived from the destination's identity (never
+        // an empty SNI: Pingora would skip every check).
+        let material = self.certs.as_ref().and_then(WorkloadCerts::current);
+        let Some(material) = material.filter(|_| !mtls.server_name.is_empty()) else {
+            ctx.connect_failed = true;
+            return Err(Error::explain(
+                ErrorType::ConnectNoRoute,
+                "no workload certificate for mesh mTLS yet",
+            ));
+        };
+        let mut peer = HttpPeer::new(addr, true, mtls.server_name.clone());
+        peer.client_cert_key = Some(material.cert_key());
+        peer.options.ca = Some(material.roots());
+        peer.options.verify_cert = true;
+        peer.options.verify_hostname = true;
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
         Ok(Box::new(peer))
     }
@@ -302,27 +420,28 @@ impl ProxyHttp for RouterProxy {
         upstream: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
-        // Host is preserved as received (Istio's default). Edge semantics as Envoy's
-        // `use_remote_address`: x-forwarded-proto is ours, the peer is appended to XFF.
-        upstream.insert_header("x-forwarded-proto", self.scheme)?;
-        if let Some(ip) = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-        {
-            let mut xff = String::new();
-            for v in upstream.headers.get_all("x-forwarded-for") {
-                if let Ok(v) = v.to_str() {
-                    xff.push_str(v);
-                    xff.push_str(", ");
-                }
+        match &self.role {
+            ListenerRole::Gateway => edge_forwarding_headers(session, upstream, self.scheme),
+            ListenerRole::SidecarOutbound => {
+                // A client cannot claim a mesh identity: only the inbound sets it.
+                upstream.remove_header("x-forwarded-client-cert");
+                Ok(())
             }
-            xff.push_str(&ip.to_string());
-            let value = HeaderValue::from_str(&xff)
-                .map_err(|e| Error::because(ErrorType::InternalError, "x-forwarded-for", e))?;
-            upstream.insert_header("x-forwarded-for", value)?;
+            ListenerRole::SidecarInbound { own_identity, .. } => {
+                upstream.remove_header("x-forwarded-client-cert");
+                let peer =
+                    crate::tls::TlsConnection::of(session).and_then(|c| c.peer_identity.as_deref());
+                if let Some(peer) = peer {
+                    // Istio's format: By= this workload, URI= the verified peer.
+                    let xfcc = format!("By={own_identity};URI={peer}");
+                    let value = HeaderValue::from_str(&xfcc).map_err(|e| {
+                        Error::because(ErrorType::InternalError, "x-forwarded-client-cert", e)
+                    })?;
+                    upstream.insert_header("x-forwarded-client-cert", value)?;
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     fn fail_to_connect(
@@ -431,6 +550,7 @@ mod tests {
                 router: Router::new(vec![vh]),
             }],
             clusters,
+            inbound: Vec::new(),
         }
     }
 
@@ -451,6 +571,7 @@ mod tests {
         let ep = Endpoint {
             address: "10.0.0.1".into(),
             port: 8000,
+            mtls: None,
         };
         let s = snapshot(
             vec![(ClusterId(0), 1)],
@@ -512,6 +633,7 @@ mod tests {
         let lit = |a: &str| Endpoint {
             address: a.into(),
             port: 9,
+            mtls: None,
         };
         assert_eq!(
             resolve(&lit("10.1.2.3")).await.ok(),

@@ -98,6 +98,9 @@ pub struct TlsConnection {
     pub server: String,
     /// The settings its handshake was made with.
     pub policy: Arc<TlsPolicy>,
+    /// The SPIFFE ID (`spiffe://...` URI SAN) of the client certificate the
+    /// handshake verified, if any: the mesh peer's identity on a sidecar's inbound.
+    pub peer_identity: Option<String>,
 }
 
 impl TlsConnection {
@@ -293,6 +296,7 @@ impl SniResolver {
                 let conn = Arc::new(TlsConnection {
                     server: server.source.clone(),
                     policy: setup.policy.clone(),
+                    peer_identity: None,
                 });
                 let acceptor = acceptor(setup.config.clone(), conn)?;
                 Some(Arc::new(Served { setup, acceptor }))
@@ -540,10 +544,31 @@ struct OnHandshake(Arc<TlsConnection>);
 impl TlsAccept for OnHandshake {
     async fn handshake_complete_callback(
         &self,
-        _tls: &TlsRef,
+        tls: &TlsRef,
     ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
-        Some(self.0.clone())
+        // A verified client certificate: keep its SPIFFE ID with the connection.
+        let peer_identity = tls.peer_certificate_der().and_then(spiffe_id);
+        if peer_identity.is_none() {
+            return Some(self.0.clone());
+        }
+        Some(Arc::new(TlsConnection {
+            server: self.0.server.clone(),
+            policy: self.0.policy.clone(),
+            peer_identity,
+        }))
     }
+}
+
+/// The `spiffe://` URI SAN of a certificate (DER), if it has exactly one.
+pub fn spiffe_id(der: &[u8]) -> Option<String> {
+    let mut ids = x509::subject_alt_names(der)?
+        .into_iter()
+        .filter_map(|san| match san {
+            San::Uri(uri) if uri.starts_with("spiffe://") => Some(uri),
+            _ => None,
+        });
+    let first = ids.next()?;
+    ids.next().is_none().then_some(first)
 }
 
 /// The placeholder resolver of [`acceptor`]'s throw-away configuration.
@@ -1359,6 +1384,7 @@ mod tests {
         let conn = |policy: &TlsPolicy| TlsConnection {
             server: String::new(),
             policy: Arc::new(policy.clone()),
+            peer_identity: None,
         };
         let over_mutual = conn(&mutual);
         assert!(over_mutual.admits(&tls, "a.test"));

@@ -391,10 +391,12 @@ async fn endpoints_round_robin_and_host_names_resolve() {
     let named = Endpoint {
         address: "localhost".into(),
         port: two.addr.port(),
+        mtls: None,
     };
     let first = Endpoint {
         address: one.addr.ip().to_string(),
         port: one.addr.port(),
+        mtls: None,
     };
     let s = snapshot(
         1,

@@ -305,6 +305,7 @@ mod tests {
                 router: Router::new(Vec::new()),
             }],
             clusters: Vec::new(),
+            inbound: Vec::new(),
         })
     }
 

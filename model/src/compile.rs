@@ -194,6 +194,7 @@ pub fn compile_gateway(store: &Store, workload: &GatewayWorkload) -> (Snapshot, 
         version: 0,
         listeners,
         clusters: c.clusters,
+        inbound: Vec::new(),
     };
     let mut seen = HashSet::new();
     let mut diags = c.diags;
@@ -1562,6 +1563,7 @@ impl<'s> Compiler<'s> {
                     out.push(Endpoint {
                         address: hostname.to_string(),
                         port: p,
+                        mtls: None,
                     });
                 }
             }
@@ -1597,6 +1599,7 @@ impl<'s> Compiler<'s> {
             out.push(Endpoint {
                 address: address.to_string(),
                 port: p,
+                mtls: None,
             });
         }
     }

@@ -17,6 +17,39 @@ pub struct Snapshot {
     pub listeners: Vec<Listener>,
     /// Upstream clusters referenced by routes, indexed by [`ClusterId`].
     pub clusters: Vec<Cluster>,
+    /// A sidecar's mesh-facing side: one entry per workload port. Empty for a
+    /// gateway. (A sidecar's `listeners` are its outbound side: one per service port,
+    /// routing the app's requests by authority.)
+    pub inbound: Vec<InboundListener>,
+}
+
+/// A sidecar's inbound side for one workload port: mesh traffic is accepted here
+/// (mTLS per [`InboundMtls`]) and forwarded in plaintext to the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundListener {
+    /// The workload (container) port: where the app listens, and what
+    /// `portLevelMtls` keys on.
+    pub app_port: u16,
+    /// The app's address (the WorkloadEntry's; loopback locally).
+    pub app_address: String,
+    /// Explicit-port mode: where the sidecar accepts mesh traffic for this port
+    /// (host, port). `None`: transparent mode, the connection arrives redirected on
+    /// the inbound capture port with the app port as its original destination.
+    pub bind: Option<(String, u16)>,
+    pub mtls: InboundMtls,
+    /// What decided `mtls`: `PeerAuthentication ns/name` or `default`.
+    pub policy: String,
+}
+
+/// The effective PeerAuthentication mode of one workload port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InboundMtls {
+    /// mTLS with a client certificate chaining to the mesh root; plaintext refused.
+    Strict,
+    /// mTLS or plaintext on one port, told apart by the first bytes.
+    Permissive,
+    /// Plaintext only.
+    Disable,
 }
 
 impl Snapshot {
@@ -759,4 +792,31 @@ pub struct Endpoint {
     /// An IP address, or a host name resolved at connect time (DNS resolution).
     pub address: String,
     pub port: u16,
+    /// Set when the endpoint is reached over mesh mTLS (ISTIO_MUTUAL, or auto-mTLS
+    /// because it has a sidecar): the proxy presents its workload certificate and
+    /// accepts only a peer with this identity. `None`: plaintext.
+    pub mtls: Option<Arc<UpstreamMtls>>,
+}
+
+impl Endpoint {
+    /// A plaintext endpoint.
+    pub fn plain(address: impl Into<String>, port: u16) -> Endpoint {
+        Endpoint {
+            address: address.into(),
+            port,
+            mtls: None,
+        }
+    }
+}
+
+/// How an endpoint is reached over mesh mTLS: the identity its sidecar must present,
+/// checked in the handshake through the DNS SAN derived from it
+/// ([`crate::identity::Identity::dns_name`]) against the mesh root only.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamMtls {
+    /// `spiffe://cluster.local/ns/default/sa/todolist`.
+    pub identity: String,
+    /// `todolist.default.sa.cluster.local`: the name verified in the handshake (and
+    /// sent as SNI).
+    pub server_name: String,
 }

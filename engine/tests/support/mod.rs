@@ -149,6 +149,7 @@ pub fn cluster(name: &str, endpoints: &[SocketAddr]) -> Cluster {
             .map(|a| Endpoint {
                 address: a.ip().to_string(),
                 port: a.port(),
+                mtls: None,
             })
             .collect(),
     )
@@ -210,6 +211,7 @@ pub fn snapshot(
             })
             .collect(),
         clusters,
+        inbound: Vec::new(),
     }
 }
 

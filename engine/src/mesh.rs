@@ -1,0 +1,355 @@
+//! The mesh side of the engine, shared by the sidecar and by a gateway forwarding
+//! into the mesh:
+//!
+//! - [`WorkloadCerts`]: the proxy's own identity material (certificate chain, private
+//!   key, mesh root), swapped whole on rotation. Outbound, it is presented to peers'
+//!   sidecars (`upstream_peer` builds an mTLS peer that verifies the DNS SAN derived
+//!   from the destination's identity against the mesh root only). Inbound, it
+//!   becomes a sidecar's server certificate with client certificates required and
+//!   verified against the same root ([`WorkloadCerts::inbound_termination`]).
+//! - [`InboundApp`]: a sidecar's inbound listener for one workload port. STRICT:
+//!   mTLS only; PERMISSIVE: mTLS or plaintext on one port, told apart by the first
+//!   byte (0x16, a TLS handshake record); DISABLE: plaintext only. Then the HTTP
+//!   proxy to the app, which sees plaintext HTTP and the peer identity in
+//!   `x-forwarded-client-cert`, never a certificate.
+//!
+//! Private keys are kept in memory only and never printed (`Debug` shows the
+//! identity and expiry).
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use async_trait::async_trait;
+use isthmus_model::snapshot::{
+    ClientCertificate, ClientVerification, InboundMtls, TlsCredential, TlsPolicy, TlsServer,
+    TlsTermination,
+};
+use pingora::apps::ServerApp;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::Stream;
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use pingora::utils::tls::{CertKey, WrappedX509};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::AsyncReadExt;
+use tracing::debug;
+
+use crate::listener::HANDSHAKE_TIMEOUT;
+use crate::proxy::RouterProxy;
+use crate::tls::{Accepted, SniResolver};
+
+/// Why identity material cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("workload certificate: {0}")]
+pub struct WorkloadCertError(pub String);
+
+/// One version of a proxy's identity material.
+pub struct WorkloadMaterial {
+    /// The SPIFFE ID of the leaf certificate.
+    pub identity: String,
+    /// Leaf first, then intermediates (PEM).
+    pub chain_pem: Vec<u8>,
+    /// The mesh root(s) peers must chain to (PEM).
+    pub root_pem: Vec<u8>,
+    /// The leaf's notAfter, unix seconds.
+    pub not_after: i64,
+    key_pem: Vec<u8>,
+    /// Pingora's form of the chain and key, for upstream mTLS.
+    cert_key: Arc<CertKey>,
+    /// Pingora's form of the roots, for upstream verification.
+    roots: Arc<[WrappedX509]>,
+}
+
+impl fmt::Debug for WorkloadMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkloadMaterial")
+            .field("identity", &self.identity)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkloadMaterial {
+    /// Parse and check `chain_pem` + `key_pem` (the key must match the leaf, the
+    /// leaf must carry one SPIFFE ID) and `root_pem`.
+    pub fn new(
+        chain_pem: &[u8],
+        key_pem: &[u8],
+        root_pem: &[u8],
+    ) -> Result<WorkloadMaterial, WorkloadCertError> {
+        let err = |m: String| WorkloadCertError(m);
+        let cred = TlsCredential {
+            secret: "workload certificate".into(),
+            cert_chain_pem: chain_pem.to_vec(),
+            private_key_pem: key_pem.to_vec(),
+        };
+        let provider = rustls::crypto::ring::default_provider();
+        // Parses the chain and checks the key against the leaf.
+        crate::tls::certified_key(&cred, &provider).map_err(err)?;
+        let chain: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(chain_pem)
+            .map(|c| c.map(|c| c.to_vec()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| err(format!("the chain is not valid PEM: {e}")))?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| err("no certificate in the chain".into()))?;
+        let identity = crate::tls::spiffe_id(leaf)
+            .ok_or_else(|| err("the leaf carries no (single) spiffe:// URI SAN".into()))?;
+        let leaf_info = isthmus_model::der::certificate(leaf)
+            .ok_or_else(|| err("the leaf certificate cannot be read".into()))?;
+        let not_after = leaf_info.not_after;
+        // Pingora parses these again and panics on what it cannot read: every DER
+        // handed over has been read by our own reader first.
+        for der in &chain {
+            if isthmus_model::der::certificate(der).is_none() {
+                return Err(err("a chain certificate cannot be read".into()));
+            }
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| err(format!("the private key is not valid PEM: {e}")))?;
+        let key_der = key.secret_der().to_vec();
+        let mut roots = Vec::new();
+        for der in CertificateDer::pem_slice_iter(root_pem) {
+            let der = der.map_err(|e| err(format!("the mesh root is not valid PEM: {e}")))?;
+            if isthmus_model::der::certificate(&der).is_none() {
+                return Err(err("a mesh root certificate cannot be read".into()));
+            }
+            roots.push(WrappedX509::new(
+                der.to_vec(),
+                pingora::utils::tls::parse_x509,
+            ));
+        }
+        if roots.is_empty() {
+            return Err(err("no mesh root certificate".into()));
+        }
+        Ok(WorkloadMaterial {
+            identity,
+            chain_pem: chain_pem.to_vec(),
+            root_pem: root_pem.to_vec(),
+            not_after,
+            key_pem: key_pem.to_vec(),
+            cert_key: Arc::new(CertKey::new(chain, key_der)),
+            roots: roots.into(),
+        })
+    }
+
+    /// The chain and key Pingora presents to upstream peers.
+    pub fn cert_key(&self) -> Arc<CertKey> {
+        self.cert_key.clone()
+    }
+
+    /// The roots upstream peers are verified against.
+    pub fn roots(&self) -> Arc<[WrappedX509]> {
+        self.roots.clone()
+    }
+
+    /// A sidecar's inbound TLS server: this certificate for any SNI, client
+    /// certificates required and chained to the mesh root.
+    pub fn inbound_termination(&self, source: &str) -> TlsTermination {
+        TlsTermination {
+            servers: vec![TlsServer {
+                source: source.to_string(),
+                sni: vec!["*".into()],
+                secret: format!("workload certificate of {}", self.identity),
+                credential: Some(TlsCredential {
+                    secret: format!("workload certificate of {}", self.identity),
+                    cert_chain_pem: self.chain_pem.clone(),
+                    private_key_pem: self.key_pem.clone(),
+                }),
+                policy: TlsPolicy {
+                    client_certificate: ClientCertificate::Verified(ClientVerification {
+                        required: true,
+                        ca_secret: "mesh root".into(),
+                        ca_pem: self.root_pem.clone(),
+                        subject_alt_names: Vec::new(),
+                        certificate_sha256: Vec::new(),
+                        spki_sha256: Vec::new(),
+                    }),
+                    ..TlsPolicy::default()
+                },
+            }],
+            passthrough: Vec::new(),
+        }
+    }
+}
+
+/// The proxy's current identity material; cheap to clone, lock-free to read.
+#[derive(Debug, Clone, Default)]
+pub struct WorkloadCerts {
+    current: Arc<ArcSwapOption<WorkloadMaterial>>,
+}
+
+impl WorkloadCerts {
+    pub fn new() -> WorkloadCerts {
+        WorkloadCerts::default()
+    }
+
+    /// Check and swap in new material; on error the current one stays.
+    pub fn update(
+        &self,
+        chain_pem: &[u8],
+        key_pem: &[u8],
+        root_pem: &[u8],
+    ) -> Result<Arc<WorkloadMaterial>, WorkloadCertError> {
+        let m = Arc::new(WorkloadMaterial::new(chain_pem, key_pem, root_pem)?);
+        self.current.store(Some(m.clone()));
+        Ok(m)
+    }
+
+    /// The material in use now, if any has been set.
+    pub fn current(&self) -> Option<Arc<WorkloadMaterial>> {
+        self.current.load_full()
+    }
+}
+
+fn mode_code(m: InboundMtls) -> u8 {
+    match m {
+        InboundMtls::Strict => 0,
+        InboundMtls::Permissive => 1,
+        InboundMtls::Disable => 2,
+    }
+}
+
+fn mode_of(code: u8) -> InboundMtls {
+    match code {
+        0 => InboundMtls::Strict,
+        1 => InboundMtls::Permissive,
+        _ => InboundMtls::Disable,
+    }
+}
+
+/// The effective PeerAuthentication mode of an inbound listener, changed in place
+/// when a new snapshot changes it (new connections follow; established ones stay).
+#[derive(Debug, Clone)]
+pub struct InboundMode(Arc<AtomicU8>);
+
+impl InboundMode {
+    pub fn new(m: InboundMtls) -> InboundMode {
+        InboundMode(Arc::new(AtomicU8::new(mode_code(m))))
+    }
+
+    pub fn set(&self, m: InboundMtls) {
+        self.0.store(mode_code(m), Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> InboundMtls {
+        mode_of(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// A sidecar's inbound listener app for one workload port.
+pub(crate) struct InboundApp {
+    pub(crate) http: Arc<HttpProxy<RouterProxy>>,
+    pub(crate) tls: Arc<SniResolver>,
+    pub(crate) mode: InboundMode,
+}
+
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+#[async_trait]
+impl ServerApp for InboundApp {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().map(|a| a.to_string()))
+            .unwrap_or_default();
+        let mode = self.mode.get();
+        let tls = match mode {
+            InboundMtls::Disable => false,
+            InboundMtls::Strict => true,
+            InboundMtls::Permissive => {
+                let mut tcp: Box<L4Stream> = stream.into_any().downcast().ok()?;
+                let mut first = [0u8; 1];
+                let n = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.read(&mut first)).await {
+                    Ok(Ok(n)) => n,
+                    _ => return None,
+                };
+                if n == 0 {
+                    return None;
+                }
+                tcp.rewind(&first[..n]);
+                let tls = first[0] == TLS_HANDSHAKE;
+                return self.serve(tcp, tls, &peer, shutdown).await;
+            }
+        };
+        self.serve(stream, tls, &peer, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.http.cleanup().await;
+    }
+}
+
+impl InboundApp {
+    async fn serve(
+        self: &Arc<Self>,
+        stream: Stream,
+        tls: bool,
+        peer: &str,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut next = if tls {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.tls.handshake(stream)).await {
+                Ok(Ok(Accepted::Terminated(tls))) => Some(tls),
+                Ok(Ok(Accepted::Passthrough { .. })) => None,
+                Ok(Err(refused)) => {
+                    debug!(%peer, "inbound mTLS refused: {refused}");
+                    None
+                }
+                Err(_) => {
+                    debug!(%peer, "inbound mTLS refused: handshake not completed within {HANDSHAKE_TIMEOUT:?}");
+                    None
+                }
+            }
+        } else {
+            Some(stream)
+        };
+        // Keep a reused connection here: handing it back would start over.
+        while let Some(stream) = next {
+            next = self.http.process_new(stream, shutdown).await;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_material_is_an_error_not_a_panic() {
+        let w = WorkloadCerts::new();
+        for (c, k, r) in [
+            (&b""[..], &b""[..], &b""[..]),
+            (
+                b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                b"",
+                b"",
+            ),
+        ] {
+            assert!(w.update(c, k, r).is_err());
+        }
+        assert!(w.current().is_none());
+    }
+
+    #[test]
+    fn inbound_mode_round_trips() {
+        let m = InboundMode::new(InboundMtls::Strict);
+        for x in [
+            InboundMtls::Permissive,
+            InboundMtls::Disable,
+            InboundMtls::Strict,
+        ] {
+            m.set(x);
+            assert_eq!(m.get(), x);
+        }
+    }
+}
