@@ -58,16 +58,28 @@
 //!    Clusters are named `outbound|PORT|SUBSET|HOST`. The port is
 //!    `destination.port.number`, else the service's only port, else the listener port
 //!    (istiod's fallback), reported as an error when the service lacks that port.
-//! 7. **Endpoints** come from `ServiceEntry` (inline `endpoints` and `WorkloadEntry`s
-//!    picked by `workloadSelector` in the entry's namespace). Kubernetes `Service`s and
-//!    `Pod`s are not read yet. Subsets come from the `DestinationRule` for the host,
-//!    looked up in the VS's namespace, then the service's, then `istio-system`. An
-//!    unknown host, port or subset still gives a cluster, without endpoints (the engine
-//!    answers 503), and a Warning.
+//! 7. **Endpoints** (`compile/registry.rs`) come from `ServiceEntry` (inline `endpoints` and
+//!    `WorkloadEntry`s picked by `workloadSelector` in the entry's namespace) and from
+//!    Kubernetes `Service`s (the WorkloadEntries their `selector` matches; `Pod`s are
+//!    not read). Subsets come from the `DestinationRule` for the host, looked up in
+//!    the VS's namespace, then the service's, then `istio-system`. An unknown host,
+//!    port or subset still gives a cluster, without endpoints (the engine answers
+//!    503), and a Warning. Endpoints whose workload has a sidecar are reached over
+//!    mesh mTLS (Istio's auto-mTLS, or the DestinationRule's `tls`), in explicit-port
+//!    mode at their sidecar's inbound port ([`crate::mesh`]).
+//!
+//! The sidecar compile ([`compile_sidecar`]) shares steps 3, 5, 6 and 7: see
+//! [`sidecar`].
 //!
 //! Findings about what cannot be compiled use isthmus codes: [`CODE_SERVER_SKIPPED`],
 //! [`CODE_ROUTE_INVALID`], [`CODE_NO_ENDPOINTS`], [`CODE_UNSUPPORTED`],
-//! [`CODE_NOT_APPLIED`].
+//! [`CODE_NOT_APPLIED`], [`CODE_MESH_ENDPOINT_LEFT_OUT`].
+
+mod registry;
+pub mod sidecar;
+
+pub use registry::CODE_MESH_ENDPOINT_LEFT_OUT;
+pub use sidecar::compile_sidecar;
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -76,19 +88,20 @@ use std::sync::Arc;
 
 use crate::diag::{Diagnostic, Level};
 use crate::host;
+use crate::mesh::{MeshOptions, MeshWorkload};
 use crate::resources::core::decode_base64;
 use crate::resources::networking::{
-    Destination, HttpMatchRequest, HttpRoute, Labels, Resolution, Server, ServerTlsMode,
-    ServerTlsSettings, ServiceEntrySpec, ServicePort, StringMatch, Subset, TlsProtocol,
-    VirtualServiceSpec, WorkloadEntrySpec,
+    Destination, HttpMatchRequest, HttpRoute, Labels, Server, ServerTlsMode, ServerTlsSettings,
+    StringMatch, TlsProtocol, VirtualServiceSpec,
 };
 use crate::resources::{Kind, Resource, Spec, Store};
 use crate::snapshot::{
-    CipherSuite, ClientCertificate, ClientVerification, Cluster, ClusterId, Endpoint, HeaderMatch,
-    Listener, ListenerProtocol, PassthroughRoute, PathMatch, QueryMatch, Route, RouteAction,
-    RouteMatch, Router, Snapshot, StrMatch, TlsCredential, TlsPolicy, TlsServer, TlsTermination,
-    TlsVersion, VirtualHost, WeightedClusters,
+    CipherSuite, ClientCertificate, ClientVerification, Cluster, ClusterId, HeaderMatch, Listener,
+    ListenerProtocol, PassthroughRoute, PathMatch, QueryMatch, Route, RouteAction, RouteMatch,
+    Router, Snapshot, StrMatch, TlsCredential, TlsPolicy, TlsServer, TlsTermination, TlsVersion,
+    VirtualHost, WeightedClusters,
 };
+use registry::{Registry, RuleIndex};
 
 /// Info: a Gateway server is not served (its protocol is not supported yet).
 pub const CODE_SERVER_SKIPPED: &str = "ISM0201";
@@ -105,6 +118,9 @@ pub const CODE_NOT_APPLIED: &str = "ISM0205";
 pub const CODE_CREDENTIAL_NOT_FOUND: &str = "IST0101";
 /// Error: a `credentialName` Secret holds no usable certificate and key (Istio's code).
 pub const CODE_CREDENTIAL_INVALID: &str = "IST0161";
+
+/// The `gateways` entry binding a VirtualService to sidecars.
+pub const MESH_GATEWAY: &str = "mesh";
 
 /// Istio's root namespace: the last place a DestinationRule is looked up, and where
 /// Istio's default gateways run.
@@ -172,20 +188,22 @@ pub fn gateway_workloads(store: &Store) -> Vec<GatewayWorkload> {
 }
 
 /// Compile the snapshot of one gateway workload. Never fails: what cannot be compiled
-/// is left out and reported in the findings.
+/// is left out and reported in the findings. Mesh endpoints are compiled for the
+/// default [`MeshOptions`] (transparent mode); see [`compile_gateway_with`].
 pub fn compile_gateway(store: &Store, workload: &GatewayWorkload) -> (Snapshot, Vec<Diagnostic>) {
-    let mut c = Compiler {
-        store,
-        workload,
-        registry: Registry::new(store, &workload.namespace),
-        rules: RuleIndex::new(store, workload),
-        clusters: Vec::new(),
-        cluster_ids: HashMap::new(),
-        regexes: HashMap::new(),
-        diags: Vec::new(),
-    };
+    compile_gateway_with(store, workload, &MeshOptions::default())
+}
+
+/// [`compile_gateway`] for a mesh run with `opts`: endpoints with a sidecar get
+/// auto-mTLS, and in explicit-port mode their sidecar's inbound address.
+pub fn compile_gateway_with(
+    store: &Store,
+    workload: &GatewayWorkload,
+    opts: &MeshOptions,
+) -> (Snapshot, Vec<Diagnostic>) {
+    let mut c = Compiler::new(store, workload, opts);
     let servers = c.http_servers();
-    let vss = c.bound_virtual_services();
+    let vss = c.bound_virtual_services(false);
     let listeners = servers
         .into_iter()
         .map(|(port, p)| c.listener(port, p.https, &p.servers, &vss))
@@ -193,13 +211,10 @@ pub fn compile_gateway(store: &Store, workload: &GatewayWorkload) -> (Snapshot, 
     let snapshot = Snapshot {
         version: 0,
         listeners,
-        clusters: c.clusters,
+        clusters: Vec::new(),
         inbound: Vec::new(),
     };
-    let mut seen = HashSet::new();
-    let mut diags = c.diags;
-    diags.retain(|d| seen.insert(d.to_string()));
-    (snapshot, diags)
+    c.finish(snapshot)
 }
 
 /// `a` is a subset of `b`: every label of `a` is in `b` with the same value.
@@ -218,7 +233,7 @@ fn visible_to(export_to: &[String], owner_ns: &str, ns: &str) -> bool {
 
 /// A `gateways` entry as `ns/name` (Istio `resolveGatewayName`); `None` for `mesh`.
 fn resolve_gateway_ref(entry: &str, vs_namespace: &str) -> Option<String> {
-    if entry == "mesh" {
+    if entry == MESH_GATEWAY {
         return None;
     }
     Some(match entry.split_once('/') {
@@ -261,7 +276,8 @@ struct PortServers<'s> {
     servers: Vec<HttpServer<'s>>,
 }
 
-/// A VirtualService bound to at least one Gateway, with its resolved names.
+/// A VirtualService bound to at least one Gateway (or, for a sidecar, to the mesh),
+/// with its resolved names.
 struct BoundVs<'s> {
     resource: &'s Resource,
     spec: &'s VirtualServiceSpec,
@@ -278,11 +294,17 @@ enum Action {
     Ready(RouteAction),
 }
 
+/// The state of one compile, gateway or sidecar.
 struct Compiler<'s> {
     store: &'s Store,
-    workload: &'s GatewayWorkload,
+    /// The proxy compiled for: its namespace and labels (for a sidecar, its
+    /// workload's).
+    proxy: &'s GatewayWorkload,
     registry: Registry<'s>,
     rules: RuleIndex<'s>,
+    /// Every WorkloadEntry's mesh view, by `ns/name`.
+    mesh: HashMap<String, MeshWorkload>,
+    mesh_options: MeshOptions,
     clusters: Vec<Cluster>,
     cluster_ids: HashMap<String, ClusterId>,
     /// Compiled regexes by pattern (the same pattern often repeats across routes).
@@ -291,13 +313,41 @@ struct Compiler<'s> {
 }
 
 impl<'s> Compiler<'s> {
+    fn new(store: &'s Store, proxy: &'s GatewayWorkload, opts: &MeshOptions) -> Self {
+        let mesh = crate::mesh::mesh_workloads(store, opts)
+            .into_iter()
+            .map(|w| (w.key(), w))
+            .collect();
+        Compiler {
+            store,
+            proxy,
+            registry: Registry::new(store, &proxy.namespace),
+            rules: RuleIndex::new(store, &proxy.namespace, &proxy.labels),
+            mesh,
+            mesh_options: opts.clone(),
+            clusters: Vec::new(),
+            cluster_ids: HashMap::new(),
+            regexes: HashMap::new(),
+            diags: Vec::new(),
+        }
+    }
+
+    /// The snapshot with the clusters built, and the findings without repeats.
+    fn finish(self, mut snapshot: Snapshot) -> (Snapshot, Vec<Diagnostic>) {
+        snapshot.clusters = self.clusters;
+        let mut seen = HashSet::new();
+        let mut diags = self.diags;
+        diags.retain(|d| seen.insert(d.to_string()));
+        (snapshot, diags)
+    }
+
     /// HTTP and TLS-terminated HTTPS servers of the selected Gateways, by port, in
     /// store order.
     fn http_servers(&mut self) -> BTreeMap<u16, PortServers<'s>> {
         let mut out: BTreeMap<u16, PortServers<'s>> = BTreeMap::new();
         let store = self.store;
         for (r, gw) in store.gateways() {
-            if !self.workload.selected_by(gw.selector.as_ref()) {
+            if !self.proxy.selected_by(gw.selector.as_ref()) {
                 continue;
             }
             for (i, server) in gw.servers.iter().enumerate() {
@@ -626,7 +676,7 @@ impl<'s> Compiler<'s> {
             None => "",
         };
         let refused = refused_handshakes(sni);
-        let Some((ns, name)) = resolve_credential(written, &self.workload.namespace) else {
+        let Some((ns, name)) = resolve_credential(written, &self.proxy.namespace) else {
             self.diags.push(diag(
                 Level::Warning,
                 CODE_UNSUPPORTED,
@@ -939,6 +989,7 @@ impl<'s> Compiler<'s> {
                 .collect(),
             certificate_sha256,
             spki_sha256,
+            spiffe_trust_domain: None,
         })
     }
 
@@ -975,7 +1026,7 @@ impl<'s> Compiler<'s> {
             },
         };
         let field = format!("spec.servers[{}].tls.{field}", s.index);
-        let Some((ns, name)) = resolve_credential(written, &self.workload.namespace) else {
+        let Some((ns, name)) = resolve_credential(written, &self.proxy.namespace) else {
             self.diags.push(diag(
                 Level::Warning,
                 CODE_UNSUPPORTED,
@@ -1034,11 +1085,12 @@ impl<'s> Compiler<'s> {
         }
     }
 
-    /// VirtualServices visible to the workload and bound to some Gateway, in binding
-    /// order (private to the workload's namespace, exported to it, public; store order
-    /// within each group).
-    fn bound_virtual_services(&self) -> Vec<BoundVs<'s>> {
-        let ns = self.workload.namespace.as_str();
+    /// VirtualServices visible to the proxy and bound to some Gateway (`mesh`: bound
+    /// to the mesh, i.e. `gateways` empty or naming `mesh`), in binding order
+    /// (private to the proxy's namespace, exported to it, public; store order within
+    /// each group).
+    fn bound_virtual_services(&self, mesh: bool) -> Vec<BoundVs<'s>> {
+        let ns = self.proxy.namespace.as_str();
         let mut out: Vec<(u8, BoundVs<'s>)> = Vec::new();
         for (r, vs) in self.store.virtual_services() {
             let owner = r.namespace();
@@ -1059,7 +1111,12 @@ impl<'s> Compiler<'s> {
                 .iter()
                 .filter_map(|g| resolve_gateway_ref(g, owner))
                 .collect();
-            if gateways.is_empty() {
+            let bound = if mesh {
+                vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == MESH_GATEWAY)
+            } else {
+                !gateways.is_empty()
+            };
+            if !bound {
                 continue;
             }
             let hosts = vs
@@ -1221,19 +1278,22 @@ impl<'s> Compiler<'s> {
         out
     }
 
-    /// Istio `sourceMatchHTTP` at a gateway.
+    /// Istio `sourceMatchHTTP`: `gateway_ref` is the Gateway (`ns/name`) the routes
+    /// are built for, or [`MESH_GATEWAY`] for a sidecar.
     fn source_matches(&self, m: &HttpMatchRequest, vs_ns: &str, gateway_ref: &str) -> bool {
         if !m.gateways.is_empty() {
             return m
                 .gateways
                 .iter()
-                .filter_map(|g| resolve_gateway_ref(g, vs_ns))
-                .any(|g| g == gateway_ref);
+                .any(|g| match resolve_gateway_ref(g, vs_ns) {
+                    Some(g) => g == gateway_ref,
+                    None => gateway_ref == MESH_GATEWAY,
+                });
         }
-        labels_subset(&m.source_labels, &self.workload.labels)
+        labels_subset(&m.source_labels, &self.proxy.labels)
             && m.source_namespace
                 .as_deref()
-                .is_none_or(|ns| ns.is_empty() || ns == self.workload.namespace)
+                .is_none_or(|ns| ns.is_empty() || ns == self.proxy.namespace)
     }
 
     /// The action of a rule, computed once (its findings reported once).
@@ -1446,9 +1506,22 @@ impl<'s> Compiler<'s> {
             },
         };
         let subset = d.subset.as_deref().filter(|s| !s.is_empty());
+        Some(self.cluster(r, path, hostname, port, subset))
+    }
+
+    /// The cluster `outbound|PORT|SUBSET|HOST`, created on first use (findings about
+    /// its endpoints go to `r` at `path`).
+    fn cluster(
+        &mut self,
+        r: &Resource,
+        path: &str,
+        hostname: String,
+        port: u16,
+        subset: Option<&str>,
+    ) -> ClusterId {
         let name = format!("outbound|{port}|{}|{hostname}", subset.unwrap_or(""));
         if let Some(&id) = self.cluster_ids.get(&name) {
-            return Some(id);
+            return id;
         }
         let endpoints = self.endpoints(r, path, &hostname, port, subset);
         let id = ClusterId(self.clusters.len() as u32);
@@ -1461,147 +1534,7 @@ impl<'s> Compiler<'s> {
             cursor: AtomicUsize::new(0),
         });
         self.cluster_ids.insert(name, id);
-        Some(id)
-    }
-
-    fn endpoints(
-        &mut self,
-        r: &Resource,
-        path: &str,
-        hostname: &str,
-        port: u16,
-        subset: Option<&str>,
-    ) -> Vec<Endpoint> {
-        let warn = |msg: String| diag(Level::Warning, CODE_NO_ENDPOINTS, r, path, msg);
-        let Some((service_ns, ports, entries)) = self
-            .registry
-            .services
-            .get(hostname)
-            .map(|s| (s.namespace, s.port_numbers(), s.entries.clone()))
-        else {
-            self.diags.push(warn(format!(
-                "no ServiceEntry declares host {hostname} (Kubernetes Services are not read yet): requests get 503"
-            )));
-            return Vec::new();
-        };
-        if !ports.contains(&u32::from(port)) {
-            self.diags.push(warn(format!(
-                "{hostname} has no port {port} (ports: {ports:?}): requests get 503"
-            )));
-            return Vec::new();
-        }
-        let selector = match subset {
-            None => None,
-            Some(name) => {
-                let order = [r.namespace(), service_ns, ROOT_NAMESPACE];
-                match self.rules.subset(hostname, name, &order) {
-                    SubsetLookup::Found(s) => Some(&s.labels),
-                    SubsetLookup::Undefined(dr) => {
-                        self.diags.push(warn(format!(
-                            "subset {name:?} is not defined in {}: requests get 503",
-                            dr.display_ref()
-                        )));
-                        return Vec::new();
-                    }
-                    SubsetLookup::NoRule => {
-                        self.diags.push(warn(format!(
-                            "no DestinationRule for {hostname} defines subset {name:?}: requests get 503"
-                        )));
-                        return Vec::new();
-                    }
-                }
-            }
-        };
-        let mut out = Vec::new();
-        for entry in &entries {
-            self.entry_endpoints(entry, hostname, port, selector, &mut out);
-        }
-        if out.is_empty() {
-            let what = match subset {
-                Some(name) => format!("subset {name:?} of {hostname}"),
-                None => hostname.to_string(),
-            };
-            self.diags.push(warn(format!(
-                "{what} has no endpoints on port {port}: requests get 503"
-            )));
-        }
-        out
-    }
-
-    /// Endpoints one ServiceEntry gives a host and port, filtered by subset labels.
-    fn entry_endpoints(
-        &mut self,
-        (r, se): &(&'s Resource, &'s ServiceEntrySpec),
-        hostname: &str,
-        port: u16,
-        selector: Option<&Labels>,
-        out: &mut Vec<Endpoint>,
-    ) {
-        let Some(sp) = se.ports.iter().find(|p| p.number == u32::from(port)) else {
-            return;
-        };
-        let mut workloads: Vec<&WorkloadEntrySpec> = se.endpoints.iter().collect();
-        if let Some(sel) = &se.workload_selector {
-            for (wr, we) in self.store.workload_entries() {
-                if wr.namespace() == r.namespace()
-                    && labels_subset(&sel.labels, workload_labels(wr, we))
-                {
-                    workloads.push(we);
-                }
-            }
-        }
-        let resolution = se.resolution.unwrap_or(Resolution::None);
-        let dns = matches!(
-            resolution,
-            Resolution::Dns | Resolution::DnsRoundRobin | Resolution::DynamicDns
-        );
-        if workloads.is_empty() && se.workload_selector.is_none() && dns {
-            // DNS with no endpoints: the host itself, resolved by the engine.
-            if !host::is_wildcard(hostname) && selector.is_none_or(|s| s.is_empty()) {
-                let p = sp.target_port.filter(|&t| t != 0).unwrap_or(sp.number);
-                if let Ok(p) = u16::try_from(p) {
-                    out.push(Endpoint {
-                        address: hostname.to_string(),
-                        port: p,
-                        mtls: None,
-                    });
-                }
-            }
-            return;
-        }
-        if resolution == Resolution::None && !workloads.is_empty() {
-            self.diags.push(
-                Diagnostic::new(
-                    Level::Info,
-                    CODE_NOT_APPLIED,
-                    "resolution NONE (the default) forwards to the original destination, which a gateway does not have; the listed endpoints are used as with STATIC",
-                )
-                .at(r.origin_at("spec.resolution"))
-                .on(r)
-                .field("spec.resolution"),
-            );
-        }
-        for w in workloads {
-            let Some(address) = w.address.as_deref().filter(|a| !a.is_empty()) else {
-                continue;
-            };
-            if selector.is_some_and(|s| !labels_subset(s, &w.labels)) {
-                continue;
-            }
-            let p = w
-                .ports
-                .get(&sp.name)
-                .copied()
-                .filter(|&p| p != 0)
-                .or(sp.target_port.filter(|&t| t != 0))
-                .unwrap_or(sp.number);
-            let Ok(p) = u16::try_from(p) else { continue };
-            out.push(Endpoint {
-                address: address.to_string(),
-                port: p,
-                mtls: None,
-            });
-        }
+        id
     }
 
     /// Compile one match block; `None` (with a finding) when it cannot be served.
@@ -1853,130 +1786,6 @@ fn vhost_index(
     });
     by_domain.insert(domain, i);
     i
-}
-
-/// A WorkloadEntry's labels: `spec.labels`, or its metadata labels when those are empty.
-fn workload_labels<'a>(r: &'a Resource, we: &'a WorkloadEntrySpec) -> &'a Labels {
-    if we.labels.is_empty() {
-        &r.meta.labels
-    } else {
-        &we.labels
-    }
-}
-
-/// Services known by host: the ServiceEntries visible to the workload's namespace.
-struct Registry<'s> {
-    services: HashMap<String, Service<'s>>,
-}
-
-struct Service<'s> {
-    /// Namespace of the first ServiceEntry declaring the host.
-    namespace: &'s str,
-    entries: Vec<(&'s Resource, &'s ServiceEntrySpec)>,
-}
-
-impl Service<'_> {
-    /// Distinct port numbers over all entries, in declaration order.
-    fn port_numbers(&self) -> Vec<u32> {
-        let mut out = Vec::new();
-        for (_, se) in &self.entries {
-            for ServicePort { number, .. } in &se.ports {
-                if !out.contains(number) {
-                    out.push(*number);
-                }
-            }
-        }
-        out
-    }
-}
-
-impl<'s> Registry<'s> {
-    fn new(store: &'s Store, workload_ns: &str) -> Self {
-        let mut services: HashMap<String, Service<'s>> = HashMap::new();
-        for (r, se) in store.service_entries() {
-            if !visible_to(&se.export_to, r.namespace(), workload_ns) {
-                continue;
-            }
-            for h in &se.hosts {
-                services
-                    .entry(h.to_ascii_lowercase())
-                    .or_insert_with(|| Service {
-                        namespace: r.namespace(),
-                        entries: Vec::new(),
-                    })
-                    .entries
-                    .push((r, se));
-            }
-        }
-        Registry { services }
-    }
-}
-
-/// DestinationRules that apply to the workload, with hosts expanded and lower-cased.
-struct RuleIndex<'s> {
-    rules: Vec<(&'s Resource, String, &'s [Subset])>,
-}
-
-enum SubsetLookup<'s> {
-    Found(&'s Subset),
-    /// A DestinationRule for the host exists but does not define the subset.
-    Undefined(&'s Resource),
-    NoRule,
-}
-
-impl<'s> RuleIndex<'s> {
-    fn new(store: &'s Store, workload: &GatewayWorkload) -> Self {
-        let mut rules = Vec::new();
-        for (r, dr) in store.destination_rules() {
-            let ns = r.namespace();
-            if !visible_to(&dr.export_to, ns, &workload.namespace) {
-                continue;
-            }
-            if let Some(sel) = &dr.workload_selector {
-                if ns != workload.namespace || !labels_subset(&sel.match_labels, &workload.labels) {
-                    continue;
-                }
-            }
-            let h = host::expand_short_name(&dr.host, ns).to_ascii_lowercase();
-            rules.push((r, h, dr.subsets.as_slice()));
-        }
-        RuleIndex { rules }
-    }
-
-    /// The subset `name` of `hostname`: the first namespace of `order` with a rule for
-    /// the host decides (most specific host there; same-host rules merge, first
-    /// definition of a subset wins).
-    fn subset(&self, hostname: &str, name: &str, order: &[&str]) -> SubsetLookup<'s> {
-        let mut tried: Vec<&str> = Vec::new();
-        for &ns in order {
-            if tried.contains(&ns) {
-                continue;
-            }
-            tried.push(ns);
-            let best = self
-                .rules
-                .iter()
-                .filter(|(r, h, _)| r.namespace() == ns && host::subset_of(hostname, h))
-                .map(|(_, h, _)| h)
-                .max_by_key(|h| (!host::is_wildcard(h), h.len()));
-            let Some(best) = best else { continue };
-            let mut first = None;
-            for (r, h, subsets) in &self.rules {
-                if r.namespace() != ns || h != best {
-                    continue;
-                }
-                first.get_or_insert(*r);
-                if let Some(s) = subsets.iter().find(|s| s.name == name) {
-                    return SubsetLookup::Found(s);
-                }
-            }
-            return match first {
-                Some(r) => SubsetLookup::Undefined(r),
-                None => SubsetLookup::NoRule,
-            };
-        }
-        SubsetLookup::NoRule
-    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod diag;
 pub mod host;
 pub mod identity;
 pub mod load;
+pub mod mesh;
 pub mod pem;
 pub mod position;
 pub mod push;

@@ -83,9 +83,15 @@ pub enum ControllerMessage {
         #[serde(rename = "notAfter")]
         not_after: i64,
     },
-    /// The proxy's configuration, version `version`.
+    /// The proxy's configuration, version `version`, and how the mesh is run (the
+    /// proxy compiles with the same options as the controller).
     Config {
         version: u64,
+        #[serde(rename = "trustDomain")]
+        trust_domain: String,
+        /// Explicit-port local mode: the base sidecar ports are allocated from.
+        #[serde(rename = "portBase", default, skip_serializing_if = "Option::is_none")]
+        port_base: Option<u16>,
         resources: Vec<WireResource>,
     },
     /// The request was refused; the connection closes.
@@ -201,6 +207,8 @@ mod tests {
         assert_eq!(wire.len(), 1, "the Secret is not pushed");
         let json = serde_json::to_string(&ControllerMessage::Config {
             version: 3,
+            trust_domain: "cluster.local".into(),
+            port_base: None,
             resources: wire,
         })
         .unwrap();

@@ -329,6 +329,9 @@ pub struct ClientVerification {
     /// (SubjectPublicKeyInfo). With certificate pins, either kind may match; with
     /// none at all, any certificate that chains to the CA.
     pub spki_sha256: Vec<[u8; 32]>,
+    /// Mesh inbound: the certificate must carry a SPIFFE ID of this trust domain
+    /// (`spiffe://<trust-domain>/...`), as Istio validates peers. `None`: no check.
+    pub spiffe_trust_domain: Option<String>,
 }
 
 impl std::fmt::Debug for ClientVerification {

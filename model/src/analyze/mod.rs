@@ -104,6 +104,13 @@ pub const CODES: &[(&str, &str, Level)] = &[
     ("ISM0203", "DestinationWithoutEndpoints", Level::Warning),
     ("ISM0204", "RouteFeatureNotServed", Level::Warning),
     ("ISM0205", "RouteFieldsNotApplied", Level::Info),
+    // Mesh (`compile::CODE_MESH_ENDPOINT_LEFT_OUT`): an endpoint left out because the
+    // TLS chosen for it cannot reach it (DestinationRule tls.mode DISABLE against a
+    // STRICT PeerAuthentication, ISTIO_MUTUAL to a workload without a sidecar).
+    ("ISM0210", "MeshEndpointUnreachable", Level::Warning),
+    // An `isthmus.dev/inbound-port` / `outbound-port` annotation that cannot be used
+    // (`mesh::CODE_PORT_ANNOTATION`).
+    ("ISM0211", "MeshPortAnnotationInvalid", Level::Warning),
     // cert-manager Certificates fulfilled over ACME (`certs::CODE_*`).
     ("ISM0301", "CertificateIssuerNotFound", Level::Error),
     ("ISM0302", "CertificateIssuerNotAcme", Level::Info),
