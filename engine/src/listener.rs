@@ -190,11 +190,12 @@ pub fn start_listener(
 /// A sidecar's inbound listener for one workload port: bind `bind`, accept mesh
 /// traffic by `mode` (STRICT: mTLS with the handshakes of `tls`, PERMISSIVE: mTLS
 /// or plaintext, DISABLE: plaintext) and proxy every request to the app at `app`,
-/// with the peer's identity in `x-forwarded-client-cert`.
+/// with the peer's identity in `x-forwarded-client-cert` (and this workload's, from
+/// `certs`).
 pub fn start_inbound_listener(
     bind: SocketAddr,
     app: SocketAddr,
-    own_identity: String,
+    certs: WorkloadCerts,
     mode: InboundMode,
     tls: Arc<SniResolver>,
 ) -> Result<ListenerHandle, ListenError> {
@@ -207,7 +208,7 @@ pub fn start_inbound_listener(
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let proxy = RouterProxy::new(SnapshotHolder::default(), app_port)
-        .with_role(ListenerRole::SidecarInbound { app, own_identity }, None);
+        .with_role(ListenerRole::SidecarInbound { app }, Some(certs));
     let app = InboundApp {
         http: Arc::new(http_proxy(&server_conf(), proxy)),
         tls,

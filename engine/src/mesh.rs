@@ -136,6 +136,13 @@ impl WorkloadMaterial {
         })
     }
 
+    /// The trust domain of this workload's identity.
+    pub fn trust_domain(&self) -> Option<String> {
+        isthmus_model::identity::Identity::parse(&self.identity)
+            .ok()
+            .map(|i| i.trust_domain)
+    }
+
     /// The chain and key Pingora presents to upstream peers.
     pub fn cert_key(&self) -> Arc<CertKey> {
         self.cert_key.clone()
@@ -167,6 +174,7 @@ impl WorkloadMaterial {
                         subject_alt_names: Vec::new(),
                         certificate_sha256: Vec::new(),
                         spki_sha256: Vec::new(),
+                        spiffe_trust_domain: self.trust_domain(),
                     }),
                     ..TlsPolicy::default()
                 },

@@ -52,11 +52,7 @@ pub enum ListenerRole {
     /// A sidecar's inbound listener: every request goes to the app at `app`; the
     /// peer's verified identity is passed in `x-forwarded-client-cert` (Istio's
     /// format), a client's own such header is never passed on.
-    SidecarInbound {
-        app: SocketAddr,
-        /// This sidecar's SPIFFE ID (`By=` in the header).
-        own_identity: String,
-    },
+    SidecarInbound { app: SocketAddr },
 }
 
 /// The proxy of one listener: the snapshot holder, the port whose snapshot
@@ -427,13 +423,15 @@ impl ProxyHttp for RouterProxy {
                 upstream.remove_header("x-forwarded-client-cert");
                 Ok(())
             }
-            ListenerRole::SidecarInbound { own_identity, .. } => {
+            ListenerRole::SidecarInbound { .. } => {
                 upstream.remove_header("x-forwarded-client-cert");
                 let peer =
                     crate::tls::TlsConnection::of(session).and_then(|c| c.peer_identity.as_deref());
                 if let Some(peer) = peer {
                     // Istio's format: By= this workload, URI= the verified peer.
-                    let xfcc = format!("By={own_identity};URI={peer}");
+                    let own = self.certs.as_ref().and_then(WorkloadCerts::current);
+                    let by = own.as_ref().map_or("", |m| m.identity.as_str());
+                    let xfcc = format!("By={by};URI={peer}");
                     let value = HeaderValue::from_str(&xfcc).map_err(|e| {
                         Error::because(ErrorType::InternalError, "x-forwarded-client-cert", e)
                     })?;

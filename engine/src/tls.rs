@@ -691,7 +691,10 @@ fn client_verifier(
     let inner = builder
         .build()
         .map_err(|e| fail(format!("cannot verify client certificates: {e}")))?;
-    if v.subject_alt_names.is_empty() && v.certificate_sha256.is_empty() && v.spki_sha256.is_empty()
+    if v.subject_alt_names.is_empty()
+        && v.certificate_sha256.is_empty()
+        && v.spki_sha256.is_empty()
+        && v.spiffe_trust_domain.is_none()
     {
         return Ok(inner);
     }
@@ -700,6 +703,10 @@ fn client_verifier(
         subject_alt_names: v.subject_alt_names.clone(),
         certificate_sha256: v.certificate_sha256.clone(),
         spki_sha256: v.spki_sha256.clone(),
+        spiffe_prefix: v
+            .spiffe_trust_domain
+            .as_ref()
+            .map(|td| format!("spiffe://{td}/")),
     }))
 }
 
@@ -711,6 +718,9 @@ struct ClientChecks {
     subject_alt_names: Vec<String>,
     certificate_sha256: Vec<[u8; 32]>,
     spki_sha256: Vec<[u8; 32]>,
+    /// `spiffe://<trust-domain>/`: the one SPIFFE ID the certificate carries must
+    /// start with it.
+    spiffe_prefix: Option<String>,
 }
 
 /// Why a certificate that chains to the CA was still refused (in the log line).
@@ -720,6 +730,13 @@ struct ClientCheckFailed(String);
 
 impl ClientChecks {
     fn check(&self, der: &[u8]) -> Result<(), String> {
+        if let Some(prefix) = &self.spiffe_prefix {
+            match spiffe_id(der) {
+                Some(id) if id.starts_with(prefix.as_str()) => {}
+                Some(id) => return Err(format!("{id} is not of the trust domain {prefix}")),
+                None => return Err("it carries no (single) SPIFFE identity".into()),
+            }
+        }
         if !self.subject_alt_names.is_empty() {
             let sans = x509::subject_alt_names(der)
                 .ok_or_else(|| "its subjectAltName cannot be read".to_string())?;
@@ -1121,6 +1138,7 @@ mod tests {
             subject_alt_names: sans.iter().map(|s| s.to_string()).collect(),
             certificate_sha256: Vec::new(),
             spki_sha256: Vec::new(),
+            spiffe_trust_domain: None,
         })
     }
 
@@ -1424,6 +1442,7 @@ mod tests {
             subject_alt_names: sans.iter().map(|s| s.to_string()).collect(),
             certificate_sha256: certs,
             spki_sha256: spkis,
+            spiffe_prefix: None,
         };
         assert_eq!(checks(&["p.test"], vec![], vec![]).check(&der), Ok(()));
         let e = checks(&["q.test"], vec![], vec![]).check(&der).unwrap_err();
@@ -1457,6 +1476,7 @@ mod tests {
             subject_alt_names: Vec::new(),
             certificate_sha256: Vec::new(),
             spki_sha256: Vec::new(),
+            spiffe_trust_domain: None,
         });
         let r = SniResolver::new();
         let errors = r.update(&TlsTermination {
