@@ -1,12 +1,19 @@
-//! isthmus-controller: istiod's job for the local (no cluster) mode. Reads a
-//! directory of Istio YAML, keeps the last good version of every file, compiles one
-//! snapshot per gateway workload and pushes new versions on every change.
+//! isthmus-controller: istiod's job. Sources (the YAML directory, the certificate
+//! directory, issued Secrets) keep the last good version of every resource
+//! ([`local`], [`state`]); the [`publisher`] compiles one snapshot per proxy (a
+//! dynamic set of gateways and sidecars) on every change; the mesh CA ([`ca`]) signs
+//! workload certificates; the push server ([`push`]) serves proxies in other
+//! processes.
 
+pub mod ca;
 pub mod cert_dir;
 pub mod local;
+pub mod publisher;
+pub mod push;
 pub mod source;
 pub mod state;
 
-pub use local::{secrets_on_top, ExtraSources, GatewayFeed, LocalController};
+pub use local::{secrets_on_top, ExtraSources, LocalController};
+pub use publisher::{ProxyFeed, ProxyKind, ProxySet, Publisher, Versioned};
 pub use source::{load_paths, SourceError};
 pub use state::ConfigState;

@@ -14,17 +14,19 @@
 //! file is meant for this gateway, where a config-directory Secret may be a shared
 //! placeholder; an issued Secret is what a cert-manager Certificate asked for (as
 //! cert-manager overwrites a Certificate's Secret; the others serve until then).
-//! The resources in effect are also published as a whole ([`LocalController::stores`]).
+//! Every change that applies is handed to the [`Publisher`], which compiles and
+//! pushes per proxy; this module only reads and merges.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use isthmus_model::compile::{compile_gateway, gateway_workloads, GatewayWorkload};
-use isthmus_model::{Kind, Level, Resource, Snapshot, Store};
+use isthmus_model::mesh::MeshOptions;
+use isthmus_model::{Kind, Level, Resource, Store};
 use tokio::sync::{mpsc, watch};
 
 use crate::cert_dir::{CertDir, CertDirReport};
+use crate::publisher::{ProxySet, Publisher, Versioned};
 use crate::source::{read_paths, read_paths_skipping, SourceError};
 use crate::state::{ApplyReport, ConfigState};
 
@@ -40,13 +42,6 @@ pub struct ExtraSources<'a> {
     pub state_dir: Option<&'a Path>,
 }
 
-/// What a gateway receives: its identity and the stream of snapshots for it.
-#[derive(Debug, Clone)]
-pub struct GatewayFeed {
-    pub workload: GatewayWorkload,
-    pub snapshots: watch::Receiver<Arc<Snapshot>>,
-}
-
 /// Owns the configuration state and the push side of every gateway feed.
 pub struct LocalController {
     dir: PathBuf,
@@ -57,9 +52,7 @@ pub struct LocalController {
     issued: Option<(PathBuf, ConfigState)>,
     /// The certificate directory and its Secrets.
     certs: Option<CertDir>,
-    feeds: Vec<(GatewayWorkload, watch::Sender<Arc<Snapshot>>)>,
-    stores: watch::Sender<Arc<Store>>,
-    version: u64,
+    publisher: Publisher,
 }
 
 /// How often the directory is re-read even without a file-system event.
@@ -68,10 +61,9 @@ const POLL_INTERVAL: Duration = Duration::from_secs(2);
 const DEBOUNCE: Duration = Duration::from_millis(40);
 
 impl LocalController {
-    /// Load `dir` and compile the first snapshots. Files with errors are reported in
-    /// the returned report and not served; the gateway workloads are those of the
-    /// Gateways found now (the default ingress gateway when there are none).
-    pub fn open(dir: &Path) -> Result<(Self, Vec<GatewayFeed>, ApplyReport), SourceError> {
+    /// Load `dir` and publish the first version. Files with errors are reported in
+    /// the returned report and not served.
+    pub fn open(dir: &Path) -> Result<(Self, ApplyReport), SourceError> {
         LocalController::open_with(dir, None)
     }
 
@@ -80,22 +72,23 @@ impl LocalController {
     pub fn open_with(
         dir: &Path,
         issued_dir: Option<&Path>,
-    ) -> Result<(Self, Vec<GatewayFeed>, ApplyReport), SourceError> {
+    ) -> Result<(Self, ApplyReport), SourceError> {
         let extra = ExtraSources {
             issued: issued_dir,
             cert_dir: None,
             state_dir: None,
         };
-        LocalController::open_sources(dir, extra)
+        LocalController::open_sources(dir, extra, MeshOptions::default())
     }
 
-    /// [`LocalController::open`], plus the directories of `extra`. The findings of
-    /// the issued Secrets are added to the returned report; the certificate
-    /// directory's problems are logged.
+    /// [`LocalController::open`], plus the directories of `extra`, with the mesh run
+    /// as `mesh` says. The findings of the issued Secrets are added to the returned
+    /// report; the certificate directory's problems are logged.
     pub fn open_sources(
         dir: &Path,
         extra: ExtraSources<'_>,
-    ) -> Result<(Self, Vec<GatewayFeed>, ApplyReport), SourceError> {
+        mesh: MeshOptions,
+    ) -> Result<(Self, ApplyReport), SourceError> {
         let skip: Vec<PathBuf> = [extra.state_dir, extra.issued, extra.cert_dir]
             .into_iter()
             .flatten()
@@ -121,32 +114,15 @@ impl LocalController {
             None => None,
         };
         let store = merged_store(&state, certs.as_ref(), issued.as_ref().map(|(_, s)| s));
-        let mut workloads = gateway_workloads(&store);
-        if workloads.is_empty() {
-            workloads.push(GatewayWorkload::default());
-        }
-        let (stores, _) = watch::channel(Arc::new(store.clone()));
-        let mut ctl = LocalController {
+        let ctl = LocalController {
             dir: dir.to_path_buf(),
             skip,
             state,
             issued,
             certs,
-            feeds: Vec::new(),
-            stores,
-            version: 1,
+            publisher: Publisher::new(store, mesh),
         };
-        let mut feeds = Vec::new();
-        for w in workloads {
-            let snap = ctl.compile(&store, &w);
-            let (tx, rx) = watch::channel(Arc::new(snap));
-            feeds.push(GatewayFeed {
-                workload: w.clone(),
-                snapshots: rx,
-            });
-            ctl.feeds.push((w, tx));
-        }
-        Ok((ctl, feeds, report))
+        Ok((ctl, report))
     }
 
     /// The resources currently in effect.
@@ -160,24 +136,21 @@ impl LocalController {
 
     /// The resources in effect, now and after every applied change.
     pub fn stores(&self) -> watch::Receiver<Arc<Store>> {
-        self.stores.subscribe()
+        self.publisher.stores()
+    }
+
+    /// The resources in effect with their version, now and after every change.
+    pub fn versioned(&self) -> watch::Receiver<Arc<Versioned>> {
+        self.publisher.versioned()
+    }
+
+    /// The proxies the configuration asks for, now and after every change.
+    pub fn proxies(&self) -> watch::Receiver<Arc<ProxySet>> {
+        self.publisher.proxies()
     }
 
     pub fn version(&self) -> u64 {
-        self.version
-    }
-
-    fn compile(&self, store: &Store, w: &GatewayWorkload) -> Snapshot {
-        let (mut snap, diags) = compile_gateway(store, w);
-        for d in diags {
-            match d.level {
-                Level::Error => tracing::error!("{d}"),
-                Level::Warning => tracing::warn!("{d}"),
-                Level::Info => tracing::debug!("{d}"),
-            }
-        }
-        snap.version = self.version;
-        snap
+        self.publisher.version()
     }
 
     /// Re-read the directory; when something changed, compile and push new snapshots.
@@ -224,14 +197,9 @@ impl LocalController {
             tracing::error!("rejected change to {r}: its last good version keeps serving");
         }
         if report.changed() || certs_changed {
-            self.version += 1;
             let store = self.store();
-            for (w, tx) in &self.feeds {
-                let snap = self.compile(&store, w);
-                tx.send_replace(Arc::new(snap));
-            }
-            self.stores.send_replace(Arc::new(store));
-            tracing::info!(version = self.version, "configuration applied");
+            self.publisher.publish(store);
+            tracing::info!(version = self.version(), "configuration applied");
         }
         Ok(report)
     }
@@ -387,7 +355,7 @@ mod tests {
             secret("a", "static") + "---\n" + &secret("b", "static-b"),
         )
         .expect("write");
-        let (mut ctl, _, report) =
+        let (mut ctl, report) =
             LocalController::open_with(config.path(), Some(issued.path())).expect("open");
         assert!(report.rejected.is_empty(), "{report:?}");
         let stores = ctl.stores();
@@ -444,7 +412,9 @@ mod tests {
             cert_dir: Some(certs.path()),
             state_dir: None,
         };
-        let (mut ctl, _, _) = LocalController::open_sources(config.path(), extra).expect("open");
+        let (mut ctl, _) =
+            LocalController::open_sources(config.path(), extra, MeshOptions::default())
+                .expect("open");
         let stores = ctl.stores();
         assert_eq!(crt_of(&stores.borrow(), "a"), [pem("ec-a.crt")]);
         assert_eq!(crt_of(&stores.borrow(), "b"), ["static-b"]);
@@ -479,7 +449,7 @@ mod tests {
             cert_dir: Some(&missing),
             state_dir: None,
         };
-        let e = LocalController::open_sources(config.path(), extra)
+        let e = LocalController::open_sources(config.path(), extra, MeshOptions::default())
             .err()
             .expect("refused");
         assert!(e.to_string().contains("no-such-certs"), "{e}");
@@ -509,7 +479,9 @@ mod tests {
             cert_dir: None,
             state_dir: Some(&state),
         };
-        let (mut ctl, _, _) = LocalController::open_sources(config.path(), extra).expect("open");
+        let (mut ctl, _) =
+            LocalController::open_sources(config.path(), extra, MeshOptions::default())
+                .expect("open");
         let kinds = |ctl: &LocalController| -> Vec<(Kind, String)> {
             ctl.store()
                 .resources
