@@ -14,7 +14,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use isthmus_engine::{
-    start_http_listener, start_https_listener, ListenerHandle, SnapshotHolder, SniResolver,
+    start_listener, ListenerConfig, ListenerHandle, ListenerRole, SnapshotHolder, SniResolver,
+    WorkloadCerts,
 };
 use isthmus_model::snapshot::{Snapshot, TlsTermination};
 use tokio::sync::{oneshot, watch};
@@ -24,7 +25,7 @@ use tracing::{error, info};
 pub use isthmus_engine::BoundListener;
 
 /// Where the gateway listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct GatewayOptions {
     /// Address every listener binds (default 127.0.0.1).
     pub bind: IpAddr,
@@ -34,6 +35,9 @@ pub struct GatewayOptions {
     /// Explicit Gateway port -> local port, applied before the offset. Local port 0
     /// takes an ephemeral port (tests read it from [`GatewayStatus::listeners`]).
     pub port_overrides: BTreeMap<u16, u16>,
+    /// The gateway's workload certificate, presented to mesh endpoints (ISTIO_MUTUAL
+    /// and auto-mTLS). Without one, such endpoints answer 503, never plaintext.
+    pub certs: Option<WorkloadCerts>,
 }
 
 impl Default for GatewayOptions {
@@ -42,6 +46,7 @@ impl Default for GatewayOptions {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port_offset: 8000,
             port_overrides: BTreeMap::new(),
+            certs: None,
         }
     }
 }
@@ -265,10 +270,11 @@ async fn reconcile(
             update_certificates(&resolver, tls, port, &mut out_of_date);
             resolver
         });
-        let started = match &certificates {
-            None => start_http_listener(holder.clone(), addr, port),
-            Some(c) => start_https_listener(holder.clone(), addr, port, c.clone()),
+        let config = ListenerConfig {
+            role: ListenerRole::Gateway,
+            certs: opts.certs.clone(),
         };
+        let started = start_listener(holder.clone(), addr, port, certificates.clone(), config);
         match started {
             Ok(handle) => {
                 info!("listening {}", handle.bound());
