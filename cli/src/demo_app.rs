@@ -41,12 +41,18 @@ impl DemoApp {
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()))
             .unwrap_or("");
+        // The mesh peer's identity as its sidecar passed it on (absent without one).
+        let xfcc = req
+            .headers()
+            .get("x-forwarded-client-cert")
+            .and_then(|h| h.to_str().ok());
         let info = serde_json::json!({
             "app": self.name,
             "version": self.version,
             "method": req.method().as_str(),
             "path": req.uri().path_and_query().map_or("/", |p| p.as_str()),
             "host": host,
+            "xfcc": xfcc,
         });
         let body = format!("{} {}\n{}\n", self.name, self.version, info);
         Response::builder()

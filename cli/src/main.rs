@@ -3,6 +3,7 @@
 mod analyze;
 mod certs;
 mod demo_app;
+mod mesh;
 mod up;
 
 use std::net::{IpAddr, SocketAddr};
@@ -55,6 +56,20 @@ enum Command {
         #[arg(long, hide = true)]
         exit_with_stdin: bool,
     },
+    /// A sidecar: inbound and outbound listeners for one workload, configuration and
+    /// certificate from the controller (`isthmus up` starts one per injected workload).
+    Proxy {
+        #[command(flatten)]
+        args: mesh::ProxyArgs,
+        /// Exit when standard input closes (`up` passes a pipe).
+        #[arg(long, hide = true)]
+        exit_with_stdin: bool,
+    },
+    /// Run the control plane alone (mesh CA, config push, status) for a directory of
+    /// Istio YAML; proxies started elsewhere connect to it.
+    Controller(mesh::ControllerArgs),
+    /// List the proxies connected to the controller, like `istioctl proxy-status`.
+    ProxyStatus(mesh::ProxyStatusArgs),
     /// Print the version.
     Version,
 }
@@ -99,6 +114,21 @@ fn main() -> ExitCode {
                     .await
             })
         }
+        Command::Proxy {
+            args,
+            exit_with_stdin,
+        } => {
+            init_tracing();
+            if exit_with_stdin {
+                demo_app::exit_when_stdin_closes();
+            }
+            run_async(Some(1), mesh::run_proxy(args))
+        }
+        Command::Controller(args) => {
+            init_tracing();
+            run_async(None, mesh::run_controller(args))
+        }
+        Command::ProxyStatus(args) => run_async(Some(1), mesh::run_proxy_status(args)),
         Command::Up(args) => {
             init_tracing();
             run_async(args.workers, up::run(args))

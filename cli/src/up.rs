@@ -1,19 +1,30 @@
 //! `isthmus up DIR`: the embedded default. Runs the local controller on the
-//! directory, one gateway per gateway workload on loopback, the demo apps the
-//! directory declares (WorkloadEntries annotated `isthmus.dev/demo-app`), and the
+//! directory with the control plane (mesh CA, push server, admin endpoint), one
+//! gateway per gateway workload on loopback (in this process, registered in
+//! `proxy-status` like any proxy), one sidecar child process (`isthmus proxy`) per
+//! injected workload, started and stopped as the configuration asks, the demo apps
+//! the directory declares (WorkloadEntries annotated `isthmus.dev/demo-app`), and the
 //! ACME manager that issues the cert-manager Certificates of ACME issuers (and the
 //! certificates of Gateways annotated `isthmus.dev/acme-issuer`) into the state
 //! directory (whose `secrets/` the controller loads as configuration; `status/`
 //! holds each certificate's status, which `isthmus certs` prints).
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use isthmus_controller::{ExtraSources, LocalController};
+use isthmus_controller::push::ProxyStatus;
+use isthmus_controller::{ExtraSources, LocalController, ProxyKind, ProxySet};
+use isthmus_engine::WorkloadCerts;
 use isthmus_gateway::acme::{load_ca_roots, AcmeManager, AcmeOptions, StateDir};
+use isthmus_model::identity::Identity;
 use isthmus_model::{Level, Store};
+use tokio::sync::watch;
+
+use crate::mesh::{start_control_plane, ControlPlane, MeshArgs};
 
 /// Annotation on a WorkloadEntry: start a built-in demo app (value: the app name)
 /// at the entry's address and first port, reporting the entry's `version` label.
@@ -54,10 +65,12 @@ pub struct UpArgs {
     /// retry is after 2 s, doubling).
     #[arg(long, default_value_t = 3600)]
     acme_retry_max: u64,
+    #[command(flatten)]
+    mesh: MeshArgs,
 }
 
-/// A demo app to start: (name, version, port).
-fn demo_apps(store: &Store) -> Vec<(String, String, u16)> {
+/// A demo app to start: (name, version, address, port).
+fn demo_apps(store: &Store) -> Vec<(String, String, IpAddr, u16)> {
     store
         .workload_entries()
         .filter_map(|(r, we)| {
@@ -68,7 +81,13 @@ fn demo_apps(store: &Store) -> Vec<(String, String, u16)> {
                 .get("version")
                 .cloned()
                 .unwrap_or_else(|| "v1".into());
-            Some((name.clone(), version, u16::try_from(port).ok()?))
+            let address = we
+                .address
+                .as_deref()
+                .and_then(|a| a.parse::<IpAddr>().ok())
+                .filter(IpAddr::is_loopback)
+                .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+            Some((name.clone(), version, address, u16::try_from(port).ok()?))
         })
         .collect()
 }
@@ -92,8 +111,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         cert_dir: args.cert_dir.as_deref(),
         state_dir: Some(state.root()),
     };
-    let (controller, feeds, report) = LocalController::open_sources(&args.dir, sources)
-        .with_context(|| format!("loading {}", args.dir.display()))?;
+    let (controller, report) =
+        LocalController::open_sources(&args.dir, sources, args.mesh.mesh_options())
+            .with_context(|| format!("loading {}", args.dir.display()))?;
     for d in &report.diagnostics {
         if d.level >= Level::Warning {
             eprintln!("{d}");
@@ -108,12 +128,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     for r in &report.rejected_resources {
         eprintln!("rejected {r}: fix the errors above; it is not served");
     }
+    let control = Arc::new(
+        start_control_plane(&controller, state.root(), &args.mesh)
+            .await
+            .context("starting the control plane")?,
+    );
+    println!(
+        "controller: push {} (TLS), admin http://{}/debug/proxy-status",
+        control.push_addr, control.admin_addr
+    );
 
     // Demo workloads first, so the first request through the gateway finds them.
     let mut children = Vec::new();
+    let exe = std::env::current_exe().context("locating the isthmus binary")?;
     if !args.no_demo_apps {
-        let exe = std::env::current_exe().context("locating the isthmus binary")?;
-        for (name, version, port) in demo_apps(&controller.store()) {
+        for (name, version, address, port) in demo_apps(&controller.store()) {
             let child = tokio::process::Command::new(&exe)
                 .args([
                     "demo-app",
@@ -125,14 +154,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 ])
                 .stdin(std::process::Stdio::piped())
                 .args(["--port", &port.to_string()])
+                .args(["--bind", &address.to_string()])
                 .kill_on_drop(true)
                 .spawn()
                 .with_context(|| format!("starting demo app {name} {version}"))?;
-            println!("demo app {name} {version}: http://127.0.0.1:{port}");
-            children.push((child, port));
+            let addr = std::net::SocketAddr::new(address, port);
+            println!("demo app {name} {version}: http://{addr}");
+            children.push((child, addr));
         }
-        for (child, port) in &mut children {
-            wait_for_demo_app(child, *port).await?;
+        for (child, addr) in &mut children {
+            wait_for_demo_app(child, *addr).await?;
         }
     }
 
@@ -141,19 +172,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         port_offset: args.port_offset,
         ..Default::default()
     };
-    let mut gateways = Vec::new();
-    for feed in feeds {
-        let name = workload_name(&feed.workload);
-        let gw = isthmus_gateway::Gateway::start(feed.snapshots, opts.clone()).await;
-        for l in gw.listeners() {
-            println!(
-                "gateway {name}: Gateway port {} -> {}",
-                l.declared_port,
-                l.url()
-            );
-        }
-        gateways.push(gw);
-    }
+    let mut proxies = Proxies {
+        gateways: BTreeMap::new(),
+        sidecars: BTreeMap::new(),
+        control: control.clone(),
+        opts,
+        exe: exe.clone(),
+    };
+    let mut set = controller.proxies();
+    let first = set.borrow_and_update().clone();
+    proxies.reconcile(&first).await;
+    proxies.wait_synced(&first, Duration::from_secs(30)).await;
     // After the listeners: HTTP-01 challenges are answered by them.
     let acme = AcmeManager::start(controller.stores(), acme);
     let managed = isthmus_model::certs::acme_orders(&controller.store())
@@ -176,42 +205,296 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("ready: watching {watched} for changes (Ctrl-C stops)");
 
     let watch = tokio::spawn(controller.watch());
+    let follow = tokio::spawn(async move {
+        while set.changed().await.is_ok() {
+            let next = set.borrow_and_update().clone();
+            proxies.reconcile(&next).await;
+        }
+        proxies
+    });
     shutdown_signal().await;
     watch.abort();
+    follow.abort();
     drop(acme);
-    drop(gateways);
     drop(children);
     Ok(())
 }
 
+/// The identity of a gateway workload: Istio's default ingress gateway's service
+/// account in the gateway's namespace.
+fn gateway_identity(trust_domain: &str, w: &isthmus_model::compile::GatewayWorkload) -> Identity {
+    let sa = match w.labels.get("istio").map(String::as_str) {
+        Some("egressgateway") => "istio-egressgateway-service-account",
+        _ => "istio-ingressgateway-service-account",
+    };
+    Identity::new(trust_domain, w.namespace.clone(), sa)
+}
+
+/// The proxies `up` runs: in-process gateways and sidecar child processes.
+struct Proxies {
+    gateways: BTreeMap<String, RunningGateway>,
+    sidecars: BTreeMap<String, tokio::process::Child>,
+    control: Arc<ControlPlane>,
+    opts: isthmus_gateway::GatewayOptions,
+    exe: PathBuf,
+}
+
+struct RunningGateway {
+    gateway: isthmus_gateway::Gateway,
+    tasks: Tasks,
+}
+
+/// Tasks aborted when dropped.
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+impl Proxies {
+    /// Start what `set` has and is not running; stop what it no longer has.
+    async fn reconcile(&mut self, set: &ProxySet) {
+        let ids: Vec<String> = set.proxies.iter().map(|p| p.kind.id()).collect();
+        let gone: Vec<String> = self
+            .gateways
+            .keys()
+            .chain(self.sidecars.keys())
+            .filter(|k| !ids.contains(k))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(g) = self.gateways.remove(&id) {
+                println!("{id}: no longer in the configuration; stopped");
+                let RunningGateway { gateway, tasks } = g;
+                drop(tasks);
+                gateway.shutdown().await;
+            }
+            if let Some(mut c) = self.sidecars.remove(&id) {
+                println!("{id}: no longer in the configuration; stopped");
+                let _ = c.kill().await;
+            }
+        }
+        for feed in &set.proxies {
+            let id = feed.kind.id();
+            if self.gateways.contains_key(&id) || self.sidecars.contains_key(&id) {
+                continue;
+            }
+            match &feed.kind {
+                ProxyKind::Gateway(w) => {
+                    let g = self.start_gateway(w, feed.snapshots.clone()).await;
+                    self.gateways.insert(id, g);
+                }
+                ProxyKind::Sidecar(w) => match self.start_sidecar(w) {
+                    Ok(child) => {
+                        self.sidecars.insert(id, child);
+                    }
+                    Err(e) => eprintln!("{id}: {e:#}"),
+                },
+            }
+        }
+    }
+
+    async fn start_gateway(
+        &self,
+        w: &isthmus_model::compile::GatewayWorkload,
+        snapshots: watch::Receiver<Arc<isthmus_model::Snapshot>>,
+    ) -> RunningGateway {
+        let name = isthmus_controller::publisher::gateway_name(w);
+        let trust_domain = &self.control.trust_domain;
+        let identity = gateway_identity(trust_domain, w);
+        let certs = WorkloadCerts::new();
+        let mut tasks = Vec::new();
+        // The gateway's workload certificate, renewed at half its lifetime.
+        let key = format!("{}/{}", w.namespace, gateway_workload_name(w));
+        {
+            let (control, certs, identity, key) = (
+                self.control.clone(),
+                certs.clone(),
+                identity.clone(),
+                key.clone(),
+            );
+            let first = issue_in_process(&control, &certs, &identity, &key);
+            if let Err(e) = &first {
+                eprintln!("gateway {name}: {e:#}; mesh endpoints answer 503 until it is fixed");
+            }
+            tasks.push(tokio::spawn(async move {
+                let mut wait = first.unwrap_or(Duration::from_secs(5));
+                loop {
+                    tokio::time::sleep(wait).await;
+                    wait = issue_in_process(&control, &certs, &identity, &key)
+                        .unwrap_or(Duration::from_secs(5));
+                }
+            }));
+        }
+        let opts = isthmus_gateway::GatewayOptions {
+            certs: Some(certs.clone()),
+            ..self.opts.clone()
+        };
+        let gw = isthmus_gateway::Gateway::start(snapshots, opts).await;
+        for l in gw.listeners() {
+            println!(
+                "gateway {name}: Gateway port {} -> {}",
+                l.declared_port,
+                l.url()
+            );
+        }
+        // In proxy-status like any proxy: the version its listeners serve.
+        let status = self.control.status.clone();
+        status.upsert(
+            &key,
+            ProxyStatus {
+                name: gateway_workload_name(w),
+                namespace: w.namespace.clone(),
+                role: "gateway".into(),
+                identity: identity.uri(),
+                version: 0,
+                status: "STALE".into(),
+                inbound: None,
+                cert_expiry: certs
+                    .current()
+                    .map(|m| isthmus_model::der::format_utc(m.not_after)),
+            },
+        );
+        let mut gw_status = gw.status();
+        let mut snaps = snapshots_version(&gw_status);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let v = gw_status.borrow_and_update().version;
+                status.sent(&key, snaps.max(v));
+                status.answered(&key, v, Vec::new());
+                if let Some(m) = certs.current() {
+                    status.cert_expiry(&key, m.not_after);
+                }
+                if gw_status.changed().await.is_err() {
+                    return;
+                }
+                snaps = v;
+            }
+        }));
+        RunningGateway {
+            gateway: gw,
+            tasks: Tasks(tasks),
+        }
+    }
+
+    fn start_sidecar(
+        &self,
+        w: &isthmus_model::mesh::MeshWorkload,
+    ) -> anyhow::Result<tokio::process::Child> {
+        let token = self.control.tokens.issue(&w.identity);
+        let child = tokio::process::Command::new(&self.exe)
+            .args(["proxy", "--exit-with-stdin", "--controller"])
+            .arg(self.control.push_addr.to_string())
+            .arg("--root-cert")
+            .arg(&self.control.root_file)
+            .args(["--namespace", &w.namespace, "--name", &w.name])
+            .env("ISTHMUS_BOOTSTRAP_TOKEN", token)
+            .stdin(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting its sidecar")?;
+        Ok(child)
+    }
+
+    /// Wait (up to `timeout`) until every proxy of `set` applied `set.version`,
+    /// then print each sidecar's inbound address and identity.
+    async fn wait_synced(&self, set: &ProxySet, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let want = set.proxies.len();
+        loop {
+            let list = self.control.status.list();
+            let synced = list
+                .iter()
+                .filter(|p| p.status == "SYNCED" && p.version >= set.version)
+                .count();
+            if synced >= want || tokio::time::Instant::now() > deadline {
+                for p in list.iter().filter(|p| p.role == "sidecar") {
+                    println!(
+                        "sidecar {}/{}: inbound {} identity {} ({})",
+                        p.namespace,
+                        p.name,
+                        p.inbound.as_deref().unwrap_or("-"),
+                        p.identity,
+                        p.status
+                    );
+                }
+                if synced < want {
+                    eprintln!("warning: {synced} of {want} proxies synced after {timeout:?}; see isthmus proxy-status");
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn snapshots_version(s: &watch::Receiver<isthmus_gateway::GatewayStatus>) -> u64 {
+    s.borrow().version
+}
+
+/// A gateway workload's name in proxy-status: its `istio`/`app` label, else the
+/// labels.
+fn gateway_workload_name(w: &isthmus_model::compile::GatewayWorkload) -> String {
+    w.labels
+        .get("istio")
+        .or_else(|| w.labels.get("app"))
+        .cloned()
+        .unwrap_or_else(|| {
+            w.labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+}
+
+/// Issue a workload certificate to an in-process proxy: the key is made here and
+/// signed by the CA directly (no network hop). Returns when to renew (half life).
+fn issue_in_process(
+    control: &ControlPlane,
+    certs: &WorkloadCerts,
+    identity: &Identity,
+    key: &str,
+) -> anyhow::Result<Duration> {
+    let k = isthmus_mesh_proxy::csr::new_key_and_csr(identity)?;
+    let issued = control
+        .ca
+        .sign_csr(&k.csr_pem, identity, control.cert_ttl)?;
+    let m = certs.update(
+        issued.chain_pem.as_bytes(),
+        k.key_pem.as_bytes(),
+        control.ca.root_pem().as_bytes(),
+    )?;
+    control.status.cert_expiry(key, m.not_after);
+    Ok(control.cert_ttl / 2)
+}
+
 /// Wait until a demo app accepts connections (it binds within milliseconds; the
 /// deadline only guards against a port taken by something else).
-async fn wait_for_demo_app(child: &mut tokio::process::Child, port: u16) -> anyhow::Result<()> {
+async fn wait_for_demo_app(
+    child: &mut tokio::process::Child,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {
-            anyhow::bail!("demo app on port {port} exited ({status}); is the port in use?");
+            anyhow::bail!("demo app on {addr} exited ({status}); is the port in use?");
         }
         if tokio::time::Instant::now() > deadline {
-            anyhow::bail!("demo app on port {port} did not start listening within 10 s");
+            anyhow::bail!("demo app on {addr} did not start listening within 10 s");
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
 
-/// `istio-system/istio=ingressgateway`: how `up` names a gateway workload.
-fn workload_name(w: &isthmus_model::compile::GatewayWorkload) -> String {
-    let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("{}/{}", w.namespace, labels.join(","))
-}
-
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

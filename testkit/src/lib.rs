@@ -335,7 +335,24 @@ impl Up {
     }
 
     /// Start `cmd` (an `isthmus up` command line) and wait until it prints `ready:`.
+    /// Unless the command sets them, the controller's push and admin ports are
+    /// ephemeral and its runtime file goes to a directory of this test's own, so
+    /// tests running side by side do not collide.
     pub fn spawn(cmd: &mut Command) -> Up {
+        let set: Vec<String> = cmd
+            .get_envs()
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        let runtime = runtime_dir();
+        for (k, v) in [
+            ("ISTHMUS_XDS_PORT", "0".to_string()),
+            ("ISTHMUS_ADMIN_PORT", "0".to_string()),
+            ("ISTHMUS_RUNTIME_DIR", runtime.display().to_string()),
+        ] {
+            if !set.iter().any(|s| s == k) {
+                cmd.env(k, v);
+            }
+        }
         let mut proc = Proc::spawn(cmd);
         proc.wait_for_line(Duration::from_secs(20), |l| {
             l.starts_with("ready:").then_some(())
@@ -370,6 +387,20 @@ impl Up {
                 )
             })
     }
+}
+
+/// A fresh directory for one `up`'s runtime file (under the system temp dir; left
+/// for the OS to clean, like other test temp files named by process and count).
+pub fn runtime_dir() -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "isthmus-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::create_dir_all(&dir);
+    dir
 }
 
 /// Parse `gateway NAME: Gateway port 80 -> http://127.0.0.1:8080` (or `https://`).

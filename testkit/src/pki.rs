@@ -29,7 +29,7 @@ x509_extensions = leaf
 commonName = supplied
 [leaf]
 basicConstraints = critical,CA:FALSE
-extendedKeyUsage = serverAuth
+extendedKeyUsage = serverAuth,clientAuth
 ";
 
 /// The key type of a leaf certificate.
@@ -105,6 +105,30 @@ impl TestCa {
         TestCa { dir }
     }
 
+    /// A CA over an existing root certificate and key (PEM files), e.g. the mesh CA
+    /// `isthmus up` generated, to sign certificates it would not issue itself.
+    pub fn adopt(cert: &Path, key: &Path) -> TestCa {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path();
+        std::fs::write(p.join("ca.cnf"), CA_CONFIG).expect("write ca.cnf");
+        std::fs::write(p.join("index.txt"), "").expect("write index.txt");
+        std::fs::create_dir(p.join("issued")).expect("mkdir issued");
+        std::fs::copy(cert, p.join("root.crt")).expect("copy the root certificate");
+        std::fs::copy(key, p.join("root.key")).expect("copy the root key");
+        TestCa { dir }
+    }
+
+    /// A client (and server) certificate with the subjectAltNames `sans` written as
+    /// openssl takes them (`URI:spiffe://...`, `DNS:...`), valid from `not_before` to
+    /// `not_after` (`YYYYMMDDHHMMSSZ`), or 30 days from now when `None`.
+    pub fn workload(&self, sans: &[&str], serial: u32, validity: Option<(&str, &str)>) -> Issued {
+        let dates: Vec<&str> = match validity {
+            Some((b, a)) => vec!["-startdate", b, "-enddate", a],
+            None => vec!["-days", "30"],
+        };
+        self.issue_sans("workload", sans, serial, LeafKey::EcP256, &dates)
+    }
+
     /// The root certificate's file (for `curl --cacert`, `openssl s_client -CAfile`).
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("root.crt")
@@ -149,6 +173,19 @@ impl TestCa {
         key_type: LeafKey,
         validity: &[&str],
     ) -> Issued {
+        let sans: Vec<String> = dns.iter().map(|d| format!("DNS:{d}")).collect();
+        let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
+        self.issue_sans(cn, &sans, serial, key_type, validity)
+    }
+
+    fn issue_sans(
+        &self,
+        cn: &str,
+        sans: &[&str],
+        serial: u32,
+        key_type: LeafKey,
+        validity: &[&str],
+    ) -> Issued {
         let p = self.dir.path();
         let base = format!("leaf-{serial}");
         let (key, csr, crt) = (
@@ -156,7 +193,6 @@ impl TestCa {
             format!("{base}.csr"),
             format!("{base}.crt"),
         );
-        let sans: Vec<String> = dns.iter().map(|d| format!("DNS:{d}")).collect();
         let cn = format!("/CN={cn}");
         let san = format!("subjectAltName={}", sans.join(","));
         let key_args: &[&str] = match key_type {
