@@ -222,3 +222,30 @@ fn a_broken_change_is_rejected_and_the_last_good_config_keeps_serving() {
         body.starts_with("todolist v2").then_some(())
     });
 }
+
+#[test]
+fn a_gateway_with_a_new_selector_added_while_running_gets_its_listener() {
+    let p = free_ports(3);
+    let dir = ConfigDir::new();
+    dir.write("a.yaml", &config(p[0], p[1], p[2]));
+    dir.write("canary.yaml", &canary(100, 0));
+    let mut up = Up::start(Path::new(BIN), dir.path(), &[]);
+    let edge = isthmus_testkit::free_port();
+    // A second Gateway for another gateway workload (selector app=edge), and a
+    // VirtualService bound to it.
+    let servers = server(edge, "http", "HTTP", r#"["*"]"#, None);
+    let gw = gateway("edge", &servers).replace("istio: ingressgateway", "app: edge");
+    assert!(gw.contains("app: edge"), "{gw}");
+    dir.write(
+        "edge.yaml",
+        &(gw + "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: edge}\nspec:\n  hosts: ['*']\n  gateways: [edge]\n  http: [{route: [{destination: {host: todolist.default.svc.cluster.local, subset: v2}}]}]\n"),
+    );
+    let line = up.proc.wait_for_all(
+        Duration::from_secs(10),
+        &["gateway default/app=edge", &format!("Gateway port {edge}")],
+    );
+    assert!(line.contains(&format!("127.0.0.1:{edge}")), "{line}");
+    let reply = isthmus_testkit::curl(&[&format!("http://127.0.0.1:{edge}/")]);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(reply.body.starts_with("todolist v2"), "{reply:?}");
+}

@@ -75,16 +75,14 @@ impl Sidecar {
         self.holder.store(snapshot.clone());
         let wanted: BTreeMap<u16, &InboundListener> =
             snapshot.inbound.iter().map(|l| (l.app_port, l)).collect();
+        // Ports no longer wanted stop; a port whose addresses changed gets its new
+        // listener first and loses the old one only once that is bound, so a change
+        // that cannot be applied leaves the last good listener serving.
         let gone: Vec<u16> = self
             .inbound
-            .iter()
-            .filter(|(p, i)| {
-                wanted
-                    .get(p)
-                    .and_then(|l| addresses(l))
-                    .is_none_or(|k| k != i.key)
-            })
-            .map(|(p, _)| *p)
+            .keys()
+            .filter(|p| !wanted.contains_key(p))
+            .copied()
             .collect();
         for p in gone {
             if let Some(i) = self.inbound.remove(&p) {
@@ -93,10 +91,6 @@ impl Sidecar {
             }
         }
         for (port, l) in wanted {
-            if let Some(running) = self.inbound.get(&port) {
-                running.mode.set(l.mtls);
-                continue;
-            }
             let Some((bind, app)) = addresses(l) else {
                 rejected.push(Rejected {
                     resource: format!("inbound port {port}"),
@@ -107,9 +101,14 @@ impl Sidecar {
                 });
                 continue;
             };
+            if let Some(running) = self.inbound.get(&port) {
+                running.mode.set(l.mtls);
+                if running.key == (bind, app) {
+                    continue;
+                }
+            }
             let tls = Arc::new(SniResolver::new());
-            let own = self.certs.current();
-            if let Some(m) = &own {
+            if let Some(m) = self.certs.current() {
                 for e in tls.update(&m.inbound_termination(&format!("inbound port {port}"))) {
                     error!("inbound port {port}: {e}");
                 }
@@ -123,7 +122,7 @@ impl Sidecar {
                         l.mtls,
                         l.policy
                     );
-                    self.inbound.insert(
+                    let old = self.inbound.insert(
                         port,
                         Inbound {
                             handle,
@@ -132,10 +131,17 @@ impl Sidecar {
                             key: (bind, app),
                         },
                     );
+                    if let Some(old) = old {
+                        info!("stopping inbound {}", old.handle.bound());
+                        old.handle.stop().await;
+                    }
                 }
                 Err(e) => rejected.push(Rejected {
                     resource: format!("inbound port {port}"),
-                    reason: e.to_string(),
+                    reason: match self.inbound.get(&port) {
+                        Some(old) => format!("{e}; {} keeps serving", old.handle.local_addr()),
+                        None => e.to_string(),
+                    },
                 }),
             }
         }
