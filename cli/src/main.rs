@@ -58,13 +58,18 @@ enum Command {
     },
     /// A sidecar: inbound and outbound listeners for one workload, configuration and
     /// certificate from the controller (`isthmus up` starts one per injected workload).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Proxy {
+        #[command(subcommand)]
+        command: Option<mesh::ProxyCommand>,
         #[command(flatten)]
         args: mesh::ProxyArgs,
         /// Exit when standard input closes (`up` passes a pipe).
         #[arg(long, hide = true)]
         exit_with_stdin: bool,
     },
+    /// A standalone gateway: configuration and certificate from the controller.
+    Gateway(mesh::GatewayArgs),
     /// Run the control plane alone (mesh CA, config push, status) for a directory of
     /// Istio YAML; proxies started elsewhere connect to it.
     Controller(mesh::ControllerArgs),
@@ -115,6 +120,11 @@ fn main() -> ExitCode {
             })
         }
         Command::Proxy {
+            command: Some(command),
+            ..
+        } => mesh::run_proxy_command(command),
+        Command::Proxy {
+            command: None,
             args,
             exit_with_stdin,
         } => {
@@ -123,6 +133,10 @@ fn main() -> ExitCode {
                 demo_app::exit_when_stdin_closes();
             }
             run_async(Some(1), mesh::run_proxy(args))
+        }
+        Command::Gateway(args) => {
+            init_tracing();
+            run_async(None, mesh::run_gateway(args))
         }
         Command::Controller(args) => {
             init_tracing();

@@ -21,6 +21,15 @@ pub struct MeshArgs {
     /// Port of the push server proxies connect to (istiod's 15012; TLS).
     #[arg(long, default_value_t = 15012, env = "ISTHMUS_XDS_PORT")]
     pub xds_port: u16,
+    /// Address the push server listens on (proxies in other network namespaces
+    /// or hosts need a reachable one).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub xds_address: IpAddr,
+    /// Transparent mode, as in pods: sidecars capture traffic with iptables
+    /// (`isthmus proxy init`), mesh endpoints are the workloads' own addresses.
+    /// Default: explicit loopback ports per sidecar.
+    #[arg(long)]
+    pub transparent: bool,
     /// Port of the admin endpoint on loopback (`/debug/proxy-status`; istiod's
     /// monitoring port 15014).
     #[arg(long, default_value_t = 15014, env = "ISTHMUS_ADMIN_PORT")]
@@ -46,7 +55,7 @@ impl MeshArgs {
     pub fn mesh_options(&self) -> MeshOptions {
         MeshOptions {
             trust_domain: self.trust_domain.clone(),
-            port_base: Some(self.sidecar_port_base),
+            port_base: (!self.transparent).then_some(self.sidecar_port_base),
         }
     }
 }
@@ -127,7 +136,7 @@ pub async fn start_control_plane(
     let status = Arc::new(StatusTable::new());
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let push = push::serve(
-        SocketAddr::new(loopback, args.xds_port),
+        SocketAddr::new(args.xds_address, args.xds_port),
         PushContext {
             ca: ca.clone(),
             tokens: tokens.clone(),
@@ -271,19 +280,22 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     );
     let tokens_dir = state.join("tokens");
     let write_tokens = |store: &isthmus_model::Store| -> anyhow::Result<()> {
-        for w in isthmus_model::mesh::mesh_workloads(store, &args.mesh.mesh_options())
-            .into_iter()
-            .filter(|w| w.sidecar)
-        {
-            let path = tokens_dir.join(format!("{}.{}", w.namespace, w.name));
+        let mesh = args.mesh.mesh_options();
+        for kind in isthmus_controller::publisher::wanted_proxies(store, &mesh) {
+            let ns = match &kind {
+                isthmus_controller::ProxyKind::Gateway(w) => &w.namespace,
+                isthmus_controller::ProxyKind::Sidecar(w) => &w.namespace,
+            };
+            let path = tokens_dir.join(format!("{ns}.{}", kind.name()));
             if path.exists() {
                 continue;
             }
-            write_private(&path, control.tokens.issue(&w.identity).as_bytes())?;
+            let identity = kind.identity(&mesh.trust_domain);
+            write_private(&path, control.tokens.issue(&identity).as_bytes())?;
             println!(
-                "sidecar {}/{}: bootstrap token in {}",
-                w.namespace,
-                w.name,
+                "{} {ns}/{}: bootstrap token in {}",
+                kind.role(),
+                kind.name(),
                 path.display()
             );
         }
@@ -348,22 +360,106 @@ pub struct ProxyArgs {
     #[arg(long, default_value = "127.0.0.1:15012", env = "ISTHMUS_CONTROLLER")]
     controller: String,
     /// The mesh root (PEM) the controller's certificate chains to.
-    #[arg(long, env = "ISTHMUS_ROOT_CERT")]
-    root_cert: PathBuf,
+    #[arg(long, env = "ISTHMUS_ROOT_CERT", required = true)]
+    root_cert: Option<PathBuf>,
     /// The workload's namespace.
     #[arg(long, default_value = "default")]
     namespace: String,
     /// The workload (WorkloadEntry) name.
+    #[arg(long, required = true)]
+    name: Option<String>,
+    /// Transparent mode, as in a pod after `isthmus proxy init`: inbound on the
+    /// inbound capture port, outbound on the outbound capture port, the proxy's own
+    /// connections marked. Default: the explicit ports the controller allocates.
     #[arg(long)]
-    name: String,
+    transparent: bool,
+    #[command(flatten)]
+    capture: CaptureArgs,
     /// A file holding the bootstrap token (else `ISTHMUS_BOOTSTRAP_TOKEN`).
     #[arg(long)]
     token_file: Option<PathBuf>,
 }
 
+/// The capture ports and mark shared by `proxy --transparent` and `proxy init`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CaptureArgs {
+    /// Where inbound connections are redirected.
+    #[arg(long, default_value_t = 15006)]
+    inbound_capture_port: u16,
+    /// Where the app's outbound connections are redirected.
+    #[arg(long, default_value_t = 15001)]
+    outbound_capture_port: u16,
+    /// `SO_MARK` of the proxy's own connections (never redirected).
+    #[arg(long, default_value_t = 1337)]
+    proxy_mark: u32,
+}
+
+/// `isthmus proxy init|cleanup`.
+#[derive(clap::Subcommand, Debug)]
+pub enum ProxyCommand {
+    /// Install the iptables rules that redirect the workload's traffic to its
+    /// sidecar (istio-init's job; run in the workload's network namespace, as root).
+    Init {
+        #[command(flatten)]
+        capture: CaptureArgs,
+        /// Inbound ports not redirected (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "15020,15021,15090")]
+        exclude_inbound_ports: Vec<u16>,
+        /// Print the rules instead of installing them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove the rules `init` installed.
+    Cleanup,
+}
+
+pub fn run_proxy_command(cmd: ProxyCommand) -> std::process::ExitCode {
+    use isthmus_mesh_proxy::intercept;
+    match cmd {
+        ProxyCommand::Init {
+            capture,
+            exclude_inbound_ports,
+            dry_run,
+        } => {
+            let o = intercept::InterceptOptions {
+                inbound_capture_port: capture.inbound_capture_port,
+                outbound_capture_port: capture.outbound_capture_port,
+                proxy_mark: capture.proxy_mark,
+                exclude_inbound_ports,
+            };
+            if dry_run {
+                for r in intercept::rules(&o) {
+                    println!("iptables {}", r.join(" "));
+                }
+                return std::process::ExitCode::SUCCESS;
+            }
+            match intercept::apply(&o) {
+                Ok(done) => {
+                    for d in done {
+                        println!("{d}");
+                    }
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    intercept::remove();
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+        ProxyCommand::Cleanup => {
+            intercept::remove();
+            std::process::ExitCode::SUCCESS
+        }
+    }
+}
+
 pub async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
-    let root_pem = std::fs::read(&args.root_cert)
-        .with_context(|| format!("--root-cert {}", args.root_cert.display()))?;
+    let (Some(root_cert), Some(name)) = (args.root_cert.clone(), args.name.clone()) else {
+        anyhow::bail!("--root-cert and --name are required");
+    };
+    let root_pem = std::fs::read(&root_cert)
+        .with_context(|| format!("--root-cert {}", root_cert.display()))?;
     // The bootstrap token comes from the environment, never the command line.
     let token = match &args.token_file {
         Some(f) => Some(
@@ -380,14 +476,21 @@ pub async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         root_pem,
         node: NodeInfo {
             role: "sidecar".into(),
-            name: args.name.clone(),
+            name: name.clone(),
             namespace: args.namespace.clone(),
         },
         token,
+        mark: args.transparent.then_some(args.capture.proxy_mark),
+        service_account: None,
     };
-    let key = format!("{}/{}", args.namespace, args.name);
+    let interception = args.transparent.then_some(isthmus_mesh_proxy::Interception {
+        inbound_port: args.capture.inbound_capture_port,
+        outbound_port: args.capture.outbound_capture_port,
+        mark: Some(args.capture.proxy_mark),
+    });
+    let key = format!("{}/{}", args.namespace, name);
     let mut last = String::new();
-    let sidecar = isthmus_mesh_proxy::run_sidecar(opts, move |status, identity| {
+    let sidecar = isthmus_mesh_proxy::run_sidecar(opts, interception, move |status, identity| {
         let inbound: Vec<String> = status
             .inbound
             .iter()
@@ -414,6 +517,138 @@ pub async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         _ = sidecar => Ok(()),
         _ = crate::up::shutdown_signal() => Ok(()),
     }
+}
+
+/// `isthmus gateway`: a standalone gateway whose configuration and certificate come
+/// from the controller (the same engine and listeners as `up`'s in-process one).
+#[derive(clap::Args, Debug)]
+pub struct GatewayArgs {
+    /// The controller's push address.
+    #[arg(long, default_value = "127.0.0.1:15012", env = "ISTHMUS_CONTROLLER")]
+    controller: String,
+    /// The mesh root (PEM) the controller's certificate chains to.
+    #[arg(long, env = "ISTHMUS_ROOT_CERT")]
+    root_cert: PathBuf,
+    /// The gateway workload's namespace.
+    #[arg(long, default_value = "istio-system")]
+    namespace: String,
+    /// The gateway workload's labels (what Gateway `selector`s match).
+    #[arg(long, value_delimiter = ',', default_value = "istio=ingressgateway")]
+    labels: Vec<String>,
+    /// A file holding the bootstrap token (else `ISTHMUS_BOOTSTRAP_TOKEN`).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Address the listeners bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// Added to Gateway ports below 1024.
+    #[arg(long, default_value_t = 8000)]
+    port_offset: u16,
+}
+
+pub async fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
+    use isthmus_controller::ProxyKind;
+    let root_pem = std::fs::read(&args.root_cert)
+        .with_context(|| format!("--root-cert {}", args.root_cert.display()))?;
+    let mut labels = isthmus_model::resources::Labels::new();
+    for l in &args.labels {
+        let (k, v) = l
+            .split_once('=')
+            .with_context(|| format!("--labels {l}: not key=value"))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let workload = isthmus_model::compile::GatewayWorkload {
+        namespace: args.namespace.clone(),
+        labels,
+    };
+    let kind = ProxyKind::Gateway(workload.clone());
+    let token = match &args.token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("--token-file {}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("ISTHMUS_BOOTSTRAP_TOKEN").ok(),
+    };
+    std::env::remove_var("ISTHMUS_BOOTSTRAP_TOKEN");
+    let opts = isthmus_mesh_proxy::ClientOptions {
+        controller: args.controller.clone(),
+        root_pem,
+        node: NodeInfo {
+            role: "gateway".into(),
+            name: kind.name(),
+            namespace: args.namespace.clone(),
+        },
+        token,
+        mark: None,
+        service_account: Some(
+            isthmus_controller::publisher::gateway_service_account(&workload).to_string(),
+        ),
+    };
+    let certs = isthmus_engine::WorkloadCerts::new();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let client = tokio::spawn(isthmus_mesh_proxy::client::run(opts, certs.clone(), tx));
+    let (snapshots_tx, snapshots) =
+        tokio::sync::watch::channel(Arc::new(isthmus_model::Snapshot::default()));
+    let gw_opts = isthmus_gateway::GatewayOptions {
+        bind: args.bind,
+        port_offset: args.port_offset,
+        certs: Some(certs.clone()),
+        ..Default::default()
+    };
+    let gateway = isthmus_gateway::Gateway::start(snapshots, gw_opts).await;
+    let mut status = gateway.status();
+    let name = isthmus_controller::publisher::gateway_name(&workload);
+    let mut printed = Vec::new();
+    let serve = async {
+        while let Some(event) = rx.recv().await {
+            let isthmus_mesh_proxy::Event::Config {
+                version,
+                mesh,
+                store,
+                rejected,
+                reply,
+            } = event
+            else {
+                continue;
+            };
+            let (mut snap, diags) =
+                isthmus_model::compile::compile_gateway_with(&store, &workload, &mesh);
+            for d in diags
+                .iter()
+                .filter(|d| d.level >= isthmus_model::Level::Warning)
+            {
+                tracing::warn!("{d}");
+            }
+            snap.version = version;
+            snapshots_tx.send_replace(Arc::new(snap));
+            // Applied once the listeners of this version are reconciled.
+            while status.borrow_and_update().version < version {
+                if status.changed().await.is_err() {
+                    break;
+                }
+            }
+            for l in gateway.listeners() {
+                if !printed.contains(&l) {
+                    println!(
+                        "gateway {name}: Gateway port {} -> {}",
+                        l.declared_port,
+                        l.url()
+                    );
+                    printed.push(l);
+                }
+            }
+            let _ = reply.send(rejected);
+        }
+    };
+    tokio::select! {
+        _ = serve => {}
+        _ = crate::up::shutdown_signal() => {}
+    }
+    client.abort();
+    gateway.shutdown().await;
+    Ok(())
 }
 
 /// `isthmus proxy-status`.

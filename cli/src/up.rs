@@ -220,16 +220,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The identity of a gateway workload: Istio's default ingress gateway's service
-/// account in the gateway's namespace.
-fn gateway_identity(trust_domain: &str, w: &isthmus_model::compile::GatewayWorkload) -> Identity {
-    let sa = match w.labels.get("istio").map(String::as_str) {
-        Some("egressgateway") => "istio-egressgateway-service-account",
-        _ => "istio-ingressgateway-service-account",
-    };
-    Identity::new(trust_domain, w.namespace.clone(), sa)
-}
-
 /// The proxies `up` runs: in-process gateways and sidecar child processes.
 struct Proxies {
     gateways: BTreeMap<String, RunningGateway>,
@@ -304,12 +294,12 @@ impl Proxies {
         snapshots: watch::Receiver<Arc<isthmus_model::Snapshot>>,
     ) -> RunningGateway {
         let name = isthmus_controller::publisher::gateway_name(w);
-        let trust_domain = &self.control.trust_domain;
-        let identity = gateway_identity(trust_domain, w);
+        let kind = ProxyKind::Gateway(w.clone());
+        let identity = kind.identity(&self.control.trust_domain);
         let certs = WorkloadCerts::new();
         let mut tasks = Vec::new();
         // The gateway's workload certificate, renewed at half its lifetime.
-        let key = format!("{}/{}", w.namespace, gateway_workload_name(w));
+        let key = format!("{}/{}", w.namespace, kind.name());
         {
             let (control, certs, identity, key) = (
                 self.control.clone(),
@@ -347,7 +337,7 @@ impl Proxies {
         status.upsert(
             &key,
             ProxyStatus {
-                name: gateway_workload_name(w),
+                name: kind.name(),
                 namespace: w.namespace.clone(),
                 role: "gateway".into(),
                 identity: identity.uri(),
@@ -434,22 +424,6 @@ impl Proxies {
 
 fn snapshots_version(s: &watch::Receiver<isthmus_gateway::GatewayStatus>) -> u64 {
     s.borrow().version
-}
-
-/// A gateway workload's name in proxy-status: its `istio`/`app` label, else the
-/// labels.
-fn gateway_workload_name(w: &isthmus_model::compile::GatewayWorkload) -> String {
-    w.labels
-        .get("istio")
-        .or_else(|| w.labels.get("app"))
-        .cloned()
-        .unwrap_or_else(|| {
-            w.labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
 }
 
 /// Issue a workload certificate to an in-process proxy: the key is made here and

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use isthmus_model::compile::compile_sidecar;
 use isthmus_model::compile::{compile_gateway_with, gateway_workloads, GatewayWorkload};
+use isthmus_model::identity::Identity;
 use isthmus_model::mesh::{mesh_workloads, MeshOptions, MeshWorkload};
 use isthmus_model::{Diagnostic, Level, Snapshot, Store};
 use tokio::sync::watch;
@@ -34,6 +35,40 @@ impl ProxyKind {
         }
     }
 
+    /// The identity this proxy is issued: a sidecar's workload identity, a
+    /// gateway's service account in its namespace (Istio's
+    /// `istio-ingressgateway-service-account`, or the egress one).
+    pub fn identity(&self, trust_domain: &str) -> Identity {
+        match self {
+            ProxyKind::Sidecar(w) => w.identity.clone(),
+            ProxyKind::Gateway(w) => Identity::new(
+                trust_domain,
+                w.namespace.clone(),
+                gateway_service_account(w),
+            ),
+        }
+    }
+
+    /// The name `proxy-status` shows: a sidecar's WorkloadEntry, a gateway's
+    /// `istio`/`app` label (else its labels).
+    pub fn name(&self) -> String {
+        match self {
+            ProxyKind::Sidecar(w) => w.name.clone(),
+            ProxyKind::Gateway(w) => w
+                .labels
+                .get("istio")
+                .or_else(|| w.labels.get("app"))
+                .cloned()
+                .unwrap_or_else(|| {
+                    w.labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                }),
+        }
+    }
+
     /// A stable key: `gateway istio-system/istio=ingressgateway`,
     /// `sidecar default/todolist-v1`.
     pub fn id(&self) -> String {
@@ -41,6 +76,15 @@ impl ProxyKind {
             ProxyKind::Gateway(w) => format!("gateway {}", gateway_name(w)),
             ProxyKind::Sidecar(w) => format!("sidecar {}/{}", w.namespace, w.name),
         }
+    }
+}
+
+/// The service account of a gateway workload: Istio's egress gateway's for
+/// `istio: egressgateway`, else the ingress gateway's.
+pub fn gateway_service_account(w: &GatewayWorkload) -> &'static str {
+    match w.labels.get("istio").map(String::as_str) {
+        Some("egressgateway") => "istio-egressgateway-service-account",
+        _ => "istio-ingressgateway-service-account",
     }
 }
 

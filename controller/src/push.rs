@@ -416,8 +416,14 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 return refuse(&mut w, why).await;
             }
         }
-    } else {
+    } else if node.role == "gateway" && identity.namespace == node.namespace {
         None
+    } else {
+        let why = format!(
+            "{identity} may not act as {} {}/{}",
+            node.role, node.namespace, node.name
+        );
+        return refuse(&mut w, why).await;
     };
     let key = key_of(&node);
     info!(proxy = %key, role = %node.role, %identity, "proxy connected");

@@ -163,6 +163,8 @@ pub fn start_http_listener(
 pub struct ListenerConfig {
     pub role: ListenerRole,
     pub certs: Option<WorkloadCerts>,
+    /// `SO_MARK` for upstream sockets (a sidecar under traffic interception).
+    pub mark: Option<u32>,
 }
 
 impl Default for ListenerConfig {
@@ -171,6 +173,7 @@ impl Default for ListenerConfig {
         ListenerConfig {
             role: ListenerRole::Gateway,
             certs: None,
+            mark: None,
         }
     }
 }
@@ -187,19 +190,21 @@ pub fn start_listener(
     start(holder, bind, declared_port, tls, config)
 }
 
-/// A sidecar's inbound listener for one workload port: bind `bind`, accept mesh
-/// traffic by `mode` (STRICT: mTLS with the handshakes of `tls`, PERMISSIVE: mTLS
+/// A sidecar's inbound listener for one workload port at `app` (`None`:
+/// transparent mode, every port, the app at each connection's original
+/// destination): bind `bind`, accept mesh traffic by `mode` (STRICT: mTLS with the handshakes of `tls`, PERMISSIVE: mTLS
 /// or plaintext, DISABLE: plaintext) and proxy every request to the app at `app`,
 /// with the peer's identity in `x-forwarded-client-cert` (and this workload's, from
 /// `certs`).
 pub fn start_inbound_listener(
     bind: SocketAddr,
-    app: SocketAddr,
+    app: Option<SocketAddr>,
     certs: WorkloadCerts,
     mode: InboundMode,
     tls: Arc<SniResolver>,
+    mark: Option<u32>,
 ) -> Result<ListenerHandle, ListenError> {
-    let app_port = app.port();
+    let app_port = app.map_or(bind.port(), |a| a.port());
     let (runtime, fds, key, local_addr) = bind_socket(bind, app_port)?;
     let bound = BoundListener {
         declared_port: app_port,
@@ -208,7 +213,8 @@ pub fn start_inbound_listener(
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let proxy = RouterProxy::new(SnapshotHolder::default(), app_port)
-        .with_role(ListenerRole::SidecarInbound { app }, Some(certs));
+        .with_role(ListenerRole::SidecarInbound { app }, Some(certs))
+        .with_mark(mark);
     let app = InboundApp {
         http: Arc::new(http_proxy(&server_conf(), proxy)),
         tls,
@@ -287,7 +293,9 @@ fn start(
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let holder_for_tls = holder.clone();
-    let proxy = RouterProxy::new(holder, declared_port).with_role(config.role, config.certs);
+    let proxy = RouterProxy::new(holder, declared_port)
+        .with_role(config.role, config.certs)
+        .with_mark(config.mark);
     let task = match tls {
         None => {
             let mut options = HttpServerOptions::default();

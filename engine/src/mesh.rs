@@ -16,8 +16,8 @@
 //! Private keys are kept in memory only and never printed (`Debug` shows the
 //! identity and expiry).
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
@@ -213,38 +213,44 @@ impl WorkloadCerts {
     }
 }
 
-fn mode_code(m: InboundMtls) -> u8 {
-    match m {
-        InboundMtls::Strict => 0,
-        InboundMtls::Permissive => 1,
-        InboundMtls::Disable => 2,
-    }
-}
-
-fn mode_of(code: u8) -> InboundMtls {
-    match code {
-        0 => InboundMtls::Strict,
-        1 => InboundMtls::Permissive,
-        _ => InboundMtls::Disable,
-    }
-}
-
-/// The effective PeerAuthentication mode of an inbound listener, changed in place
-/// when a new snapshot changes it (new connections follow; established ones stay).
+/// The effective PeerAuthentication modes of an inbound listener: per workload
+/// port (transparent mode: one listener serves every port, told apart by the
+/// connection's original destination) and for other ports. Changed in place when
+/// a new snapshot changes them (new connections follow; established ones stay).
 #[derive(Debug, Clone)]
-pub struct InboundMode(Arc<AtomicU8>);
+pub struct InboundMode(Arc<arc_swap::ArcSwap<PortModes>>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PortModes {
+    ports: HashMap<u16, InboundMtls>,
+    other: InboundMtls,
+}
 
 impl InboundMode {
+    /// One mode for every connection.
     pub fn new(m: InboundMtls) -> InboundMode {
-        InboundMode(Arc::new(AtomicU8::new(mode_code(m))))
+        InboundMode(Arc::new(arc_swap::ArcSwap::from_pointee(PortModes {
+            ports: HashMap::new(),
+            other: m,
+        })))
     }
 
+    /// One mode for every connection from now on.
     pub fn set(&self, m: InboundMtls) {
-        self.0.store(mode_code(m), Ordering::Relaxed);
+        self.set_ports(HashMap::new(), m);
     }
 
-    pub fn get(&self) -> InboundMtls {
-        mode_of(self.0.load(Ordering::Relaxed))
+    /// A mode per destination port, and `other` for the rest.
+    pub fn set_ports(&self, ports: HashMap<u16, InboundMtls>, other: InboundMtls) {
+        self.0.store(Arc::new(PortModes { ports, other }));
+    }
+
+    /// The mode of a connection to `port` (its original destination's), or of any
+    /// connection when `None`.
+    pub fn get(&self, port: Option<u16>) -> InboundMtls {
+        let m = self.0.load();
+        port.and_then(|p| m.ports.get(&p).copied())
+            .unwrap_or(m.other)
     }
 }
 
@@ -269,7 +275,11 @@ impl ServerApp for InboundApp {
             .get_socket_digest()
             .and_then(|d| d.peer_addr().map(|a| a.to_string()))
             .unwrap_or_default();
-        let mode = self.mode.get();
+        // Transparent mode: the workload port the peer connected to.
+        let port = stream
+            .get_socket_digest()
+            .and_then(|d| d.original_dst().and_then(|a| a.as_inet()).map(|a| a.port()));
+        let mode = self.mode.get(port);
         let tls = match mode {
             InboundMtls::Disable => false,
             InboundMtls::Strict => true,
@@ -349,7 +359,7 @@ mod tests {
     }
 
     #[test]
-    fn inbound_mode_round_trips() {
+    fn inbound_modes_by_port() {
         let m = InboundMode::new(InboundMtls::Strict);
         for x in [
             InboundMtls::Permissive,
@@ -357,7 +367,15 @@ mod tests {
             InboundMtls::Strict,
         ] {
             m.set(x);
-            assert_eq!(m.get(), x);
+            assert_eq!(m.get(None), x);
+            assert_eq!(m.get(Some(80)), x);
         }
+        m.set_ports(
+            HashMap::from([(8000, InboundMtls::Disable)]),
+            InboundMtls::Permissive,
+        );
+        assert_eq!(m.get(Some(8000)), InboundMtls::Disable);
+        assert_eq!(m.get(Some(9000)), InboundMtls::Permissive);
+        assert_eq!(m.get(None), InboundMtls::Permissive);
     }
 }

@@ -45,14 +45,19 @@ pub enum ListenerRole {
     /// A gateway listener at the edge: ACME HTTP-01 answers before routing, the
     /// client address appended to `x-forwarded-for`, `x-forwarded-proto` set.
     Gateway,
-    /// A sidecar's outbound listener in explicit-port mode: the app's requests,
-    /// routed on the snapshot listener of the authority's port (80 when none), as
-    /// Istio's outbound route configuration per service port.
-    SidecarOutbound,
-    /// A sidecar's inbound listener: every request goes to the app at `app`; the
-    /// peer's verified identity is passed in `x-forwarded-client-cert` (Istio's
-    /// format), a client's own such header is never passed on.
-    SidecarInbound { app: SocketAddr },
+    /// A sidecar's outbound listener: the app's requests, routed on the snapshot
+    /// listener of the service port, as Istio's outbound route configuration per
+    /// port. Explicit-port mode: the authority's port (80 when none). Transparent
+    /// mode (`transparent`, the connection was redirected to 15001): the original
+    /// destination's port, and a request no route claims goes to that original
+    /// destination as it is (Istio's PassthroughCluster, `ALLOW_ANY`).
+    SidecarOutbound { transparent: bool },
+    /// A sidecar's inbound listener: every request goes to the app at `app` (`None`:
+    /// transparent mode, the app on loopback at the original destination's port,
+    /// as Istio before 1.10); the peer's
+    /// verified identity is passed in `x-forwarded-client-cert` (Istio's format), a
+    /// client's own such header is never passed on.
+    SidecarInbound { app: Option<SocketAddr> },
 }
 
 /// The proxy of one listener: the snapshot holder, the port whose snapshot
@@ -68,6 +73,38 @@ pub struct RouterProxy {
     /// The workload certificate for mTLS to mesh endpoints; none: such endpoints
     /// answer 503 (never plaintext).
     certs: Option<WorkloadCerts>,
+    /// Sets `SO_MARK` on every upstream socket, so that the interception rules let
+    /// the proxy's own traffic through (`isthmus proxy init --proxy-mark`).
+    mark: Option<SockTweak>,
+}
+
+/// A hook run on each upstream socket before it connects.
+type SockTweak = Arc<dyn Fn(&tokio::net::TcpSocket) -> Result<()> + Send + Sync + 'static>;
+
+/// The hook setting `SO_MARK` to `mark`.
+fn mark_hook(mark: u32) -> SockTweak {
+    Arc::new(move |socket: &tokio::net::TcpSocket| {
+        socket2::SockRef::from(socket)
+            .set_mark(mark)
+            .map_err(|e| Error::because(ErrorType::SocketError, "setting SO_MARK", e))
+    })
+}
+
+/// The original destination of a connection that was redirected to this
+/// listener (iptables REDIRECT), if it was.
+fn original_dst(session: &Session) -> Option<SocketAddr> {
+    let digest = session.digest()?.socket_digest.as_ref()?;
+    let dst = digest
+        .original_dst()?
+        .as_inet()
+        .map(|a| SocketAddr::new(a.ip(), a.port()))?;
+    let local = digest
+        .local_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| SocketAddr::new(a.ip(), a.port()));
+    // With conntrack on, every connection reports one: a connection made to the
+    // listener itself was not redirected.
+    (Some(dst) != local).then_some(dst)
 }
 
 impl RouterProxy {
@@ -78,6 +115,15 @@ impl RouterProxy {
             scheme: "http",
             role: ListenerRole::Gateway,
             certs: None,
+            mark: None,
+        }
+    }
+
+    /// Mark every upstream socket with `mark` (`SO_MARK`).
+    pub fn with_mark(self, mark: Option<u32>) -> RouterProxy {
+        RouterProxy {
+            mark: mark.map(mark_hook),
+            ..self
         }
     }
 
@@ -99,9 +145,15 @@ impl RouterProxy {
     }
 
     /// The snapshot listener a request is routed on.
-    fn route_port(&self, authority: &str) -> u16 {
+    fn route_port(&self, authority: &str, original: Option<SocketAddr>) -> u16 {
         match self.role {
-            ListenerRole::SidecarOutbound => authority_port(authority).unwrap_or(80),
+            ListenerRole::SidecarOutbound { transparent: true } => original
+                .map(|a| a.port())
+                .or_else(|| authority_port(authority))
+                .unwrap_or(80),
+            ListenerRole::SidecarOutbound { transparent: false } => {
+                authority_port(authority).unwrap_or(80)
+            }
             _ => self.port,
         }
     }
@@ -314,9 +366,19 @@ impl ProxyHttp for RouterProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        if let ListenerRole::SidecarInbound { app, .. } = &self.role {
+        if let ListenerRole::SidecarInbound { app } = &self.role {
             // Everything to the app; the peer's identity is added upstream.
-            ctx.upstream = Some(*app);
+            // Transparent mode: the app on loopback at the port the peer connected
+            // to (so the sidecar's own calls to its pod address can be redirected
+            // to its inbound without looping).
+            ctx.upstream = app.or_else(|| {
+                original_dst(session)
+                    .map(|d| SocketAddr::new(IpAddr::from([127, 0, 0, 1]), d.port()))
+            });
+            if ctx.upstream.is_none() {
+                respond(session, 404, NO_ROUTE).await?;
+                return Ok(true);
+            }
             return Ok(false);
         }
         // ACME HTTP-01 answers come first: before routing and before httpsRedirect.
@@ -326,8 +388,14 @@ impl ProxyHttp for RouterProxy {
             return Ok(true);
         }
         let snapshot = self.holder.load();
+        let transparent = self.role == ListenerRole::SidecarOutbound { transparent: true };
+        let original = if transparent {
+            original_dst(session)
+        } else {
+            None
+        };
         let authority = request_view(session.req_header(), 0, self.scheme).authority;
-        let port = self.route_port(authority);
+        let port = self.route_port(authority, original);
         let view = request_view(session.req_header(), port, self.scheme);
         // One router serves the whole port: a request whose Host belongs to a server
         // with other TLS settings (e.g. MUTUAL) than the one this connection's
@@ -337,6 +405,11 @@ impl ProxyHttp for RouterProxy {
             return Ok(true);
         }
         let (id, cluster, endpoint) = match select(&snapshot, port, &view) {
+            Selection::NoRoute if original.is_some() => {
+                // Not a mesh service: to where the app was going (passthrough).
+                ctx.upstream = original;
+                return Ok(false);
+            }
             Selection::NoRoute => {
                 respond(session, 404, NO_ROUTE).await?;
                 return Ok(true);
@@ -388,6 +461,7 @@ impl ProxyHttp for RouterProxy {
             // Same address, same options: a stable pool key, so connections are reused.
             let mut peer = HttpPeer::new(addr, false, String::new());
             peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+            peer.options.upstream_tcp_sock_tweak_hook = self.mark.clone();
             return Ok(Box::new(peer));
         };
         // Mesh mTLS: our workload certificate, the peer verified against the mesh
@@ -407,6 +481,7 @@ impl ProxyHttp for RouterProxy {
         peer.options.verify_cert = true;
         peer.options.verify_hostname = true;
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        peer.options.upstream_tcp_sock_tweak_hook = self.mark.clone();
         Ok(Box::new(peer))
     }
 
@@ -418,7 +493,7 @@ impl ProxyHttp for RouterProxy {
     ) -> Result<()> {
         match &self.role {
             ListenerRole::Gateway => edge_forwarding_headers(session, upstream, self.scheme),
-            ListenerRole::SidecarOutbound => {
+            ListenerRole::SidecarOutbound { .. } => {
                 // A client cannot claim a mesh identity: only the inbound sets it.
                 upstream.remove_header("x-forwarded-client-cert");
                 Ok(())

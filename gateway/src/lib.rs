@@ -273,6 +273,7 @@ async fn reconcile(
         let config = ListenerConfig {
             role: ListenerRole::Gateway,
             certs: opts.certs.clone(),
+            mark: None,
         };
         let started = start_listener(holder.clone(), addr, port, certificates.clone(), config);
         match started {

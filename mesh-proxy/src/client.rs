@@ -53,6 +53,12 @@ pub struct ClientOptions {
     pub node: NodeInfo,
     /// The bootstrap token (first connection).
     pub token: Option<String>,
+    /// `SO_MARK` of the connection (under interception the proxy's own traffic
+    /// must not be redirected to itself).
+    pub mark: Option<u32>,
+    /// A gateway's service account (its identity's last part); a sidecar's comes
+    /// from its WorkloadEntry.
+    pub service_account: Option<String>,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -154,7 +160,7 @@ async fn connect_and_serve(
     events: &mpsc::Sender<Event>,
 ) -> Result<(), String> {
     let config = tls_config(opts, state)?;
-    let tcp = tokio::net::TcpStream::connect(&opts.controller)
+    let tcp = connect(&opts.controller, opts.mark)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let name = ServerName::try_from(CONTROLLER_NAME).map_err(|e| e.to_string())?;
@@ -276,15 +282,25 @@ async fn connect_and_serve(
                 };
                 let store = Store::new(good);
                 if state.identity.is_none() {
-                    // The identity is the workload's, as the configuration says
-                    // (the WorkloadEntry's service account).
-                    let own = mesh_workloads(&store, &mesh)
-                        .into_iter()
-                        .find(|w| w.namespace == opts.node.namespace && w.name == opts.node.name);
+                    // A gateway's identity is its service account's; a sidecar's is
+                    // its WorkloadEntry's, as the configuration says.
+                    let own = match &opts.service_account {
+                        Some(sa) => Some(Identity::new(
+                            mesh.trust_domain.clone(),
+                            opts.node.namespace.clone(),
+                            sa.clone(),
+                        )),
+                        None => mesh_workloads(&store, &mesh)
+                            .into_iter()
+                            .find(|w| {
+                                w.namespace == opts.node.namespace && w.name == opts.node.name
+                            })
+                            .map(|w| w.identity),
+                    };
                     if let Some(own) = own {
-                        state.identity = Some(own.identity.clone());
+                        state.identity = Some(own.clone());
                         if state.certs.current().is_none() {
-                            let csr = new_csr(state, &own.identity)?;
+                            let csr = new_csr(state, &own)?;
                             send(&mut w, &ProxyMessage::Csr { csr }).await?;
                         }
                     }
@@ -311,6 +327,26 @@ async fn connect_and_serve(
             }
         }
     }
+}
+
+/// A TCP connection to `addr` (`host:port`), its socket marked with `mark`.
+async fn connect(addr: &str, mark: Option<u32>) -> std::io::Result<tokio::net::TcpStream> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        if let Some(m) = mark {
+            socket2::SockRef::from(&socket).set_mark(m)?;
+        }
+        match socket.connect(a).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("the name resolved to no address")))
 }
 
 fn unix_now() -> i64 {

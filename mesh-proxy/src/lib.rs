@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod csr;
+pub mod intercept;
 pub mod sidecar;
 
 use std::net::SocketAddr;
@@ -21,17 +22,21 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 pub use client::{ClientOptions, Event};
-pub use sidecar::{Sidecar, SidecarStatus};
+pub use sidecar::{Interception, Sidecar, SidecarStatus};
 
 /// Run a sidecar for the workload `opts.node` until the process ends: its config
 /// and certificate come from the controller; `on_status` is called after each
 /// applied version (for the CLI's output).
-pub async fn run_sidecar(opts: ClientOptions, mut on_status: impl FnMut(&SidecarStatus, &str)) {
+pub async fn run_sidecar(
+    opts: ClientOptions,
+    interception: Option<Interception>,
+    mut on_status: impl FnMut(&SidecarStatus, &str),
+) {
     let certs = WorkloadCerts::new();
     let (tx, mut rx) = mpsc::channel(4);
     let node = opts.node.clone();
     let client = tokio::spawn(client::run(opts, certs.clone(), tx));
-    let mut sidecar = Sidecar::new(certs.clone());
+    let mut sidecar = Sidecar::new(certs.clone(), interception);
     while let Some(event) = rx.recv().await {
         match event {
             Event::Certificate => {

@@ -5,6 +5,12 @@
 //! for the app's requests, routed on the snapshot (explicit-port mode). A listener
 //! that cannot be bound is reported back (the controller hears it as a NACK) and
 //! tried again with the next snapshot.
+//!
+//! Transparent mode ([`Interception`]), as in a pod after `isthmus proxy init`: one
+//! inbound listener on 15006 for every workload port (a connection's original
+//! destination says which port, hence which mode and where the app is) and one
+//! outbound listener on 15001 (routed by the original destination's port); the
+//! proxy's own upstream sockets carry the mark the rules let through.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -15,7 +21,7 @@ use isthmus_engine::{
     ListenerRole, SnapshotHolder, SniResolver, WorkloadCerts,
 };
 use isthmus_model::push::Rejected;
-use isthmus_model::snapshot::{InboundListener, Snapshot};
+use isthmus_model::snapshot::{InboundListener, InboundMtls, Snapshot};
 use tracing::{error, info};
 
 /// A running inbound listener.
@@ -35,21 +41,51 @@ pub struct SidecarStatus {
     pub outbound: Option<SocketAddr>,
 }
 
+/// Traffic interception (transparent mode): the capture ports and the mark of the
+/// proxy's own traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interception {
+    /// Where inbound connections are redirected (Istio's 15006).
+    pub inbound_port: u16,
+    /// Where the app's outbound connections are redirected (Istio's 15001).
+    pub outbound_port: u16,
+    /// `SO_MARK` of the proxy's own upstream connections.
+    pub mark: Option<u32>,
+}
+
+impl Default for Interception {
+    fn default() -> Interception {
+        Interception {
+            inbound_port: INBOUND_CAPTURE_PORT,
+            outbound_port: OUTBOUND_CAPTURE_PORT,
+            mark: Some(PROXY_MARK),
+        }
+    }
+}
+
+/// Istio's outbound capture port.
+pub const OUTBOUND_CAPTURE_PORT: u16 = 15001;
+/// The mark of the proxy's own traffic (Istio's proxy uid, 1337).
+pub const PROXY_MARK: u32 = 1337;
+
 /// One workload's sidecar.
 pub struct Sidecar {
     holder: SnapshotHolder,
     certs: WorkloadCerts,
     inbound: BTreeMap<u16, Inbound>,
     outbound: Option<ListenerHandle>,
+    interception: Option<Interception>,
 }
 
 impl Sidecar {
-    pub fn new(certs: WorkloadCerts) -> Sidecar {
+    /// A sidecar in explicit-port mode (`interception` `None`) or transparent mode.
+    pub fn new(certs: WorkloadCerts, interception: Option<Interception>) -> Sidecar {
         Sidecar {
             holder: SnapshotHolder::default(),
             certs,
             inbound: BTreeMap::new(),
             outbound: None,
+            interception,
         }
     }
 
@@ -73,6 +109,10 @@ impl Sidecar {
     ) -> Vec<Rejected> {
         let mut rejected = Vec::new();
         self.holder.store(snapshot.clone());
+        if let Some(i) = self.interception {
+            self.apply_transparent(&snapshot, i, &mut rejected);
+            return rejected;
+        }
         let wanted: BTreeMap<u16, &InboundListener> =
             snapshot.inbound.iter().map(|l| (l.app_port, l)).collect();
         // Ports no longer wanted stop; a port whose addresses changed gets its new
@@ -114,7 +154,15 @@ impl Sidecar {
                 }
             }
             let mode = InboundMode::new(l.mtls);
-            match start_inbound_listener(bind, app, self.certs.clone(), mode.clone(), tls.clone()) {
+            let started = start_inbound_listener(
+                bind,
+                Some(app),
+                self.certs.clone(),
+                mode.clone(),
+                tls.clone(),
+                None,
+            );
+            match started {
                 Ok(handle) => {
                     info!(
                         "inbound {} -> app {app} (mTLS {:?}, {})",
@@ -148,8 +196,9 @@ impl Sidecar {
         if self.outbound.is_none() {
             if let Some(bind) = outbound {
                 let config = ListenerConfig {
-                    role: ListenerRole::SidecarOutbound,
+                    role: ListenerRole::SidecarOutbound { transparent: false },
                     certs: Some(self.certs.clone()),
+                    mark: None,
                 };
                 match start_listener(self.holder.clone(), bind, 0, None, config) {
                     Ok(h) => {
@@ -164,6 +213,91 @@ impl Sidecar {
             }
         }
         rejected
+    }
+
+    /// Transparent mode: one inbound listener for every port (modes by port), one
+    /// outbound listener, both started once.
+    fn apply_transparent(
+        &mut self,
+        snapshot: &Snapshot,
+        i: Interception,
+        rejected: &mut Vec<Rejected>,
+    ) {
+        let modes: std::collections::HashMap<u16, InboundMtls> = snapshot
+            .inbound
+            .iter()
+            .map(|l| (l.app_port, l.mtls))
+            .collect();
+        // Ports the workload does not declare: the strictest mode it has (a
+        // namespace- or mesh-wide STRICT also covers them), PERMISSIVE without any.
+        let other = [
+            InboundMtls::Strict,
+            InboundMtls::Permissive,
+            InboundMtls::Disable,
+        ]
+        .into_iter()
+        .find(|m| modes.values().any(|x| x == m))
+        .unwrap_or(InboundMtls::Permissive);
+        if let Some(running) = self.inbound.get(&0) {
+            running.mode.set_ports(modes, other);
+        } else {
+            let bind = SocketAddr::new(IpAddr::from([0, 0, 0, 0]), i.inbound_port);
+            let tls = Arc::new(SniResolver::new());
+            if let Some(m) = self.certs.current() {
+                for e in tls.update(&m.inbound_termination("inbound")) {
+                    error!("inbound: {e}");
+                }
+            }
+            let mode = InboundMode::new(other);
+            mode.set_ports(modes, other);
+            match start_inbound_listener(
+                bind,
+                None,
+                self.certs.clone(),
+                mode.clone(),
+                tls.clone(),
+                i.mark,
+            ) {
+                Ok(handle) => {
+                    info!(
+                        "inbound {} (intercepted, every workload port)",
+                        handle.local_addr()
+                    );
+                    let key = (bind, bind);
+                    self.inbound.insert(
+                        0,
+                        Inbound {
+                            handle,
+                            tls,
+                            mode,
+                            key,
+                        },
+                    );
+                }
+                Err(e) => rejected.push(Rejected {
+                    resource: "inbound capture port".into(),
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        if self.outbound.is_none() {
+            let bind = SocketAddr::new(IpAddr::from([0, 0, 0, 0]), i.outbound_port);
+            let config = ListenerConfig {
+                role: ListenerRole::SidecarOutbound { transparent: true },
+                certs: Some(self.certs.clone()),
+                mark: i.mark,
+            };
+            match start_listener(self.holder.clone(), bind, 0, None, config) {
+                Ok(h) => {
+                    info!("outbound {} (intercepted)", h.local_addr());
+                    self.outbound = Some(h);
+                }
+                Err(e) => rejected.push(Rejected {
+                    resource: "outbound capture port".into(),
+                    reason: e.to_string(),
+                }),
+            }
+        }
     }
 
     /// The workload certificate changed: new inbound handshakes use it.
