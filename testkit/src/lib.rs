@@ -324,6 +324,9 @@ pub struct Up {
     pub proc: Proc,
     /// (declared Gateway port, local address) for every listener printed at start.
     pub listeners: Vec<(u16, SocketAddr)>,
+    /// Where `up` wrote its runtime file (for `proxy-status` without flags), unless
+    /// the command chose it.
+    pub runtime_dir: Option<PathBuf>,
 }
 
 impl Up {
@@ -344,6 +347,7 @@ impl Up {
             .map(|(k, _)| k.to_string_lossy().into_owned())
             .collect();
         let runtime = runtime_dir();
+        let own_runtime = !set.iter().any(|s| s == "ISTHMUS_RUNTIME_DIR");
         for (k, v) in [
             ("ISTHMUS_XDS_PORT", "0".to_string()),
             ("ISTHMUS_ADMIN_PORT", "0".to_string()),
@@ -362,7 +366,11 @@ impl Up {
             .iter()
             .filter_map(|l| parse_listener_line(l))
             .collect();
-        Up { proc, listeners }
+        Up {
+            proc,
+            listeners,
+            runtime_dir: own_runtime.then_some(runtime),
+        }
     }
 
     /// Wait until the HTTPS listener of Gateway port `port` (1024 and above: bound
