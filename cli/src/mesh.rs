@@ -483,11 +483,13 @@ pub async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         mark: args.transparent.then_some(args.capture.proxy_mark),
         service_account: None,
     };
-    let interception = args.transparent.then_some(isthmus_mesh_proxy::Interception {
-        inbound_port: args.capture.inbound_capture_port,
-        outbound_port: args.capture.outbound_capture_port,
-        mark: Some(args.capture.proxy_mark),
-    });
+    let interception = args
+        .transparent
+        .then_some(isthmus_mesh_proxy::Interception {
+            inbound_port: args.capture.inbound_capture_port,
+            outbound_port: args.capture.outbound_capture_port,
+            mark: Some(args.capture.proxy_mark),
+        });
     let key = format!("{}/{}", args.namespace, name);
     let mut last = String::new();
     let sidecar = isthmus_mesh_proxy::run_sidecar(opts, interception, move |status, identity| {

@@ -206,7 +206,22 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let watch = tokio::spawn(controller.watch());
     let follow = tokio::spawn(async move {
-        while set.changed().await.is_ok() {
+        // A sidecar process that ended is started again (a second later at most).
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                changed = set.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                _ = check.tick() => {
+                    if !proxies.reap() {
+                        continue;
+                    }
+                }
+            }
             let next = set.borrow_and_update().clone();
             proxies.reconcile(&next).await;
         }
@@ -246,6 +261,21 @@ impl Drop for Tasks {
 }
 
 impl Proxies {
+    /// Forget the sidecar processes that ended (logged); whether any did.
+    fn reap(&mut self) -> bool {
+        let mut ended = Vec::new();
+        for (id, child) in &mut self.sidecars {
+            if let Ok(Some(status)) = child.try_wait() {
+                eprintln!("{id}: its process ended ({status}); starting it again");
+                ended.push(id.clone());
+            }
+        }
+        for id in &ended {
+            self.sidecars.remove(id);
+        }
+        !ended.is_empty()
+    }
+
     /// Start what `set` has and is not running; stop what it no longer has.
     async fn reconcile(&mut self, set: &ProxySet) {
         let ids: Vec<String> = set.proxies.iter().map(|p| p.kind.id()).collect();

@@ -347,3 +347,33 @@ fn bad_mesh_input_is_a_clear_error_and_nothing_else_is_affected() {
     let (ok, text) = batch(&format!("http://{}", up.addr(80)), "web", 5);
     assert_eq!(ok, 5, "{text}");
 }
+
+#[test]
+fn a_sidecar_process_that_dies_is_started_again_by_up() {
+    let p = free_ports(6);
+    let dir = ConfigDir::new();
+    mesh_config(&dir, p[1], [p[2], p[3], p[4], p[5]], false);
+    let mut up = Up::start(Path::new(BIN), dir.path(), &[]);
+    let admin = admin_of(&mut up.proc);
+    wait_status(&admin, "SYNCED", |l| {
+        l.len() == 2 && l.iter().all(|p| p["status"] == "SYNCED")
+    });
+    let killed = Command::new("pkill")
+        .args([
+            "-KILL",
+            "-f",
+            &format!("isthmus proxy .*--controller .*--name sleep"),
+        ])
+        .status()
+        .expect("pkill");
+    assert!(killed.success(), "the sleep sidecar was running");
+    up.proc.wait_for_all(
+        Duration::from_secs(5),
+        &["sidecar default/sleep", "ended", "starting it again"],
+    );
+    wait_status(&admin, "SYNCED again", |l| {
+        l.len() == 2 && l.iter().all(|p| p["status"] == "SYNCED")
+    });
+    let (ok, text) = batch(&format!("http://{}", local(p[5])), "web:8000", 5);
+    assert_eq!(ok, 5, "{text}");
+}
