@@ -358,12 +358,14 @@ fn a_sidecar_process_that_dies_is_started_again_by_up() {
     wait_status(&admin, "SYNCED", |l| {
         l.len() == 2 && l.iter().all(|p| p["status"] == "SYNCED")
     });
+    // This up's sleep sidecar only (other tests run theirs): by its controller.
+    let push = up.proc.wait_for_line(Duration::from_secs(1), |l| {
+        let rest = l.split_once("controller: push ")?.1;
+        Some(rest.split(' ').next()?.to_string())
+    });
+    let pattern = format!("isthmus proxy .*--controller {push} .*--name sleep");
     let killed = Command::new("pkill")
-        .args([
-            "-KILL",
-            "-f",
-            &format!("isthmus proxy .*--controller .*--name sleep"),
-        ])
+        .args(["-KILL", "-f", &pattern])
         .status()
         .expect("pkill");
     assert!(killed.success(), "the sleep sidecar was running");
