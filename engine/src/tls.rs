@@ -6,27 +6,27 @@
 //! with different TLS modes, CAs or versions share a port, which one Pingora
 //! `TlsSettings` per listener cannot do. The SNI map is built from a snapshot's
 //! [`TlsTermination`] (PEM in, parsed here) and swapped atomically: new handshakes see
-//! the new settings, established connections keep theirs. Choice: an exact name,
-//! then the longest `*` suffix, then `*`; no SNI: the `*` server. A name whose server
-//! cannot serve (no usable certificate or client CA), or no match at all, is refused
-//! with an `access_denied` alert.
+//! the new settings, established connections keep theirs. The map is the model's
+//! best-match table ([`NameIndex`], SNI rules: case and one trailing dot ignored),
+//! the same choice `TlsTermination::server_for` makes: an exact name, then the
+//! longest `*` suffix, then `*`; no SNI: the `*` server. A name whose server cannot
+//! serve (no usable certificate or client CA), or no match at all, is refused with
+//! an `access_denied` alert.
 //!
 //! Client certificates (MUTUAL, OPTIONAL_MUTUAL) are checked inside the handshake: a
 //! chain to the server's CA (webpki), then `subjectAltNames` and the
-//! `verifyCertificate*` pins ([`x509`] reads the SANs and the public key), so a
-//! refused client never gets to send a request. Each accepted connection carries a
-//! [`TlsConnection`] in its `SslDigest` extension, for checks per request
-//! ([`TlsConnection::admits`]).
+//! `verifyCertificate*` pins (the model's DER reader, [`isthmus_model::der`], reads
+//! the SANs and the public key), so a refused client never gets to send a request.
+//! Each accepted connection carries a [`TlsConnection`] in its `SslDigest`
+//! extension, for checks per request ([`TlsConnection::admits`]).
 
-mod x509;
-
-use std::collections::HashMap;
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use isthmus_model::der::{self, San};
+use isthmus_model::host::{NameIndex, TrailingDot};
 use isthmus_model::snapshot::{
     CipherSuite, ClientCertificate, ClientVerification, TlsCredential, TlsPolicy, TlsTermination,
     TlsVersion,
@@ -155,51 +155,20 @@ enum Target {
     Refuse,
 }
 
-/// SNI pattern -> target.
-#[derive(Default)]
-struct SniMap {
-    exact: HashMap<String, Target>,
-    /// `*suffix` patterns as (`suffix`, target), longest suffix first.
-    wildcards: Vec<(String, Target)>,
-    any: Option<Target>,
+/// SNI pattern -> target: servers first, then PASSTHROUGH routes; the first
+/// claimant of a pattern keeps it.
+type SniMap = NameIndex<Target>;
+
+/// An empty map with the SNI rules (one trailing dot ignored).
+fn sni_map() -> SniMap {
+    NameIndex::new(TrailingDot::Ignored)
 }
 
-impl SniMap {
-    fn insert(&mut self, pattern: &str, target: Target) {
-        if pattern == "*" {
-            self.any.get_or_insert(target);
-        } else if let Some(suffix) = pattern.strip_prefix('*') {
-            if !self.wildcards.iter().any(|(s, _)| s == suffix) {
-                self.wildcards.push((suffix.to_string(), target));
-            }
-        } else {
-            self.exact.entry(pattern.to_string()).or_insert(target);
-        }
-    }
-
-    fn lookup(&self, sni: Option<&str>) -> Option<&Target> {
-        let Some(name) = sni else {
-            return self.any.as_ref();
-        };
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(target) = self.exact.get(&name) {
-            return Some(target);
-        }
-        for (suffix, target) in &self.wildcards {
-            // A wildcard needs a non-empty label in front: `*.a.test` is not `a.test`.
-            if name.len() > suffix.len() && name.ends_with(suffix.as_str()) {
-                return Some(target);
-            }
-        }
-        self.any.as_ref()
-    }
-
-    /// The terminating server for a name, if that is what it gets.
-    fn served(&self, sni: Option<&str>) -> Option<&Arc<Served>> {
-        match self.lookup(sni)? {
-            Target::Terminate(served) => Some(served),
-            _ => None,
-        }
+/// The terminating server for a name, if that is what it gets.
+fn served<'m>(map: &'m SniMap, sni: Option<&str>) -> Option<&'m Arc<Served>> {
+    match map.get(sni)? {
+        Target::Terminate(served) => Some(served),
+        _ => None,
     }
 }
 
@@ -251,7 +220,7 @@ impl SniResolver {
         // Pingora's `TlsSettings::build` installs it too; verifiers need it first.
         pingora::tls::install_default_crypto_provider();
         SniResolver {
-            map: ArcSwap::from_pointee(SniMap::default()),
+            map: ArcSwap::from_pointee(sni_map()),
             provider: Arc::new(rustls::crypto::ring::default_provider()),
             loaded: Mutex::new(Vec::new()),
         }
@@ -265,7 +234,7 @@ impl SniResolver {
         let mut loaded = self.loaded.lock();
         let mut next: Vec<Loaded> = Vec::new();
         let mut errors = Vec::new();
-        let mut map = SniMap::default();
+        let mut map = sni_map();
         for server in &tls.servers {
             let setup = server.credential.as_ref().and_then(|cred| {
                 if server.policy.client_certificate == ClientCertificate::Unavailable {
@@ -311,9 +280,6 @@ impl SniResolver {
                 map.insert(pattern, Target::Passthrough);
             }
         }
-        // Longest suffix first; stable, so the first server keeps equal lengths.
-        map.wildcards
-            .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
         self.map.store(Arc::new(map));
         *loaded = next;
         errors
@@ -321,12 +287,12 @@ impl SniResolver {
 
     /// The certificate a handshake with this SNI (or none) gets.
     pub fn certificate_for(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        self.map.load().served(sni).map(|s| s.setup.cert.clone())
+        served(&self.map.load(), sni).map(|s| s.setup.cert.clone())
     }
 
     /// The rustls settings a handshake with this SNI (or none) gets.
     pub fn config_for(&self, sni: Option<&str>) -> Option<Arc<ServerConfig>> {
-        self.map.load().served(sni).map(|s| s.setup.config.clone())
+        served(&self.map.load(), sni).map(|s| s.setup.config.clone())
     }
 
     /// Read the ClientHello of a freshly accepted TCP connection and act on its SNI:
@@ -349,7 +315,7 @@ impl SniResolver {
         if hello.acme_tls_alpn {
             return answer_tls_alpn_challenge(tcp, hello.bytes, sni).await;
         }
-        let target = self.map.load().lookup(sni.as_deref()).cloned();
+        let target = self.map.load().get(sni.as_deref()).cloned();
         let served = match target {
             Some(Target::Terminate(served)) => served,
             Some(Target::Passthrough) => {
@@ -427,12 +393,7 @@ impl fmt::Debug for SniResolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let map = self.map.load();
         f.debug_struct("SniResolver")
-            .field("exact", &map.exact.keys().collect::<Vec<_>>())
-            .field(
-                "wildcards",
-                &map.wildcards.iter().map(|(s, _)| s).collect::<Vec<_>>(),
-            )
-            .field("any", &map.any.is_some())
+            .field("patterns", &map.patterns().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -561,14 +522,14 @@ impl TlsAccept for OnHandshake {
 
 /// The `spiffe://` URI SAN of a certificate (DER), if it has exactly one.
 pub fn spiffe_id(der: &[u8]) -> Option<String> {
-    let mut ids = x509::subject_alt_names(der)?
+    let mut ids = der::subject_alt_names(der)?
         .into_iter()
         .filter_map(|san| match san {
             San::Uri(uri) if uri.starts_with("spiffe://") => Some(uri),
             _ => None,
         });
     let first = ids.next()?;
-    ids.next().is_none().then_some(first)
+    ids.next().is_none().then(|| first.to_string())
 }
 
 /// The placeholder resolver of [`acceptor`]'s throw-away configuration.
@@ -738,7 +699,7 @@ impl ClientChecks {
             }
         }
         if !self.subject_alt_names.is_empty() {
-            let sans = x509::subject_alt_names(der)
+            let sans = der::subject_alt_names(der)
                 .ok_or_else(|| "its subjectAltName cannot be read".to_string())?;
             if !sans
                 .iter()
@@ -760,7 +721,7 @@ impl ClientChecks {
             .certificate_sha256
             .iter()
             .any(|pin| pin[..] == digest(der)[..]);
-        let spki_pinned = x509::spki(der).is_some_and(|spki| {
+        let spki_pinned = der::subject_public_key_info(der).is_some_and(|spki| {
             self.spki_sha256
                 .iter()
                 .any(|pin| pin[..] == digest(spki)[..])
@@ -823,55 +784,6 @@ impl ClientCertVerifier for ClientChecks {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
-    }
-}
-
-/// A SAN of a client certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum San {
-    Dns(String),
-    Uri(String),
-    Email(String),
-    Ip(IpAddr),
-}
-
-impl San {
-    /// Whether this SAN is the `subjectAltNames` entry `want`: equal (DNS names
-    /// case-insensitively, IP addresses as addresses), or a `*.suffix` DNS SAN
-    /// covering one label in front of `suffix` (as Envoy matches DNS SANs).
-    fn matches(&self, want: &str) -> bool {
-        match self {
-            San::Dns(dns) => {
-                if dns.eq_ignore_ascii_case(want) {
-                    return true;
-                }
-                let Some(suffix) = dns.strip_prefix('*') else {
-                    return false;
-                };
-                let Some(label_len) = want.len().checked_sub(suffix.len()) else {
-                    return false;
-                };
-                suffix.starts_with('.')
-                    && label_len > 0
-                    && want.is_char_boundary(label_len)
-                    && !want[..label_len].contains('.')
-                    && want[label_len..].eq_ignore_ascii_case(suffix)
-            }
-            San::Uri(uri) => uri == want,
-            San::Email(email) => email == want,
-            San::Ip(ip) => want.parse::<IpAddr>().is_ok_and(|w| w == *ip),
-        }
-    }
-}
-
-impl fmt::Display for San {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            San::Dns(v) => write!(f, "DNS:{v}"),
-            San::Uri(v) => write!(f, "URI:{v}"),
-            San::Email(v) => write!(f, "email:{v}"),
-            San::Ip(v) => write!(f, "IP:{v}"),
-        }
     }
 }
 
@@ -1420,15 +1332,7 @@ mod tests {
 
     #[test]
     fn client_checks_match_sans_and_pins() {
-        let dns = San::Dns("*.w.test".into());
-        assert!(dns.matches("a.w.test") && dns.matches("A.W.TEST"));
-        assert!(!dns.matches("w.test") && !dns.matches("a.b.w.test") && !dns.matches(".w.test"));
-        assert!(San::Dns("a.test".into()).matches("A.test"));
-        assert!(San::Ip("::1".parse().expect("ip")).matches("0:0::1"));
-        assert!(!San::Ip("10.0.0.1".parse().expect("ip")).matches("10.0.0.2"));
-        assert!(San::Uri("spiffe://td/x".into()).matches("spiffe://td/x"));
-        assert!(!San::Uri("spiffe://td/x".into()).matches("spiffe://td/X"));
-
+        // `San::matches` itself is tested with the reader, in the model.
         let ca = Ca::new("pins");
         let (pem, _) = ca.leaf("pinned", "DNS:p.test", "clientAuth");
         let der = CertificateDer::from_pem_slice(&pem).expect("pem").to_vec();
@@ -1436,7 +1340,7 @@ mod tests {
             <[u8; 32]>::try_from(hash_certificate(&CertificateDer::from(b.to_vec())))
                 .expect("32 bytes")
         };
-        let spki = x509::spki(&der).expect("spki");
+        let spki = der::subject_public_key_info(&der).expect("spki");
         let checks = |sans: &[&str], certs: Vec<[u8; 32]>, spkis: Vec<[u8; 32]>| ClientChecks {
             inner: WebPkiClientVerifier::no_client_auth(),
             subject_alt_names: sans.iter().map(|s| s.to_string()).collect(),

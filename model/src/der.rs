@@ -1,9 +1,18 @@
-//! Just enough DER (X.690) to read what isthmus checks in a TLS Secret without a
-//! crypto library: a certificate's validity period and public key, and the public
-//! half a private key carries (RSA modulus and exponent; the EC or Ed25519 point of
-//! SEC1 and PKCS#8 keys when they include it). Also UTC calendar arithmetic for the
-//! certificate times. Malformed input gives `None`, never a panic.
+//! The one DER (X.690) reader of isthmus, just enough to read certificates and keys
+//! without a crypto library: a certificate's validity period and public key, and
+//! the public half a private key carries (RSA modulus and exponent; the EC or
+//! Ed25519 point of SEC1 and PKCS#8 keys when they include it), checked in TLS
+//! Secrets; a certificate's subjectAltName entries ([`subject_alt_names`], [`San`]:
+//! DNS, URI, e-mail, IP; the SPIFFE identity) and its encoded SubjectPublicKeyInfo
+//! ([`subject_public_key_info`], what `verifyCertificateSpki` pins), read by the
+//! engine from client certificates webpki has verified. Also UTC calendar
+//! arithmetic for the certificate times. Malformed input gives `None`, never a
+//! panic.
 
+use std::fmt;
+use std::net::IpAddr;
+
+const BOOLEAN: u8 = 0x01;
 const INTEGER: u8 = 0x02;
 const BIT_STRING: u8 = 0x03;
 const OCTET_STRING: u8 = 0x04;
@@ -17,6 +26,16 @@ const CONTEXT_0: u8 = 0xa0;
 const CONTEXT_1: u8 = 0xa1;
 /// `[1]` primitive (IMPLICIT BIT STRING): PKCS#8 v2's public key.
 const CONTEXT_1_PRIMITIVE: u8 = 0x81;
+/// `[3]` constructed: a certificate's extensions.
+const CONTEXT_3: u8 = 0xa3;
+/// GeneralName `[1] rfc822Name` (IMPLICIT IA5String).
+const SAN_EMAIL: u8 = 0x81;
+/// GeneralName `[2] dNSName` (IMPLICIT IA5String).
+const SAN_DNS: u8 = 0x82;
+/// GeneralName `[6] uniformResourceIdentifier` (IMPLICIT IA5String).
+const SAN_URI: u8 = 0x86;
+/// GeneralName `[7] iPAddress` (IMPLICIT OCTET STRING).
+const SAN_IP: u8 = 0x87;
 
 /// rsaEncryption 1.2.840.113549.1.1.1.
 const OID_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
@@ -26,6 +45,8 @@ const OID_RSA_PSS: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0
 const OID_EC: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
 /// id-Ed25519 1.3.101.112.
 const OID_ED25519: &[u8] = &[0x2b, 0x65, 0x70];
+/// id-ce-subjectAltName 2.5.29.17.
+const OID_SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
 
 /// A reader over the concatenated elements of some DER contents.
 struct Reader<'a> {
@@ -60,6 +81,19 @@ impl<'a> Reader<'a> {
         let (contents, rest) = after_len.split_at(len);
         self.rest = rest;
         Some((tag, contents))
+    }
+
+    /// The next element's tag, contents and whole encoding (header included).
+    fn any_whole(&mut self) -> Option<(u8, &'a [u8], &'a [u8])> {
+        let before = self.rest;
+        let (tag, contents) = self.any()?;
+        let whole = before.get(..before.len() - self.rest.len())?;
+        Some((tag, contents, whole))
+    }
+
+    /// Whether every element has been read.
+    fn is_empty(&self) -> bool {
+        self.rest.is_empty()
     }
 
     /// The contents of the next element, which must have tag `tag`.
@@ -166,22 +200,153 @@ pub struct Certificate<'a> {
 
 /// Read a DER X.509 certificate: `None` when it is not one.
 pub fn certificate(der: &[u8]) -> Option<Certificate<'_>> {
+    let tbs = tbs(der)?;
+    let mut validity = Reader::new(tbs.validity);
+    let not_before = time(&mut validity)?;
+    let not_after = time(&mut validity)?;
+    let key = spki(tbs.spki_contents)?;
+    Some(Certificate {
+        not_before,
+        not_after,
+        key,
+    })
+}
+
+/// A certificate's `tbsCertificate`, read up to its key.
+struct Tbs<'a> {
+    /// The contents of `validity`.
+    validity: &'a [u8],
+    /// The `subjectPublicKeyInfo` element, header included.
+    spki_whole: &'a [u8],
+    /// Its contents.
+    spki_contents: &'a [u8],
+    /// What follows: `[1]` issuerUniqueID, `[2]` subjectUniqueID, `[3]` extensions.
+    rest: Reader<'a>,
+}
+
+/// The `tbsCertificate` of a DER certificate, when it reads as one.
+fn tbs(der: &[u8]) -> Option<Tbs<'_>> {
     let mut cert = Reader::new(whole(der, SEQUENCE)?);
     let mut tbs = Reader::new(cert.take(SEQUENCE)?);
     tbs.optional(CONTEXT_0); // version
     tbs.take(INTEGER)?; // serialNumber
     tbs.take(SEQUENCE)?; // signature
     tbs.take(SEQUENCE)?; // issuer
-    let mut validity = Reader::new(tbs.take(SEQUENCE)?);
-    let not_before = time(&mut validity)?;
-    let not_after = time(&mut validity)?;
+    let validity = tbs.take(SEQUENCE)?;
     tbs.take(SEQUENCE)?; // subject
-    let key = spki(tbs.take(SEQUENCE)?)?;
-    Some(Certificate {
-        not_before,
-        not_after,
-        key,
+    let (tag, spki_contents, spki_whole) = tbs.any_whole()?;
+    (tag == SEQUENCE).then_some(Tbs {
+        validity,
+        spki_whole,
+        spki_contents,
+        rest: tbs,
     })
+}
+
+/// A certificate's DER `SubjectPublicKeyInfo`, header included: what
+/// `verifyCertificateSpki` hashes (as `openssl pkey -pubout -outform DER` writes it).
+pub fn subject_public_key_info(der: &[u8]) -> Option<&[u8]> {
+    Some(tbs(der)?.spki_whole)
+}
+
+/// One subjectAltName entry of a certificate (the kinds isthmus checks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum San<'a> {
+    Dns(&'a str),
+    Uri(&'a str),
+    Email(&'a str),
+    Ip(IpAddr),
+}
+
+impl San<'_> {
+    /// Whether this SAN is the `subjectAltNames` entry `want` (Istio's
+    /// `ServerTLSSettings`): equal (DNS names case-insensitively, IP addresses as
+    /// addresses), or a `*.suffix` DNS SAN covering one label in front of `suffix`
+    /// (as Envoy matches DNS SANs).
+    pub fn matches(&self, want: &str) -> bool {
+        match *self {
+            San::Dns(dns) => {
+                if dns.eq_ignore_ascii_case(want) {
+                    return true;
+                }
+                let Some(suffix) = dns.strip_prefix('*') else {
+                    return false;
+                };
+                let Some(label_len) = want.len().checked_sub(suffix.len()) else {
+                    return false;
+                };
+                suffix.starts_with('.')
+                    && label_len > 0
+                    && want.is_char_boundary(label_len)
+                    && !want[..label_len].contains('.')
+                    && want[label_len..].eq_ignore_ascii_case(suffix)
+            }
+            San::Uri(uri) => uri == want,
+            San::Email(email) => email == want,
+            San::Ip(ip) => want.parse::<IpAddr>().is_ok_and(|w| w == ip),
+        }
+    }
+}
+
+impl fmt::Display for San<'_> {
+    /// As OpenSSL names the kinds: `DNS:a.test`, `URI:...`, `email:...`, `IP:...`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            San::Dns(v) => write!(f, "DNS:{v}"),
+            San::Uri(v) => write!(f, "URI:{v}"),
+            San::Email(v) => write!(f, "email:{v}"),
+            San::Ip(v) => write!(f, "IP:{v}"),
+        }
+    }
+}
+
+/// The DNS, URI, e-mail and IP entries of a DER certificate's subjectAltName
+/// extension, in order (other kinds are skipped); empty when it has none. `None`
+/// when the certificate or the extension cannot be read.
+pub fn subject_alt_names(der: &[u8]) -> Option<Vec<San<'_>>> {
+    let mut rest = tbs(der)?.rest;
+    let extensions = loop {
+        if rest.is_empty() {
+            return Some(Vec::new());
+        }
+        match rest.any()? {
+            (CONTEXT_3, contents) => break contents,
+            _ => continue, // issuerUniqueID, subjectUniqueID
+        }
+    };
+    let mut extensions = Reader::new(whole(extensions, SEQUENCE)?);
+    while !extensions.is_empty() {
+        // extnID, critical (BOOLEAN DEFAULT FALSE), extnValue (OCTET STRING).
+        let mut extension = Reader::new(extensions.take(SEQUENCE)?);
+        if extension.take(OID)? != OID_SUBJECT_ALT_NAME {
+            continue;
+        }
+        extension.optional(BOOLEAN);
+        return general_names(extension.take(OCTET_STRING)?);
+    }
+    Some(Vec::new())
+}
+
+/// The entries of a DER `GeneralNames` this module knows.
+fn general_names(der: &[u8]) -> Option<Vec<San<'_>>> {
+    let mut names = Reader::new(whole(der, SEQUENCE)?);
+    let mut out = Vec::new();
+    while !names.is_empty() {
+        let (tag, bytes) = names.any()?;
+        let text = || std::str::from_utf8(bytes).ok();
+        out.push(match tag {
+            SAN_EMAIL => San::Email(text()?),
+            SAN_DNS => San::Dns(text()?),
+            SAN_URI => San::Uri(text()?),
+            SAN_IP => San::Ip(match bytes.len() {
+                4 => IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+                16 => IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+                _ => return None,
+            }),
+            _ => continue,
+        });
+    }
+    Some(out)
 }
 
 /// A `SubjectPublicKeyInfo`'s key (its contents given).
@@ -403,6 +568,8 @@ mod tests {
         ];
         for der in inputs {
             assert_eq!(certificate(der), None, "{der:?}");
+            assert_eq!(subject_alt_names(der), None, "{der:?}");
+            assert_eq!(subject_public_key_info(der), None, "{der:?}");
             for label in ["RSA PRIVATE KEY", "EC PRIVATE KEY", "PRIVATE KEY"] {
                 assert_eq!(private_key(label, der), None, "{label} {der:?}");
             }
@@ -443,5 +610,67 @@ mod tests {
             PublicKey::Other(&[1]).matches(&PublicKey::Other(&[2])),
             Some(false)
         );
+    }
+
+    #[test]
+    fn san_matching() {
+        let dns = San::Dns("*.w.test");
+        assert!(dns.matches("a.w.test") && dns.matches("A.W.TEST"));
+        assert!(!dns.matches("w.test") && !dns.matches("a.b.w.test") && !dns.matches(".w.test"));
+        assert!(
+            !San::Dns("*w.test").matches("aw.test"),
+            "only `*.` wildcards"
+        );
+        assert!(San::Dns("a.test").matches("A.test"));
+        assert!(San::Ip("::1".parse().expect("ip")).matches("0:0::1"));
+        assert!(!San::Ip("10.0.0.1".parse().expect("ip")).matches("10.0.0.2"));
+        assert!(!San::Ip("10.0.0.1".parse().expect("ip")).matches("a.test"));
+        assert!(San::Uri("spiffe://td/x").matches("spiffe://td/x"));
+        assert!(!San::Uri("spiffe://td/x").matches("spiffe://td/X"));
+        assert!(San::Email("o@p.test").matches("o@p.test"));
+        assert!(!San::Email("o@p.test").matches("O@p.test"));
+        assert!(!San::Dns("é.test").matches("x.test"));
+        let shown: Vec<String> = [
+            San::Dns("a.test"),
+            San::Uri("spiffe://td/x"),
+            San::Email("o@p.test"),
+            San::Ip("::1".parse().expect("ip")),
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(
+            shown,
+            [
+                "DNS:a.test",
+                "URI:spiffe://td/x",
+                "email:o@p.test",
+                "IP:::1"
+            ]
+        );
+    }
+
+    #[test]
+    fn general_names_by_tag() {
+        let names = [
+            0x30, 20, // GeneralNames
+            0x82, 3, b'a', b'.', b't', // dNSName
+            0x88, 3, 0x2a, 0x03, 0x04, // registeredID: skipped
+            0x87, 4, 10, 0, 0, 1, // iPAddress
+            0x81, 2, b'o', b'@', // rfc822Name
+        ];
+        assert_eq!(
+            general_names(&names),
+            Some(vec![
+                San::Dns("a.t"),
+                San::Ip("10.0.0.1".parse().expect("ip")),
+                San::Email("o@"),
+            ])
+        );
+        // An address of another length, text that is not UTF-8, a short element.
+        assert_eq!(general_names(&[0x30, 5, 0x87, 3, 1, 2, 3]), None);
+        assert_eq!(general_names(&[0x30, 3, 0x86, 1, 0xff]), None);
+        assert_eq!(general_names(&[0x30, 3, 0x86, 2, b'a']), None);
+        assert_eq!(general_names(&[0x30, 0]), Some(Vec::new()));
     }
 }

@@ -1,12 +1,15 @@
 //! The compiled, immutable per-proxy configuration ([`Snapshot`]) and the request
 //! routing over it (virtual host by authority, then first matching route). Built by
 //! [`crate::compile`]; read by the engine behind an `ArcSwap`, so nothing here locks.
+//! Virtual hosts by authority and TLS servers by SNI are chosen with the one
+//! best-match table of host patterns, [`crate::host::NameIndex`].
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use regex::Regex;
+
+use crate::host::{best_match, NameIndex, TrailingDot};
 
 /// Everything one gateway (or, later, sidecar) serves.
 #[derive(Debug, Default)]
@@ -108,50 +111,37 @@ pub struct TlsTermination {
 impl TlsTermination {
     /// The server a handshake with this SNI (or none) gets, by the rules above: an
     /// exact name (case-insensitive, a trailing dot ignored), then the longest `*`
-    /// suffix with a non-empty label in front, then `*`. The engine keeps an indexed
-    /// copy of this choice for handshakes; this one is for checks per request.
+    /// suffix with a non-empty label in front, then `*` ([`NameIndex`] with
+    /// [`TrailingDot::Ignored`]). The engine indexes the same pairs for handshakes;
+    /// this scan ([`best_match`]: a snapshot keeps no index of them) is for checks
+    /// per request.
     pub fn server_for(&self, sni: Option<&str>) -> Option<&TlsServer> {
-        choose_by_sni(&self.servers, |s| &s.sni, sni)
+        best_match(
+            sni_pairs(&self.servers, |s| &s.sni),
+            sni,
+            TrailingDot::Ignored,
+        )
     }
 
     /// The PASSTHROUGH route a connection with this SNI is forwarded by, by the
     /// same rules (a connection without SNI only matches a `*` route).
     pub fn passthrough_for(&self, sni: Option<&str>) -> Option<&PassthroughRoute> {
-        choose_by_sni(&self.passthrough, |r| &r.sni, sni)
+        best_match(
+            sni_pairs(&self.passthrough, |r| &r.sni),
+            sni,
+            TrailingDot::Ignored,
+        )
     }
 }
 
-/// The item whose SNI patterns fit `sni` best: an exact name, then the longest `*`
-/// suffix with a non-empty label in front, then `*`; the first item on ties.
-fn choose_by_sni<'a, T>(
+/// (pattern, item) for every SNI pattern of every item, in order.
+fn sni_pairs<'a, T>(
     items: &'a [T],
-    patterns: impl Fn(&T) -> &[String],
-    sni: Option<&str>,
-) -> Option<&'a T> {
-    let any = || items.iter().find(|s| patterns(s).iter().any(|p| p == "*"));
-    let Some(name) = sni else {
-        return any();
-    };
-    let name = name.strip_suffix('.').unwrap_or(name);
-    let exact = items
+    patterns: impl Fn(&'a T) -> &'a [String] + 'a,
+) -> impl Iterator<Item = (&'a str, &'a T)> {
+    items
         .iter()
-        .find(|s| patterns(s).iter().any(|p| p.eq_ignore_ascii_case(name)));
-    if exact.is_some() {
-        return exact;
-    }
-    let mut best: Option<(usize, &T)> = None;
-    for s in items {
-        for suffix in patterns(s).iter().filter_map(|p| p.strip_prefix('*')) {
-            let fits = !suffix.is_empty()
-                && name.len() > suffix.len()
-                && name.is_char_boundary(name.len() - suffix.len())
-                && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix);
-            if fits && best.is_none_or(|(len, _)| suffix.len() > len) {
-                best = Some((suffix.len(), s));
-            }
-        }
-    }
-    best.map(|(_, s)| s).or_else(any)
+        .flat_map(move |item| patterns(item).iter().map(move |p| (p.as_str(), item)))
 }
 
 /// One VirtualService `tls` route match on a PASSTHROUGH server: the connection is
@@ -383,101 +373,29 @@ pub struct Listener {
 #[derive(Debug, Default)]
 pub struct Router {
     pub vhosts: Vec<VirtualHost>,
-    /// Exact (lower-cased) domain -> vhost index.
-    exact: HashMap<String, usize>,
-    /// `*.suffix` domains by their suffix (`.suffix`, starting with a dot).
-    dot_suffixes: HashMap<String, usize>,
-    /// Other `*suffix` domains (no dot after the `*`), longest first. Usually empty.
-    other_suffixes: Vec<(String, usize)>,
-    /// The `*` vhost, if any.
-    any: Option<usize>,
+    /// Domain pattern -> vhost index; a trailing dot of the host is significant.
+    domains: NameIndex<usize>,
 }
-
-/// Longest host name looked up without allocating (DNS names are at most 253 bytes).
-const MAX_STACK_HOST: usize = 256;
 
 impl Router {
     /// Build the domain index. Domains are lower-cased here; a domain that appears in
     /// more than one vhost keeps the first.
     pub fn new(vhosts: Vec<VirtualHost>) -> Router {
-        let mut exact = HashMap::new();
-        let mut dot_suffixes = HashMap::new();
-        let mut other_suffixes: Vec<(String, usize)> = Vec::new();
-        let mut any = None;
-        for (i, vh) in vhosts.iter().enumerate() {
-            for d in &vh.domains {
-                let d = d.to_ascii_lowercase();
-                if d == "*" {
-                    any.get_or_insert(i);
-                } else if let Some(rest) = d.strip_prefix('*') {
-                    if rest.starts_with('.') {
-                        dot_suffixes.entry(rest.to_string()).or_insert(i);
-                    } else if !other_suffixes.iter().any(|(s, _)| s == rest) {
-                        other_suffixes.push((rest.to_string(), i));
-                    }
-                } else {
-                    exact.entry(d).or_insert(i);
-                }
-            }
-        }
-        // Longest suffix wins (Envoy's wildcard order); stable for equal lengths.
-        other_suffixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
-        Router {
-            vhosts,
-            exact,
-            dot_suffixes,
-            other_suffixes,
-            any,
-        }
+        let pairs = vhosts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, vh)| vh.domains.iter().map(move |d| (d, i)));
+        let domains = NameIndex::from_pairs(TrailingDot::Kept, pairs);
+        Router { vhosts, domains }
     }
 
     /// The virtual host for a Host/`:authority` value. The port is ignored and the
-    /// comparison is case-insensitive. `*.example.com` does not match `example.com`.
-    /// Does not allocate for host names up to 256 bytes.
+    /// comparison is case-insensitive; exact domain, then the longest wildcard
+    /// suffix (Envoy's order), then `*`. `*.example.com` does not match
+    /// `example.com`. Does not allocate for host names up to 256 bytes.
     pub fn vhost(&self, authority: &str) -> Option<&VirtualHost> {
         let host = strip_port(authority);
-        if !host.bytes().any(|b| b.is_ascii_uppercase()) {
-            return self.lookup(host);
-        }
-        if host.len() <= MAX_STACK_HOST {
-            let mut buf = [0u8; MAX_STACK_HOST];
-            let buf = &mut buf[..host.len()];
-            buf.copy_from_slice(host.as_bytes());
-            buf.make_ascii_lowercase();
-            // ASCII lower-casing keeps UTF-8 valid, so this cannot fail.
-            return std::str::from_utf8(buf).ok().and_then(|h| self.lookup(h));
-        }
-        self.lookup(&host.to_ascii_lowercase())
-    }
-
-    /// Domain lookup on a lower-case host without port: exact, then the longest
-    /// wildcard suffix (which needs a non-empty prefix), then `*`.
-    fn lookup(&self, host: &str) -> Option<&VirtualHost> {
-        if let Some(&i) = self.exact.get(host) {
-            return Some(&self.vhosts[i]);
-        }
-        let mut best: Option<(usize, usize)> = None;
-        if !self.dot_suffixes.is_empty() {
-            // The first dot after a non-empty label gives the longest suffix.
-            for (pos, b) in host.bytes().enumerate().skip(1) {
-                if b == b'.' {
-                    if let Some(&i) = self.dot_suffixes.get(&host[pos..]) {
-                        best = Some((host.len() - pos, i));
-                        break;
-                    }
-                }
-            }
-        }
-        for (suffix, i) in &self.other_suffixes {
-            if best.is_some_and(|(len, _)| len >= suffix.len()) {
-                break;
-            }
-            if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
-                best = Some((suffix.len(), *i));
-                break;
-            }
-        }
-        best.map(|(_, i)| i).or(self.any).map(|i| &self.vhosts[i])
+        self.domains.get(Some(host)).map(|&i| &self.vhosts[i])
     }
 
     /// Virtual host then first matching route, or `None` (the caller answers 404).
