@@ -110,7 +110,12 @@ const ENVELOPE: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
 fn reports_unknown_fields(kind: Kind) -> bool {
     !matches!(
         kind,
-        Kind::Namespace | Kind::Service | Kind::Secret | Kind::Deployment | Kind::Pod
+        Kind::Namespace
+            | Kind::Service
+            | Kind::Secret
+            | Kind::Deployment
+            | Kind::Pod
+            | Kind::ServiceAccount
     )
 }
 
@@ -331,7 +336,7 @@ fn envelope_warnings(ctx: &Ctx<'_>, kind: Kind, obj: &Map<String, Value>) -> Vec
 /// `spec`, or for a Secret the whole object minus the envelope.
 fn take_body(kind: Kind, mut obj: Map<String, Value>) -> (&'static str, Value) {
     match kind {
-        Kind::Secret => {
+        Kind::Secret | Kind::ServiceAccount => {
             for k in ENVELOPE {
                 obj.remove(*k);
             }
@@ -423,6 +428,7 @@ fn decode_spec(kind: Kind, v: &Value) -> Result<(Spec, Vec<String>), (String, St
         Kind::Secret => spec!(Secret),
         Kind::Deployment => spec!(Deployment),
         Kind::Pod => spec!(Pod),
+        Kind::ServiceAccount => spec!(ServiceAccount),
     }
 }
 

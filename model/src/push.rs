@@ -136,6 +136,7 @@ fn spec_json(spec: &Spec) -> Result<serde_json::Value, serde_json::Error> {
         Spec::Secret(s) => serde_json::to_value(s),
         Spec::Deployment(s) => serde_json::to_value(s),
         Spec::Pod(s) => serde_json::to_value(s),
+        Spec::ServiceAccount(s) => serde_json::to_value(s),
     }
 }
 

@@ -105,6 +105,22 @@ pub struct NamespaceSpec {
     pub finalizers: Vec<String>,
 }
 
+// ---------------------------------------------------------------- ServiceAccount
+
+/// A `ServiceAccount` minus its metadata (its fields sit at the top level). The mesh
+/// needs only its name: a WorkloadEntry's `serviceAccount` is its identity's last
+/// part (`spiffe://<trust-domain>/ns/<ns>/sa/<name>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountSpec {
+    #[serde(default)]
+    pub automount_service_account_token: Option<bool>,
+    #[serde(default)]
+    pub secrets: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub image_pull_secrets: Vec<serde_json::Value>,
+}
+
 // ---------------------------------------------------------------- Service
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

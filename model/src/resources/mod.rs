@@ -88,6 +88,7 @@ pub enum Kind {
     Secret,
     Deployment,
     Pod,
+    ServiceAccount,
 }
 
 impl Kind {
@@ -115,6 +116,7 @@ impl Kind {
             ("", "Service") if version == "v1" => Kind::Service,
             ("", "Secret") if version == "v1" => Kind::Secret,
             ("", "Pod") if version == "v1" => Kind::Pod,
+            ("", "ServiceAccount") if version == "v1" => Kind::ServiceAccount,
             ("apps", "Deployment") => Kind::Deployment,
             _ => return None,
         })
@@ -142,6 +144,7 @@ impl Kind {
             Kind::Secret => "Secret",
             Kind::Deployment => "Deployment",
             Kind::Pod => "Pod",
+            Kind::ServiceAccount => "ServiceAccount",
         }
     }
 
@@ -177,6 +180,7 @@ pub enum Spec {
     Secret(core::SecretData),
     Deployment(core::DeploymentSpec),
     Pod(core::PodSpec),
+    ServiceAccount(core::ServiceAccountSpec),
 }
 
 /// One loaded resource.
@@ -320,6 +324,7 @@ impl Store {
     typed_iter!(cluster_issuers, ClusterIssuer, certmanager::IssuerSpec);
     typed_iter!(certificates, Certificate, certmanager::CertificateSpec);
     typed_iter!(namespaces, Namespace, core::NamespaceSpec);
+    typed_iter!(service_accounts, ServiceAccount, core::ServiceAccountSpec);
     typed_iter!(services, Service, core::ServiceSpec);
     typed_iter!(secrets, Secret, core::SecretData);
     typed_iter!(deployments, Deployment, core::DeploymentSpec);

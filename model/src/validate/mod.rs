@@ -45,7 +45,8 @@ pub fn validate_resource(r: &Resource) -> Vec<Diagnostic> {
         | Spec::Namespace(_)
         | Spec::Service(_)
         | Spec::Deployment(_)
-        | Spec::Pod(_) => {}
+        | Spec::Pod(_)
+        | Spec::ServiceAccount(_) => {}
     }
     v.out
 }
