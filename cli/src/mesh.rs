@@ -597,6 +597,8 @@ pub async fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
         bind: args.bind,
         port_offset: args.port_offset,
         certs: Some(certs.clone()),
+        // No ACME manager runs here yet: no challenge is answered.
+        acme: None,
         ..Default::default()
     };
     let gateway = isthmus_gateway::Gateway::start(snapshots, gw_opts).await;

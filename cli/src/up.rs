@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use isthmus_controller::push::ProxyStatus;
 use isthmus_controller::{ExtraSources, LocalController, ProxyKind, ProxySet};
-use isthmus_engine::WorkloadCerts;
+use isthmus_engine::{AcmeChallenges, WorkloadCerts};
 use isthmus_gateway::acme::{load_ca_roots, AcmeManager, AcmeOptions, StateDir};
 use isthmus_model::identity::Identity;
 use isthmus_model::{Level, Store};
@@ -97,7 +97,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         Some(root) => StateDir::open(root).context("--state-dir")?,
         None => StateDir::new(&args.dir.join(".isthmus")),
     };
-    let mut acme = AcmeOptions::new(state.clone());
+    // The ACME challenge maps: filled by the ACME manager, answered by every
+    // in-process gateway's listeners.
+    let challenges = AcmeChallenges::default();
+    let mut acme = AcmeOptions::new(state.clone(), challenges.clone());
     if let Some(root) = &args.acme_ca_root {
         acme.extra_roots = load_ca_roots(root)
             .map_err(anyhow::Error::msg)
@@ -170,6 +173,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let opts = isthmus_gateway::GatewayOptions {
         bind: args.bind,
         port_offset: args.port_offset,
+        acme: Some(challenges),
         ..Default::default()
     };
     let mut proxies = Proxies {

@@ -337,6 +337,11 @@ fn bad_mesh_input_is_a_clear_error_and_nothing_else_is_affected() {
         "bad-pa.yaml",
         "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {name: typo, namespace: default}\nspec:\n  mtls:\n    mode: STRICTEST\n",
     );
+    // And one whose `mtls` is not a mapping.
+    let malformed = dir.write(
+        "malformed-pa.yaml",
+        "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {name: flat, namespace: default}\nspec:\n  mtls: STRICT\n",
+    );
     let offset = (p[0] - 80).to_string();
     let mut up = Up::start(Path::new(BIN), dir.path(), &["--port-offset", &offset]);
     let line = up.proc.wait_for_all(
@@ -344,6 +349,14 @@ fn bad_mesh_input_is_a_clear_error_and_nothing_else_is_affected() {
         &["PeerAuthentication default/typo", "spec.mtls.mode"],
     );
     assert!(line.contains(&bad.display().to_string()), "{line}");
+    let line = up.proc.wait_for_all(
+        Duration::from_secs(5),
+        &["PeerAuthentication default/flat", "spec.mtls"],
+    );
+    assert!(
+        line.contains(&format!("{}:5", malformed.display())),
+        "{line}"
+    );
     let (ok, text) = batch(&format!("http://{}", up.addr(80)), "web", 5);
     assert_eq!(ok, 5, "{text}");
 }

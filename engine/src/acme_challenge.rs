@@ -1,27 +1,32 @@
-//! ACME challenge answers, for every gateway of the process and for every replica
+//! ACME challenge answers, for the gateways of a process and for every replica
 //! sharing a state directory.
 //!
-//! HTTP-01 (RFC 8555 §8.3) on every plain-HTTP listener: the process-wide map of
-//! pending challenge tokens ([`ChallengeTokens`], filled by the gateway's ACME manager
-//! while an order waits for validation) and the check at the very start of the
-//! request path ([`try_serve`]) that answers `GET /.well-known/acme-challenge/<token>`
-//! with the token's key authorization, for any Host, before routing and before an
+//! The maps are owned by whoever starts the gateway and passed in explicitly
+//! ([`AcmeChallenges`]: one value given to the gateway's listeners, through
+//! `ListenerConfig::acme`, and to the ACME manager that fills it). A listener
+//! given none answers no challenge: sidecar listeners never do.
+//!
+//! HTTP-01 (RFC 8555 §8.3) on a gateway's plain-HTTP listeners: the map of pending
+//! challenge tokens ([`ChallengeTokens`], filled by the gateway's ACME manager while
+//! an order waits for validation) and the check at the very start of the request
+//! path ([`try_serve`]) that answers `GET /.well-known/acme-challenge/<token>` with
+//! the token's key authorization, for any Host, before routing and before an
 //! `httpsRedirect` 301. Unknown tokens fall through to normal routing. The cost for
 //! other requests is a string comparison.
 //!
-//! TLS-ALPN-01 (RFC 8737) on every HTTPS listener: [`AlpnChallenges`] holds, per
-//! domain, the self-signed challenge certificate (with the `acmeIdentifier`
+//! TLS-ALPN-01 (RFC 8737) on a gateway's HTTPS listeners: [`AlpnChallenges`] holds,
+//! per domain, the self-signed challenge certificate (with the `acmeIdentifier`
 //! extension) the gateway's ACME manager made; a ClientHello that offers only
 //! `acme-tls/1` for that domain completes its handshake with it and is then closed
-//! (see `tls::SniResolver::handshake`).
+//! (see `tls::SniResolver::handshake`; a resolver without a map refuses it).
 //!
 //! Replicas (several processes serving one configuration, one orders): with a shared
-//! directory set ([`share_dir`]), every challenge inserted is also published there
-//! ([`ChallengeDir`]: `http-01/<token>`, `tls-alpn-01/<domain>.pem`, mode 0600, names
-//! checked so nothing escapes the directory, removed with the challenge), and a
-//! lookup that misses in memory reads it from there, so whichever replica the CA
-//! reaches answers. The directory is read only for requests on the challenge path
-//! and for `acme-tls/1` handshakes; other traffic never touches it.
+//! directory set ([`AcmeChallenges::share_dir`]), every challenge inserted is also
+//! published there ([`ChallengeDir`]: `http-01/<token>`, `tls-alpn-01/<domain>.pem`,
+//! mode 0600, names checked so nothing escapes the directory, removed with the
+//! challenge), and a lookup that misses in memory reads it from there, so whichever
+//! replica the CA reaches answers. The directory is read only for requests on the
+//! challenge path and for `acme-tls/1` handshakes; other traffic never touches it.
 
 use std::collections::HashMap;
 use std::fs;
@@ -29,7 +34,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -254,13 +259,31 @@ fn remove_stale(dir: &Path) {
     }
 }
 
-/// Share the challenges of this process's global maps ([`ChallengeTokens::global`],
-/// [`AlpnChallenges::global`]) through `dir`, and answer from it what they miss.
-/// Called once at start-up by whoever runs the ACME client (a later call replaces
-/// the directory for challenges inserted from then on).
-pub fn share_dir(dir: &Path) {
-    ChallengeTokens::global().share_dir(dir);
-    AlpnChallenges::global().share_dir(dir);
+/// The challenge maps of one gateway (or of every gateway of a process): HTTP-01
+/// tokens and TLS-ALPN-01 certificates. Cloning shares the maps. Whoever starts the
+/// gateway creates one, gives it to the listeners that answer challenges
+/// (`ListenerConfig::acme`) and to the ACME manager that fills it.
+#[derive(Debug, Clone, Default)]
+pub struct AcmeChallenges {
+    /// Answered by the gateway's plain-HTTP listeners ([`try_serve`]).
+    pub http01: Arc<ChallengeTokens>,
+    /// Answered in the gateway's HTTPS listeners' handshakes.
+    pub tls_alpn01: Arc<AlpnChallenges>,
+}
+
+impl AcmeChallenges {
+    /// Empty maps, answering nothing until challenges are inserted.
+    pub fn new() -> AcmeChallenges {
+        AcmeChallenges::default()
+    }
+
+    /// Share the challenges of both maps through `dir`, and answer from it what they
+    /// miss. Called once at start-up by whoever runs the ACME client (a later call
+    /// replaces the directory for challenges inserted from then on).
+    pub fn share_dir(&self, dir: &Path) {
+        self.http01.share_dir(dir);
+        self.tls_alpn01.share_dir(dir);
+    }
 }
 
 /// A token's answer.
@@ -278,12 +301,6 @@ pub struct ChallengeTokens {
 }
 
 impl ChallengeTokens {
-    /// The map every HTTP listener of this process answers from.
-    pub fn global() -> &'static ChallengeTokens {
-        static GLOBAL: OnceLock<ChallengeTokens> = OnceLock::new();
-        GLOBAL.get_or_init(ChallengeTokens::default)
-    }
-
     /// Publish tokens inserted from now on in `dir`, and answer tokens this map does
     /// not hold from there (see [`ChallengeDir`]).
     pub fn share_dir(&self, dir: &Path) {
@@ -325,8 +342,8 @@ impl ChallengeTokens {
         });
     }
 
-    /// The key authorization for `token`, counted as served: from this process's map,
-    /// else from the shared directory (a replica's order).
+    /// The key authorization for `token`, counted as served: from this map, else
+    /// from the shared directory (a replica's order).
     pub fn answer(&self, token: &str) -> Option<String> {
         if let Some(entry) = self.map.load().get(token) {
             entry.pending.served.fetch_add(1, Ordering::Relaxed);
@@ -420,12 +437,6 @@ fn alpn_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<ServerConfig, String> 
 }
 
 impl AlpnChallenges {
-    /// The map every HTTPS listener of this process answers from.
-    pub fn global() -> &'static AlpnChallenges {
-        static GLOBAL: OnceLock<AlpnChallenges> = OnceLock::new();
-        GLOBAL.get_or_init(AlpnChallenges::default)
-    }
-
     /// Publish challenges inserted from now on in `dir`, and answer domains this map
     /// does not hold from there (see [`ChallengeDir`]).
     pub fn share_dir(&self, dir: &Path) {
@@ -487,8 +498,8 @@ impl AlpnChallenges {
     }
 
     /// The configuration answering `sni`'s challenge, if one is pending, counted as
-    /// served: from this process's map, else from the shared directory (a replica's
-    /// order). Called for `acme-tls/1` handshakes only.
+    /// served: from this map, else from the shared directory (a replica's order).
+    /// Called for `acme-tls/1` handshakes only.
     pub fn config_for(&self, sni: &str) -> Option<Arc<ServerConfig>> {
         let sni = normalize(sni);
         if let Some(entry) = self.map.load().get(&sni) {
@@ -534,14 +545,18 @@ fn challenge_token<'a>(scheme: &str, method: &Method, path: &'a str) -> Option<&
         .filter(|t| !t.is_empty() && !t.contains('/'))
 }
 
-/// Answer a pending HTTP-01 challenge: `Ok(true)` when the response was sent,
-/// `Ok(false)` when the request is something else (routing goes on).
-pub async fn try_serve(session: &mut Session, scheme: &str) -> pingora::Result<bool> {
+/// Answer a pending HTTP-01 challenge of `tokens`: `Ok(true)` when the response was
+/// sent, `Ok(false)` when the request is something else (routing goes on).
+pub async fn try_serve(
+    session: &mut Session,
+    scheme: &str,
+    tokens: &ChallengeTokens,
+) -> pingora::Result<bool> {
     let req = session.req_header();
     let Some(token) = challenge_token(scheme, &req.method, req.uri.path()) else {
         return Ok(false);
     };
-    let Some(key_authorization) = ChallengeTokens::global().answer(token) else {
+    let Some(key_authorization) = tokens.answer(token) else {
         return Ok(false);
     };
     debug!(token, "acme: answering an HTTP-01 challenge");

@@ -11,7 +11,7 @@ pub mod passthrough;
 pub mod proxy;
 pub mod tls;
 
-pub use acme_challenge::{AlpnChallenges, ChallengeTokens};
+pub use acme_challenge::{AcmeChallenges, AlpnChallenges, ChallengeTokens};
 pub use holder::SnapshotHolder;
 pub use listener::{
     start_http_listener, start_https_listener, start_inbound_listener, start_listener,

@@ -30,6 +30,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use crate::acme_challenge::AcmeChallenges;
 use crate::holder::SnapshotHolder;
 use crate::mesh::{InboundApp, InboundMode, WorkloadCerts};
 use crate::passthrough;
@@ -147,8 +148,10 @@ fn server_conf() -> Arc<ServerConf> {
 }
 
 /// Bind `bind` and serve HTTP/1.1 (keep-alive) and h2c (prior knowledge) on it for
-/// the Gateway port `declared_port`, routing on `holder`'s snapshot. Call from a
-/// multi-threaded tokio runtime; the service runs on it.
+/// the Gateway port `declared_port`, routing on `holder`'s snapshot, as a gateway
+/// listener answering no ACME challenge ([`start_listener`] with an
+/// [`AcmeChallenges`] answers them). Call from a multi-threaded tokio runtime; the
+/// service runs on it.
 pub fn start_http_listener(
     holder: SnapshotHolder,
     bind: SocketAddr,
@@ -158,28 +161,36 @@ pub fn start_http_listener(
 }
 
 /// What a listener is beyond its port and TLS: its role (which per-request steps
-/// apply) and the workload certificate it presents to mesh endpoints.
+/// apply), the workload certificate it presents to mesh endpoints, and the ACME
+/// challenges it answers.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
     pub role: ListenerRole,
     pub certs: Option<WorkloadCerts>,
     /// `SO_MARK` for upstream sockets (a sidecar under traffic interception).
     pub mark: Option<u32>,
+    /// The ACME challenges this listener answers: HTTP-01 tokens before routing
+    /// (plain HTTP, Gateway role only), TLS-ALPN-01 certificates in the handshake
+    /// (TLS: set on its [`SniResolver`]). `None`: it answers none, as sidecar
+    /// listeners must.
+    pub acme: Option<AcmeChallenges>,
 }
 
 impl Default for ListenerConfig {
-    /// A gateway listener without a mesh identity.
+    /// A gateway listener without a mesh identity, answering no ACME challenge.
     fn default() -> ListenerConfig {
         ListenerConfig {
             role: ListenerRole::Gateway,
             certs: None,
             mark: None,
+            acme: None,
         }
     }
 }
 
-/// [`start_http_listener`] or [`start_https_listener`] (with `tls`) in the role and
-/// with the mesh identity of `config`.
+/// [`start_http_listener`] or [`start_https_listener`] (with `tls`) in the role,
+/// with the mesh identity and answering the ACME challenges of `config` (a TLS
+/// listener sets `tls`'s TLS-ALPN-01 map from `config.acme`).
 pub fn start_listener(
     holder: SnapshotHolder,
     bind: SocketAddr,
@@ -261,7 +272,8 @@ fn bind_socket(bind: SocketAddr, declared_port: u16) -> Result<Bound, ListenErro
 
 /// Bind `bind` and terminate TLS on it (ALPN h2 then http/1.1) with the server
 /// `certificates` picks by SNI, then route as [`start_http_listener`] does with
-/// scheme `https`. Update the servers with [`SniResolver::update`]: new handshakes
+/// scheme `https` (answering no ACME challenge: `certificates` is given no
+/// TLS-ALPN-01 map). Update the servers with [`SniResolver::update`]: new handshakes
 /// use them, established connections are not touched.
 pub fn start_https_listener(
     holder: SnapshotHolder,
@@ -293,9 +305,13 @@ fn start(
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let holder_for_tls = holder.clone();
+    if let Some(servers) = &tls {
+        servers.set_acme_challenges(config.acme.as_ref().map(|a| a.tls_alpn01.clone()));
+    }
     let proxy = RouterProxy::new(holder, declared_port)
         .with_role(config.role, config.certs)
-        .with_mark(config.mark);
+        .with_mark(config.mark)
+        .with_acme(config.acme.map(|a| a.http01));
     let task = match tls {
         None => {
             let mut options = HttpServerOptions::default();

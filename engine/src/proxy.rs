@@ -27,6 +27,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use tracing::{debug, warn};
 
+use crate::acme_challenge::ChallengeTokens;
 use crate::holder::SnapshotHolder;
 use crate::mesh::WorkloadCerts;
 
@@ -42,8 +43,9 @@ const UPSTREAM_CONNECT_ERROR: &str = "upstream connect error\n";
 /// serves all three; the role only switches steps on or off.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenerRole {
-    /// A gateway listener at the edge: ACME HTTP-01 answers before routing, the
-    /// client address appended to `x-forwarded-for`, `x-forwarded-proto` set.
+    /// A gateway listener at the edge: ACME HTTP-01 answers before routing (from
+    /// the map the listener was given, if any), the client address appended to
+    /// `x-forwarded-for`, `x-forwarded-proto` set.
     Gateway,
     /// A sidecar's outbound listener: the app's requests, routed on the snapshot
     /// listener of the service port, as Istio's outbound route configuration per
@@ -62,7 +64,8 @@ pub enum ListenerRole {
 
 /// The proxy of one listener: the snapshot holder, the port whose snapshot
 /// listener it serves (a Gateway port as declared, not the local bind port), its
-/// scheme, its role, and the identity it presents to mesh peers.
+/// scheme, its role, the identity it presents to mesh peers, and the HTTP-01 tokens
+/// it answers.
 pub struct RouterProxy {
     holder: SnapshotHolder,
     port: u16,
@@ -76,6 +79,9 @@ pub struct RouterProxy {
     /// Sets `SO_MARK` on every upstream socket, so that the interception rules let
     /// the proxy's own traffic through (`isthmus proxy init --proxy-mark`).
     mark: Option<SockTweak>,
+    /// The pending HTTP-01 tokens this listener answers before routing, in the
+    /// Gateway role only; none: no ACME challenge is answered.
+    http01: Option<Arc<ChallengeTokens>>,
 }
 
 /// A hook run on each upstream socket before it connects.
@@ -116,6 +122,16 @@ impl RouterProxy {
             role: ListenerRole::Gateway,
             certs: None,
             mark: None,
+            http01: None,
+        }
+    }
+
+    /// Answer the HTTP-01 challenges pending in `tokens` before routing (in the
+    /// Gateway role only); `None`: answer none.
+    pub fn with_acme(self, tokens: Option<Arc<ChallengeTokens>>) -> RouterProxy {
+        RouterProxy {
+            http01: tokens,
+            ..self
         }
     }
 
@@ -141,6 +157,15 @@ impl RouterProxy {
             role,
             certs,
             ..self
+        }
+    }
+
+    /// The HTTP-01 tokens answered on this listener: its own map, in the Gateway
+    /// role only.
+    fn acme_tokens(&self) -> Option<&ChallengeTokens> {
+        match self.role {
+            ListenerRole::Gateway => self.http01.as_deref(),
+            _ => None,
         }
     }
 
@@ -382,10 +407,10 @@ impl ProxyHttp for RouterProxy {
             return Ok(false);
         }
         // ACME HTTP-01 answers come first: before routing and before httpsRedirect.
-        if self.role == ListenerRole::Gateway
-            && crate::acme_challenge::try_serve(session, self.scheme).await?
-        {
-            return Ok(true);
+        if let Some(tokens) = self.acme_tokens() {
+            if crate::acme_challenge::try_serve(session, self.scheme, tokens).await? {
+                return Ok(true);
+            }
         }
         let snapshot = self.holder.load();
         let transparent = self.role == ListenerRole::SidecarOutbound { transparent: true };

@@ -23,7 +23,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
 use isthmus_model::der::{self, San};
 use isthmus_model::host::{NameIndex, TrailingDot};
@@ -212,6 +212,9 @@ pub struct SniResolver {
     /// Setups built for the current map, so an unchanged server is neither rebuilt
     /// nor reported again.
     loaded: Mutex<Vec<Loaded>>,
+    /// The pending TLS-ALPN-01 challenges `acme-tls/1` handshakes are answered from;
+    /// none: such handshakes are refused.
+    acme: ArcSwapOption<AlpnChallenges>,
 }
 
 impl SniResolver {
@@ -223,7 +226,14 @@ impl SniResolver {
             map: ArcSwap::from_pointee(sni_map()),
             provider: Arc::new(rustls::crypto::ring::default_provider()),
             loaded: Mutex::new(Vec::new()),
+            acme: ArcSwapOption::empty(),
         }
+    }
+
+    /// Answer `acme-tls/1` handshakes from `challenges` from now on (`None`: refuse
+    /// them). A listener sets its resolver's map from its `ListenerConfig::acme`.
+    pub fn set_acme_challenges(&self, challenges: Option<Arc<AlpnChallenges>>) {
+        self.acme.store(challenges);
     }
 
     /// Build the servers of `tls` and swap them in. Returns the servers that cannot
@@ -297,8 +307,9 @@ impl SniResolver {
 
     /// Read the ClientHello of a freshly accepted TCP connection and act on its SNI:
     /// complete the handshake with that server's settings, or hand the connection
-    /// back for a PASSTHROUGH route, or answer a pending TLS-ALPN-01 challenge (then
-    /// the connection ends: `Err`). The caller bounds the time this takes.
+    /// back for a PASSTHROUGH route, or answer a pending TLS-ALPN-01 challenge of its
+    /// map, if it has one (then the connection ends: `Err`). The caller bounds the
+    /// time this takes.
     pub async fn handshake(&self, stream: Stream) -> Result<Accepted, Refused> {
         let mut tcp: Box<L4Stream> = stream
             .into_any()
@@ -313,7 +324,8 @@ impl SniResolver {
         };
         let sni = hello.sni;
         if hello.acme_tls_alpn {
-            return answer_tls_alpn_challenge(tcp, hello.bytes, sni).await;
+            let challenges = self.acme.load_full();
+            return answer_tls_alpn_challenge(challenges.as_deref(), tcp, hello.bytes, sni).await;
         }
         let target = self.map.load().get(sni.as_deref()).cloned();
         let served = match target {
@@ -352,15 +364,18 @@ fn handshake_error(e: &pingora::Error) -> String {
 }
 
 /// Complete a TLS-ALPN-01 validation handshake with the pending challenge
-/// certificate of `sni`, then close: the validator only checks the certificate.
+/// certificate of `sni` in `challenges`, then close: the validator only checks the
+/// certificate. Without a map (a listener that answers no ACME challenge) or a
+/// pending challenge, refused.
 async fn answer_tls_alpn_challenge(
+    challenges: Option<&AlpnChallenges>,
     mut tcp: Box<L4Stream>,
     hello: Vec<u8>,
     sni: Option<String>,
 ) -> Result<Accepted, Refused> {
-    let config = sni
-        .as_deref()
-        .and_then(|name| AlpnChallenges::global().config_for(name));
+    let config = challenges
+        .zip(sni.as_deref())
+        .and_then(|(challenges, name)| challenges.config_for(name));
     let Some(config) = config else {
         send(&mut tcp, &ACCESS_DENIED).await;
         return Err(Refused::new(
@@ -394,6 +409,7 @@ impl fmt::Debug for SniResolver {
         let map = self.map.load();
         f.debug_struct("SniResolver")
             .field("patterns", &map.patterns().collect::<Vec<_>>())
+            .field("acme", &self.acme.load().is_some())
             .finish()
     }
 }

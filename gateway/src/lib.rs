@@ -5,7 +5,8 @@
 //! certificate, TLS mode and client CA, versions, cipher suites) are swapped with each
 //! snapshot: new handshakes get the new ones, established connections keep theirs.
 //! Locally a privileged Gateway port (below 1024) listens on port + 8000 (443 on
-//! 8443).
+//! 8443). Every listener answers the ACME challenges of the maps it is given
+//! ([`GatewayOptions::acme`], filled by an [`acme::AcmeManager`]), none without.
 
 pub mod acme;
 
@@ -14,8 +15,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use isthmus_engine::{
-    start_listener, ListenerConfig, ListenerHandle, ListenerRole, SnapshotHolder, SniResolver,
-    WorkloadCerts,
+    start_listener, AcmeChallenges, ListenerConfig, ListenerHandle, ListenerRole, SnapshotHolder,
+    SniResolver, WorkloadCerts,
 };
 use isthmus_model::snapshot::{Snapshot, TlsTermination};
 use tokio::sync::{oneshot, watch};
@@ -38,6 +39,11 @@ pub struct GatewayOptions {
     /// The gateway's workload certificate, presented to mesh endpoints (ISTIO_MUTUAL
     /// and auto-mTLS). Without one, such endpoints answer 503, never plaintext.
     pub certs: Option<WorkloadCerts>,
+    /// The ACME challenges every listener of this gateway answers (HTTP-01 tokens
+    /// before routing, TLS-ALPN-01 certificates in the handshake): the same value the
+    /// ACME manager fills (`acme::AcmeOptions::new`). `None` (the default): no
+    /// challenge is answered.
+    pub acme: Option<AcmeChallenges>,
 }
 
 impl Default for GatewayOptions {
@@ -47,6 +53,7 @@ impl Default for GatewayOptions {
             port_offset: 8000,
             port_overrides: BTreeMap::new(),
             certs: None,
+            acme: None,
         }
     }
 }
@@ -274,6 +281,7 @@ async fn reconcile(
             role: ListenerRole::Gateway,
             certs: opts.certs.clone(),
             mark: None,
+            acme: opts.acme.clone(),
         };
         let started = start_listener(holder.clone(), addr, port, certificates.clone(), config);
         match started {

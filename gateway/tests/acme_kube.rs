@@ -1,6 +1,6 @@
 //! The ACME manager with the Kubernetes backend: a real pebble issues, the
 //! HTTP-01 challenge is answered by a real HTTP listener on the port pebble
-//! validates (from the process's `ChallengeTokens`), and the certificate, the
+//! validates (from the manager's `AcmeChallenges`), and the certificate, the
 //! account and the order lock go to the fake API server of `common/` (a real HTTP
 //! server on 127.0.0.1). A second manager on the same fake state places no order.
 //! Two replicas at once: the one that does not order answers the CA, from the
@@ -20,7 +20,7 @@ use bytes::Bytes;
 use common::{FakeApi, Recorded};
 use http_body_util::Full;
 use hyper::{Request, Response};
-use isthmus_engine::acme_challenge::ChallengeTokens;
+use isthmus_engine::acme_challenge::{AcmeChallenges, ChallengeTokens};
 use isthmus_gateway::acme::kube::{KubeStore, CHALLENGES_CONFIGMAP};
 use isthmus_gateway::acme::{AcmeManager, AcmeOptions, StateDir};
 use isthmus_model::load::load_str;
@@ -40,7 +40,7 @@ const ACCOUNT: &str = "/api/v1/namespaces/cert-manager/secrets/pebble-account";
 /// `tokens` (what the engine's HTTP listener answers first), counting the answers.
 async fn serve_http01(
     port: u16,
-    tokens: &'static ChallengeTokens,
+    tokens: Arc<ChallengeTokens>,
     answered: Arc<AtomicU64>,
 ) -> tokio::task::JoinHandle<()> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -51,10 +51,10 @@ async fn serve_http01(
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let answered = answered.clone();
+            let (answered, tokens) = (answered.clone(), tokens.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let answered = answered.clone();
+                    let (answered, tokens) = (answered.clone(), tokens.clone());
                     async move {
                         let answer = req
                             .uri()
@@ -131,12 +131,9 @@ async fn the_manager_orders_into_kubernetes_once_and_a_restart_keeps_it() {
     let Some(mut pebble) = block_in_place(|| Pebble::start(http_port)) else {
         return;
     };
-    let _http01 = serve_http01(
-        http_port,
-        ChallengeTokens::global(),
-        Arc::new(AtomicU64::new(0)),
-    )
-    .await;
+    // The maps the gateway's listeners and the manager share.
+    let acme = AcmeChallenges::default();
+    let _http01 = serve_http01(http_port, acme.http01.clone(), Arc::new(AtomicU64::new(0))).await;
     let yaml = pebble_issuer(&pebble, None) + &certificate(&["kube.acme.test"], "");
     let loaded = load_str("acme.yaml", &yaml);
     assert_eq!(loaded.diagnostics, [], "{yaml}");
@@ -146,7 +143,7 @@ async fn the_manager_orders_into_kubernetes_once_and_a_restart_keeps_it() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let state = StateDir::open(&tmp.path().join("state-a")).expect("state");
     let kube = KubeStore::new(api.client(), "gw-a", "cert-manager");
-    let manager = AcmeManager::start(stores.clone(), AcmeOptions::kube(kube, state));
+    let manager = AcmeManager::start(stores.clone(), AcmeOptions::kube(kube, state, acme));
 
     let secret_path = format!("{SECRETS}/{SECRET}");
     let secret = eventually("the issued Secret", || api.object(&secret_path)).await;
@@ -231,7 +228,10 @@ async fn the_manager_orders_into_kubernetes_once_and_a_restart_keeps_it() {
         .root()
         .join(format!("status/istio-system.{SECRET}.yaml"));
     let kube_b = KubeStore::new(api.client(), "gw-b", "cert-manager");
-    let _manager_b = AcmeManager::start(stores, AcmeOptions::kube(kube_b, state_b));
+    let _manager_b = AcmeManager::start(
+        stores,
+        AcmeOptions::kube(kube_b, state_b, AcmeChallenges::default()),
+    );
     eventually("the second manager keeping the certificate", || {
         let text = std::fs::read_to_string(&status).ok()?;
         text.contains("is up to date").then_some(())
@@ -252,12 +252,11 @@ async fn the_replica_that_does_not_order_answers_the_ca_from_the_configmap() {
     let Some(mut pebble) = block_in_place(|| Pebble::start(http_port)) else {
         return;
     };
-    // Each replica's own token map (in production both are the process's global
-    // one). The port pebble validates on answers from replica B's map only.
-    let tokens_a: &'static ChallengeTokens = Box::leak(Box::default());
-    let tokens_b: &'static ChallengeTokens = Box::leak(Box::default());
+    // Each replica's own maps (in production, those of its process's gateway). The
+    // port pebble validates on answers from replica B's map only.
+    let (acme_a, acme_b) = (AcmeChallenges::default(), AcmeChallenges::default());
     let answered = Arc::new(AtomicU64::new(0));
-    let _http01 = serve_http01(http_port, tokens_b, answered.clone()).await;
+    let _http01 = serve_http01(http_port, acme_b.http01.clone(), answered.clone()).await;
     let yaml = pebble_issuer(&pebble, None) + &certificate(&["replicas.acme.test"], "");
     let loaded = load_str("acme.yaml", &yaml);
     assert_eq!(loaded.diagnostics, [], "{yaml}");
@@ -280,17 +279,14 @@ async fn the_replica_that_does_not_order_answers_the_ca_from_the_configmap() {
         }),
     );
     let tmp = tempfile::tempdir().expect("tempdir");
-    let options = |identity: &str, tokens: &'static ChallengeTokens| {
+    let options = |identity: &str, acme: &AcmeChallenges| {
         let state = StateDir::open(&tmp.path().join(identity)).expect("state");
         let kube = KubeStore::new(api.client(), identity, "cert-manager");
-        AcmeOptions {
-            http01: tokens,
-            ..AcmeOptions::kube(kube, state)
-        }
+        AcmeOptions::kube(kube, state, acme.clone())
     };
 
     // B first, until it waits for A.
-    let _manager_b = AcmeManager::start(stores.clone(), options("gw-b", tokens_b));
+    let _manager_b = AcmeManager::start(stores.clone(), options("gw-b", &acme_b));
     let status_b = tmp
         .path()
         .join(format!("gw-b/status/istio-system.{SECRET}.yaml"));
@@ -299,7 +295,7 @@ async fn the_replica_that_does_not_order_answers_the_ca_from_the_configmap() {
         text.contains("another isthmus").then_some(())
     })
     .await;
-    let _manager_a = AcmeManager::start(stores, options("gw-a", tokens_a));
+    let _manager_a = AcmeManager::start(stores, options("gw-a", &acme_a));
 
     let secret_path = format!("{SECRETS}/{SECRET}");
     let secret = eventually("the issued Secret", || api.object(&secret_path)).await;
@@ -330,7 +326,7 @@ async fn the_replica_that_does_not_order_answers_the_ca_from_the_configmap() {
     // The token left the ConfigMap, and B's sync stopped answering it; A's own
     // order removed it from A's map.
     eventually("B no longer answering the token", || {
-        (tokens_b.is_empty() && tokens_a.is_empty()).then_some(())
+        (acme_b.http01.is_empty() && acme_a.http01.is_empty()).then_some(())
     })
     .await;
     // B then keeps what A stored.

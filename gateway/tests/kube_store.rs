@@ -10,6 +10,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{FakeApi, Recorded};
@@ -866,8 +867,8 @@ async fn the_token_sync_answers_other_replicas_tokens_and_leaves_its_own_alone()
     let a = KubeStore::new(api.client(), "gw-a", "cert-manager").with_token_poll(poll);
     let b = KubeStore::new(api.client(), "gw-b", "cert-manager").with_token_poll(poll);
     assert_eq!(b.token_propagation(), poll * 2);
-    let map: &'static ChallengeTokens = Box::leak(Box::default());
-    let sync = b.sync_tokens(map);
+    let map = Arc::new(ChallengeTokens::default());
+    let sync = b.sync_tokens(map.clone());
 
     // Replica A's token: B answers it, then stops when A withdraws it.
     a.publish_token("tok-a", "tok-a.thumb")

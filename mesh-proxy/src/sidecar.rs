@@ -199,6 +199,7 @@ impl Sidecar {
                     role: ListenerRole::SidecarOutbound { transparent: false },
                     certs: Some(self.certs.clone()),
                     mark: None,
+                    acme: None,
                 };
                 match start_listener(self.holder.clone(), bind, 0, None, config) {
                     Ok(h) => {
@@ -286,6 +287,7 @@ impl Sidecar {
                 role: ListenerRole::SidecarOutbound { transparent: true },
                 certs: Some(self.certs.clone()),
                 mark: i.mark,
+                acme: None,
             };
             match start_listener(self.holder.clone(), bind, 0, None, config) {
                 Ok(h) => {

@@ -8,12 +8,12 @@
 //! | issued certificate | `secrets/<ns>.<secretName>.yaml` | `kubernetes.io/tls` Secret `secretName` in the Certificate's namespace: `tls.crt`, `tls.key`, optional `ca.crt`, cert-manager's annotations plus `isthmus.dev/issuer` and `isthmus.dev/acme-server` |
 //! | account | `accounts/<issuer>.json` | the Secret of the issuer's `privateKeySecretRef` (an Issuer's namespace; for a ClusterIssuer the cluster-resource namespace, cert-manager's `--cluster-resource-namespace`, default `cert-manager`): the PKCS#8 PEM key under `privateKeySecretRef.key` (default `tls.key`), the account URL and ACME server as annotations |
 //! | order lock | `flock` on `locks/<ns>.<secretName>.lock` | `coordination.k8s.io/v1` Lease `isthmus-acme-<secretName>` in the Secret's namespace, renewed in the background, cleared on drop |
-//! | HTTP-01 tokens | the process's token map | ConfigMap `isthmus-acme-challenges` in the gateway namespace: token -> key authorization, read by every replica |
+//! | HTTP-01 tokens | the gateway's token map (`AcmeOptions::acme`) | ConfigMap `isthmus-acme-challenges` in the gateway namespace: token -> key authorization, read by every replica |
 //!
 //! Every replica answers every replica's HTTP-01 tokens: the ordering one puts its
 //! tokens in its own map and publishes them ([`KubeStore::publish_token`]), and
 //! [`KubeStore::sync_tokens`] (run by the manager) reads the ConfigMap every 500 ms
-//! (one GET) and keeps the process's token map in step with it: tokens it lacks
+//! (one GET) and keeps the gateway's token map in step with it: tokens it lacks
 //! are added, the ones it added are removed when they leave the ConfigMap, and the
 //! process's own tokens are left to its orders. The ordering replica tells the CA
 //! a challenge is ready only [`KubeStore::token_propagation`] (two polls) after
@@ -621,7 +621,7 @@ impl KubeStore {
     /// not a token and its key authorization (`token.thumbprint`) are ignored. The
     /// task stops, and the tokens it inserted are removed, when the returned guard
     /// drops. Call from a tokio runtime.
-    pub fn sync_tokens(&self, target: &'static ChallengeTokens) -> TokenSync {
+    pub fn sync_tokens(&self, target: Arc<ChallengeTokens>) -> TokenSync {
         TokenSync {
             task: tokio::spawn(sync_tokens(self.clone(), target)),
         }
@@ -765,7 +765,7 @@ impl Drop for TokenSync {
 /// The tokens the sync inserted into its target (token -> key authorization);
 /// removed from the target when dropped (the task was stopped).
 struct Synced {
-    target: &'static ChallengeTokens,
+    target: Arc<ChallengeTokens>,
     tokens: HashMap<String, String>,
     /// Entries refused, reported once each.
     refused: HashSet<String>,
@@ -782,7 +782,7 @@ impl Drop for Synced {
 impl Synced {
     /// Make the target answer `published` (the ConfigMap's data) except `own`.
     fn apply(&mut self, published: &BTreeMap<String, String>, own: &HashSet<String>) {
-        let target = self.target;
+        let target = &self.target;
         self.tokens.retain(|t, ka| {
             if own.contains(t) {
                 // This process's order answers it now (its entry replaced ours).
@@ -828,7 +828,7 @@ fn answerable(token: &str, key_authorization: &str) -> bool {
             .is_some_and(valid_token)
 }
 
-async fn sync_tokens(store: KubeStore, target: &'static ChallengeTokens) {
+async fn sync_tokens(store: KubeStore, target: Arc<ChallengeTokens>) {
     let what = format!(
         "ConfigMap {}/{CHALLENGES_CONFIGMAP}",
         store.challenge_namespace

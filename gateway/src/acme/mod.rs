@@ -24,9 +24,9 @@
 //! (`STATE/challenges/`) stay in the local state directory. With the Kubernetes
 //! backend, HTTP-01 tokens are also published to its challenge ConfigMap
 //! ([`kube::KubeStore::publish_token`]), and every replica answers them: while the
-//! manager runs, a task ([`kube::KubeStore::sync_tokens`]) keeps the process's
-//! token map ([`AcmeOptions::http01`], the engine's global map) in step with the
-//! ConfigMap (one GET every 500 ms; other replicas' tokens added and removed again,
+//! manager runs, a task ([`kube::KubeStore::sync_tokens`]) keeps its HTTP-01 token
+//! map (of [`AcmeOptions::acme`], the maps its gateway's listeners answer from) in
+//! step with the ConfigMap (one GET every 500 ms; other replicas' tokens added and removed again,
 //! this process's own left to its orders), and the ordering replica waits two polls
 //! before telling the CA a challenge is ready. TLS-ALPN-01 challenges are not
 //! shared through Kubernetes: with several replicas, use HTTP-01.
@@ -43,7 +43,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use instant_acme::Account;
-use isthmus_engine::acme_challenge::ChallengeTokens;
+use isthmus_engine::acme_challenge::AcmeChallenges;
 use isthmus_model::certs::status::Reason;
 use isthmus_model::certs::{acme_orders, decide, renewal_at, AcmeOrder, ChallengeKind, Decision};
 use isthmus_model::der::format_utc;
@@ -88,31 +88,34 @@ pub struct AcmeOptions {
     pub extra_roots: Vec<CertificateDer<'static>>,
     pub retry: Backoff,
     pub poll: PollTiming,
-    /// The HTTP-01 token map this process's listeners answer from
-    /// ([`ChallengeTokens::global`]): orders put their tokens in it and, with the
-    /// Kubernetes backend, the token sync puts the other replicas' in it.
-    pub http01: &'static ChallengeTokens,
+    /// The challenge maps the gateway's listeners answer from (the same value as
+    /// its `GatewayOptions::acme`): orders put their HTTP-01 tokens and TLS-ALPN-01
+    /// certificates in them and, with the Kubernetes backend, the token sync puts
+    /// the other replicas' tokens in the HTTP-01 map. The manager shares them
+    /// through `STATE/challenges` ([`AcmeChallenges::share_dir`]).
+    pub acme: AcmeChallenges,
 }
 
 impl AcmeOptions {
-    /// Everything in the local state directory `state`.
-    pub fn new(state: StateDir) -> AcmeOptions {
+    /// Everything in the local state directory `state`; challenges put in `acme`.
+    pub fn new(state: StateDir, acme: AcmeChallenges) -> AcmeOptions {
         AcmeOptions {
             backend: Backend::Local(state.clone()),
             state,
             extra_roots: Vec::new(),
             retry: Backoff::default(),
             poll: PollTiming::default(),
-            http01: ChallengeTokens::global(),
+            acme,
         }
     }
 
     /// Certificates, order locks and accounts in Kubernetes (`store`); status files
-    /// and the shared challenge directory in the local `state`.
-    pub fn kube(store: KubeStore, state: StateDir) -> AcmeOptions {
+    /// and the shared challenge directory in the local `state`; challenges put in
+    /// `acme`.
+    pub fn kube(store: KubeStore, state: StateDir, acme: AcmeChallenges) -> AcmeOptions {
         AcmeOptions {
             backend: Backend::Kube(Box::new(store)),
-            ..AcmeOptions::new(state)
+            ..AcmeOptions::new(state, acme)
         }
     }
 }
@@ -137,10 +140,12 @@ impl AcmeManager {
     /// Certificate's Secret issued. Call from a tokio runtime.
     pub fn start(stores: watch::Receiver<Arc<Store>>, opts: AcmeOptions) -> AcmeManager {
         // Replicas on this state directory answer each other's challenges.
-        isthmus_engine::acme_challenge::share_dir(&opts.state.challenges_dir());
-        opts.http01.share_dir(&opts.state.challenges_dir());
+        opts.acme.share_dir(&opts.state.challenges_dir());
         // With Kubernetes, replicas answer each other's tokens from the ConfigMap.
-        let token_sync = opts.backend.kube().map(|k| k.sync_tokens(opts.http01));
+        let token_sync = opts
+            .backend
+            .kube()
+            .map(|k| k.sync_tokens(opts.acme.http01.clone()));
         let shared = Arc::new(Shared {
             opts,
             accounts: Mutex::new(HashMap::new()),
@@ -501,10 +506,7 @@ async fn issue(
             ),
         }
         };
-        let responders = order::Responders {
-            http01: shared.opts.http01,
-            ..order::Responders::global()
-        };
+        let responders = order::Responders::new(&shared.opts.acme);
         match order::order_certificate(
             &account,
             order,

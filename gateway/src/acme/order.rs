@@ -25,7 +25,9 @@ use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, BodyWrapper, ChallengeType, HttpClient,
     Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
-use isthmus_engine::acme_challenge::{AlpnChallenges, ChallengeTokens, PendingChallenge};
+use isthmus_engine::acme_challenge::{
+    AcmeChallenges, AlpnChallenges, ChallengeTokens, PendingChallenge,
+};
 use isthmus_model::certs::{AcmeOrder, ChallengeKind};
 use isthmus_model::resources::certmanager::AcmeIssuer;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -269,18 +271,17 @@ pub struct Responders<'a> {
     pub kube: Option<&'a KubeStore>,
 }
 
-impl Responders<'static> {
-    /// The maps every listener of this process answers from.
-    pub fn global() -> Responders<'static> {
+impl<'a> Responders<'a> {
+    /// The maps of `challenges` (those the gateway's listeners answer from), without
+    /// Kubernetes.
+    pub fn new(challenges: &'a AcmeChallenges) -> Responders<'a> {
         Responders {
-            http01: ChallengeTokens::global(),
-            tls_alpn01: AlpnChallenges::global(),
+            http01: &challenges.http01,
+            tls_alpn01: &challenges.tls_alpn01,
             kube: None,
         }
     }
-}
 
-impl<'a> Responders<'a> {
     /// These responders, also publishing HTTP-01 tokens through `kube`.
     pub fn with_kube(self, kube: Option<&'a KubeStore>) -> Responders<'a> {
         Responders { kube, ..self }
