@@ -384,3 +384,70 @@ fn permissive_takes_mtls_and_plaintext_on_one_port_and_disable_only_plaintext() 
     let (code, body) = curl(&[&format!("http://{}/", mesh.gateway)]);
     assert_eq!(code, 200, "{body}");
 }
+
+/// Istio's `cacerts` layout made with openssl: a root, and an intermediate signed
+/// by it that the mesh CA signs with.
+fn make_cacerts(dir: &Path) {
+    let run = |args: &str| {
+        let out = Command::new("sh")
+            .args(["-c", &format!("openssl {args}")])
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run("req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout root-key.pem -out root-cert.pem -days 30 -subj /O=Example/CN=example-root -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign");
+    run("ecparam -name prime256v1 -genkey -noout -out ca-key.pem");
+    run("req -new -key ca-key.pem -out ca.csr -subj /O=Example/CN=mesh-intermediate");
+    std::fs::write(
+        dir.join("ca.ext"),
+        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,digitalSignature,keyCertSign,cRLSign\n",
+    )
+    .expect("write ca.ext");
+    run("x509 -req -in ca.csr -CA root-cert.pem -CAkey root-key.pem -CAcreateserial -days 30 -extfile ca.ext -out ca-cert.pem");
+    std::fs::copy(dir.join("ca-cert.pem"), dir.join("cert-chain.pem")).expect("copy");
+    let root = std::fs::read_to_string(dir.join("root-cert.pem")).expect("read");
+    let mut chain = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("cert-chain.pem"))
+        .expect("open");
+    std::io::Write::write_all(&mut chain, root.as_bytes()).expect("append");
+}
+
+#[test]
+fn a_plugged_in_cacerts_intermediate_issues_the_workload_certificates() {
+    let cacerts = tempfile::tempdir().expect("tempdir");
+    make_cacerts(cacerts.path());
+    let dir = cacerts.path().display().to_string();
+    let mesh = Mesh::start("STRICT", &["--cacerts", &dir]);
+    mesh.wait_synced(1);
+    // The gateway reaches the sidecars over mTLS with certificates of the
+    // intermediate.
+    let (code, body) = curl(&[&format!("http://{}/", mesh.gateway)]);
+    assert_eq!(code, 200, "{body}");
+    // A sidecar's chain verifies against the user's root, via the intermediate.
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &mesh.inbound[0].to_string(),
+            "-showcerts",
+        ])
+        .args([
+            "-servername",
+            "todolist.default.sa.cluster.local",
+            "-verify_return_error",
+        ])
+        .arg("-CAfile")
+        .arg(cacerts.path().join("root-cert.pem"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    assert!(text.contains("CN = mesh-intermediate"), "{text}");
+}
