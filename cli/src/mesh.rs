@@ -329,27 +329,10 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
 
 /// Write `bytes` to `path` with mode 0600 (directories 0700), replacing it whole.
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
+        isthmus_files::private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    isthmus_files::write_private(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 /// `isthmus proxy`: a sidecar whose configuration and certificate come from the
@@ -454,14 +437,11 @@ pub fn run_proxy_command(cmd: ProxyCommand) -> std::process::ExitCode {
     }
 }
 
-pub async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
-    let (Some(root_cert), Some(name)) = (args.root_cert.clone(), args.name.clone()) else {
-        anyhow::bail!("--root-cert and --name are required");
-    };
-    let root_pem = std::fs::read(&root_cert)
-        .with_context(|| format!("--root-cert {}", root_cert.display()))?;
-    // The bootstrap token comes from the environment, never the command line.
-    let token = match &args.token_file {
+/// The bootstrap token: from `--token-file`, else `ISTHMUS_BOOTSTRAP_TOKEN` (from
+/// the environment, never the command line, where `ps` would show it; removed from
+/// the environment once read).
+fn bootstrap_token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    let token = match file {
         Some(f) => Some(
             std::fs::read_to_string(f)
                 .with_context(|| format!("--token-file {}", f.display()))?
@@ -471,6 +451,16 @@ pub async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         None => std::env::var("ISTHMUS_BOOTSTRAP_TOKEN").ok(),
     };
     std::env::remove_var("ISTHMUS_BOOTSTRAP_TOKEN");
+    Ok(token)
+}
+
+pub async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let (Some(root_cert), Some(name)) = (args.root_cert.clone(), args.name.clone()) else {
+        anyhow::bail!("--root-cert and --name are required");
+    };
+    let root_pem = std::fs::read(&root_cert)
+        .with_context(|| format!("--root-cert {}", root_cert.display()))?;
+    let token = bootstrap_token(args.token_file.as_deref())?;
     let opts = isthmus_mesh_proxy::ClientOptions {
         controller: args.controller,
         root_pem,
@@ -564,16 +554,7 @@ pub async fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
         labels,
     };
     let kind = ProxyKind::Gateway(workload.clone());
-    let token = match &args.token_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("--token-file {}", f.display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => std::env::var("ISTHMUS_BOOTSTRAP_TOKEN").ok(),
-    };
-    std::env::remove_var("ISTHMUS_BOOTSTRAP_TOKEN");
+    let token = bootstrap_token(args.token_file.as_deref())?;
     let opts = isthmus_mesh_proxy::ClientOptions {
         controller: args.controller.clone(),
         root_pem,

@@ -36,7 +36,7 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -490,37 +490,10 @@ fn lock_dir(dir: &Path) -> Result<fs::File, CaError> {
     Ok(file)
 }
 
-/// Write `bytes` to `path` whole: a temporary file of the same directory, mode 0600,
-/// synced, then renamed over `path` (removed when that fails).
+/// Write `bytes` to `path` whole, mode 0600 ([`isthmus_files::write_private`]), the
+/// error naming the file.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CaError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let write = || -> io::Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        // A temporary file left behind keeps its mode through `open`: set it again.
-        f.set_permissions(fs::Permissions::from_mode(0o600))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        // The rename itself survives a crash once the directory is synced.
-        if let Some(dir) = path.parent() {
-            fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    };
-    write()
-        .inspect_err(|_| {
-            let _ = fs::remove_file(&tmp);
-        })
-        .map_err(io_err(path))
+    isthmus_files::write_private(path, bytes).map_err(io_err(path))
 }
 
 /// The DER of every certificate of the PEM file `path` (at least one).

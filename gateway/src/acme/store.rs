@@ -11,8 +11,8 @@
 //! `challenges/` so that every one of them answers the CA.
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -353,47 +353,14 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     write_whole(path, bytes).map_err(io_err(path))
 }
 
-/// Create `dir` and its missing parents with mode 0700.
-pub(super) fn private_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-/// Write `bytes` to `path` whole: a hidden temporary file in the same directory
-/// (which must exist: [`private_dir`]), mode 0600, synced, then renamed over
-/// `path`; the temporary file is removed when that fails. A reader never sees half
-/// a file.
-pub(super) fn write_whole(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let write = || -> io::Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        // An existing temporary file keeps its mode through `open`: set it again.
-        f.set_permissions(fs::Permissions::from_mode(0o600))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    };
-    write().inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
-}
+pub(super) use isthmus_files::{private_dir, write_private as write_whole};
 
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
     use isthmus_model::certs::acme_orders;
     use isthmus_model::Store;
+    use std::os::unix::fs::PermissionsExt;
 
     /// The order of Certificate `istio-system/c` (Secret `c-tls`, names `a.test`
     /// and `b.test`) from ClusterIssuer `le`; the status tests use it too.
