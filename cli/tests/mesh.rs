@@ -451,3 +451,73 @@ fn a_plugged_in_cacerts_intermediate_issues_the_workload_certificates() {
     assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
     assert!(text.contains("CN = mesh-intermediate"), "{text}");
 }
+
+#[test]
+fn a_destination_presenting_another_identity_is_refused_in_the_handshake() {
+    let mut mesh = Mesh::start("STRICT", &[]);
+    mesh.wait_synced(1);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::adopt(&mesh.root(), &mesh.state().join("ca").join("root-key.pem"));
+    // An impostor on the port a third todolist pod's sidecar would use, with a mesh
+    // certificate of another service account.
+    let port = isthmus_testkit::free_port();
+    let impostor = |name: &str, sa: &str, serial: u32| {
+        let issued = ca.workload(
+            &[
+                &format!("URI:spiffe://cluster.local/ns/default/sa/{sa}"),
+                &format!("DNS:{sa}.default.sa.cluster.local"),
+            ],
+            serial,
+            None,
+        );
+        let (c, k) = write_pair(tmp.path(), name, &issued);
+        let mut p = isthmus_testkit::Proc::spawn(
+            Command::new("openssl")
+                .args(["s_server", "-www", "-accept", &format!("127.0.0.1:{port}")])
+                .arg("-cert")
+                .arg(&c)
+                .arg("-key")
+                .arg(&k)
+                .stdin(std::process::Stdio::piped()),
+        );
+        p.wait_for_line(Duration::from_secs(10), |l| {
+            l.contains("ACCEPT").then_some(())
+        });
+        p
+    };
+    let evil = impostor("evil", "evil", 40);
+    let v3 = format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: todolist-v3\n  annotations: {{isthmus.dev/inbound-port: '{port}'}}\nspec: {{address: 127.0.0.1, ports: {{http: 9}}, serviceAccount: todolist, labels: {{app: todolist, version: v3}}}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: canary}}\nspec:\n  hosts: ['*']\n  gateways: [todolist-gateway]\n  http:\n  - match: [{{headers: {{x-canary: {{exact: v3}}}}}}]\n    route: [{{destination: {{host: todolist, subset: v3, port: {{number: 8000}}}}}}]\n"
+    );
+    let routes = ROUTES.replace(
+        "  - {name: v2, labels: {version: v2}}\n",
+        "  - {name: v2, labels: {version: v2}}\n  - {name: v3, labels: {version: v3}}\n",
+    );
+    mesh.dir.write("routes.yaml", &(routes + &v3));
+    let url = format!("http://{}/", mesh.gateway);
+    let to_v3 = || curl(&["-H", "x-canary: v3", &url]);
+    // Until the gateway has the new route (v1 and v2 answer before).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (code, body) = loop {
+        let r = to_v3();
+        if !r.1.starts_with("todolist v") || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(code, 503, "the impostor must not be reached: {body}");
+    mesh.up.proc.wait_for_all(
+        Duration::from_secs(5),
+        &[
+            "upstream connect failed",
+            "todolist.default.sa.cluster.local",
+        ],
+    );
+    // The control: the same server with the identity the destination must have
+    // is reached (the refusal was the identity, nothing else).
+    drop(evil);
+    let _good = impostor("right", "todolist", 41);
+    let (code, body) = to_v3();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("s_server"), "{body}");
+}
