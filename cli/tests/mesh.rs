@@ -510,7 +510,7 @@ fn a_destination_presenting_another_identity_is_refused_in_the_handshake() {
         Duration::from_secs(5),
         &[
             "upstream connect failed",
-            "todolist.default.sa.cluster.local",
+            "certificate not valid for name \"todolist.default.sa.cluster.local\"",
         ],
     );
     // The control: the same server with the identity the destination must have
