@@ -262,9 +262,24 @@ fn a_strict_sidecar_refuses_plaintext_and_certificates_the_mesh_did_not_issue() 
     let (c, k) = write_pair(tmp.path(), "sleep", &sleep);
     let (code, body) = to_inbound(&mesh, 0, Some((&c, &k)));
     assert_eq!(code, 200, "{body}");
+    // Istio's format: By= the sidecar's identity, Hash= the client certificate's
+    // SHA-256 (as openssl computes it), URI= the client's identity.
+    let fingerprint =
+        isthmus_testkit::pki::x509(&sleep.cert, &["-noout", "-fingerprint", "-sha256"])
+            .expect("fingerprint");
+    let hash: String = fingerprint
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap_or_default()
+        .replace(':', "")
+        .to_ascii_lowercase();
+    assert_eq!(hash.len(), 64, "{fingerprint}");
+    let xfcc = format!(
+        "\"xfcc\":\"By=spiffe://cluster.local/ns/default/sa/todolist;Hash={hash};URI=spiffe://cluster.local/ns/default/sa/sleep\""
+    );
     assert!(
-        body.starts_with("todolist v1")
-            && body.contains("\"xfcc\":\"By=spiffe://cluster.local/ns/default/sa/todolist;URI=spiffe://cluster.local/ns/default/sa/sleep\""),
+        body.starts_with("todolist v1") && body.contains(&xfcc),
         "{body}"
     );
 

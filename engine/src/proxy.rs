@@ -525,13 +525,17 @@ impl ProxyHttp for RouterProxy {
             }
             ListenerRole::SidecarInbound { .. } => {
                 upstream.remove_header("x-forwarded-client-cert");
-                let peer =
-                    crate::tls::TlsConnection::of(session).and_then(|c| c.peer_identity.as_deref());
-                if let Some(peer) = peer {
-                    // Istio's format: By= this workload, URI= the verified peer.
+                let conn = crate::tls::TlsConnection::of(session);
+                if let Some(peer) = conn.and_then(|c| c.peer_identity.as_deref()) {
+                    // Istio's format: By= this workload, Hash= the peer certificate's
+                    // SHA-256, URI= the verified peer.
                     let own = self.certs.as_ref().and_then(WorkloadCerts::current);
                     let by = own.as_ref().map_or("", |m| m.identity.as_str());
-                    let xfcc = format!("By={by};URI={peer}");
+                    let hash = conn.and_then(|c| c.peer_cert_sha256.as_deref());
+                    let xfcc = match hash {
+                        Some(h) => format!("By={by};Hash={h};URI={peer}"),
+                        None => format!("By={by};URI={peer}"),
+                    };
                     let value = HeaderValue::from_str(&xfcc).map_err(|e| {
                         Error::because(ErrorType::InternalError, "x-forwarded-client-cert", e)
                     })?;

@@ -101,6 +101,9 @@ pub struct TlsConnection {
     /// The SPIFFE ID (`spiffe://...` URI SAN) of the client certificate the
     /// handshake verified, if any: the mesh peer's identity on a sidecar's inbound.
     pub peer_identity: Option<String>,
+    /// The SHA-256 of that certificate (DER), hex: `Hash=` in
+    /// `x-forwarded-client-cert`, as Envoy writes it.
+    pub peer_cert_sha256: Option<String>,
 }
 
 impl TlsConnection {
@@ -276,6 +279,7 @@ impl SniResolver {
                     server: server.source.clone(),
                     policy: setup.policy.clone(),
                     peer_identity: None,
+                    peer_cert_sha256: None,
                 });
                 let acceptor = acceptor(setup.config.clone(), conn)?;
                 Some(Arc::new(Served { setup, acceptor }))
@@ -524,14 +528,22 @@ impl TlsAccept for OnHandshake {
         tls: &TlsRef,
     ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
         // A verified client certificate: keep its SPIFFE ID with the connection.
-        let peer_identity = tls.peer_certificate_der().and_then(spiffe_id);
+        let der = tls.peer_certificate_der();
+        let peer_identity = der.and_then(spiffe_id);
         if peer_identity.is_none() {
             return Some(self.0.clone());
         }
+        let peer_cert_sha256 = der.map(|d| {
+            hash_certificate(&CertificateDer::from(d.to_vec()))
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        });
         Some(Arc::new(TlsConnection {
             server: self.0.server.clone(),
             policy: self.0.policy.clone(),
             peer_identity,
+            peer_cert_sha256,
         }))
     }
 }
@@ -1331,6 +1343,7 @@ mod tests {
             server: String::new(),
             policy: Arc::new(policy.clone()),
             peer_identity: None,
+            peer_cert_sha256: None,
         };
         let over_mutual = conn(&mutual);
         assert!(over_mutual.admits(&tls, "a.test"));
