@@ -58,6 +58,13 @@ pub enum ListenError {
         addr: SocketAddr,
         declared_port: u16,
     },
+    /// A sidecar's inbound listener could not start (`app_port` 0: every port).
+    #[error("cannot listen on {addr} (inbound for app port {app_port}): {reason}")]
+    Inbound {
+        addr: SocketAddr,
+        app_port: u16,
+        reason: String,
+    },
 }
 
 /// A listener as bound: the Gateway port it serves, the local address, and whether
@@ -215,8 +222,16 @@ pub fn start_inbound_listener(
     tls: Arc<SniResolver>,
     mark: Option<u32>,
 ) -> Result<ListenerHandle, ListenError> {
-    let app_port = app.map_or(bind.port(), |a| a.port());
-    let (runtime, fds, key, local_addr) = bind_socket(bind, app_port)?;
+    let app_port = app.map_or(0, |a| a.port());
+    let (runtime, fds, key, local_addr) =
+        bind_socket(bind, app_port).map_err(|e| ListenError::Inbound {
+            addr: bind,
+            app_port,
+            reason: match e {
+                ListenError::Bind { reason, .. } => reason.to_string(),
+                other => other.to_string(),
+            },
+        })?;
     let bound = BoundListener {
         declared_port: app_port,
         local_addr,
