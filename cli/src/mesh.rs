@@ -312,7 +312,7 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let watch = tokio::spawn(controller.watch());
     loop {
         tokio::select! {
-            _ = crate::up::shutdown_signal() => break,
+            _ = crate::shutdown_signal() => break,
             changed = stores.changed() => {
                 if changed.is_err() { break; }
                 let store = stores.borrow_and_update().clone();
@@ -507,7 +507,7 @@ pub async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     });
     tokio::select! {
         _ = sidecar => Ok(()),
-        _ = crate::up::shutdown_signal() => Ok(()),
+        _ = crate::shutdown_signal() => Ok(()),
     }
 }
 
@@ -629,7 +629,7 @@ pub async fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
     };
     tokio::select! {
         _ = serve => {}
-        _ = crate::up::shutdown_signal() => {}
+        _ = crate::shutdown_signal() => {}
     }
     client.abort();
     gateway.shutdown().await;

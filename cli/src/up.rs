@@ -231,7 +231,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
         proxies
     });
-    shutdown_signal().await;
+    crate::shutdown_signal().await;
     watch.abort();
     follow.abort();
     drop(acme);
@@ -499,20 +499,5 @@ async fn wait_for_demo_app(
             anyhow::bail!("demo app on {addr} did not start listening within 10 s");
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-}
-
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

@@ -18,21 +18,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use isthmus_model::snapshot::InboundMtls;
 use parking_lot::Mutex;
 use pingora::apps::{HttpServerOptions, ServerApp};
+use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::Stream;
 use pingora::proxy::{http_proxy, HttpProxy, ProxyServiceBuilder};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Fds, ShutdownWatch};
 use pingora::services::listening::Service;
 use pingora::services::Service as _;
+use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::acme_challenge::AcmeChallenges;
 use crate::holder::SnapshotHolder;
-use crate::mesh::{InboundApp, InboundMode, WorkloadCerts};
+use crate::mesh::{InboundMode, WorkloadCerts};
 use crate::passthrough;
 use crate::proxy::{ListenerRole, RouterProxy};
 use crate::tls::{Accepted, SniResolver};
@@ -407,5 +410,89 @@ impl ServerApp for TlsApp {
 
     async fn cleanup(&self) {
         self.http.cleanup().await;
+    }
+}
+
+/// A sidecar's inbound listener app for one workload port.
+struct InboundApp {
+    http: Arc<HttpProxy<RouterProxy>>,
+    tls: Arc<SniResolver>,
+    mode: InboundMode,
+}
+
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+#[async_trait]
+impl ServerApp for InboundApp {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().map(|a| a.to_string()))
+            .unwrap_or_default();
+        // Transparent mode: the workload port the peer connected to.
+        let port = stream
+            .get_socket_digest()
+            .and_then(|d| d.original_dst().and_then(|a| a.as_inet()).map(|a| a.port()));
+        let mode = self.mode.get(port);
+        let tls = match mode {
+            InboundMtls::Disable => false,
+            InboundMtls::Strict => true,
+            InboundMtls::Permissive => {
+                let mut tcp: Box<L4Stream> = stream.into_any().downcast().ok()?;
+                let mut first = [0u8; 1];
+                let n = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.read(&mut first)).await {
+                    Ok(Ok(n)) => n,
+                    _ => return None,
+                };
+                if n == 0 {
+                    return None;
+                }
+                tcp.rewind(&first[..n]);
+                let tls = first[0] == TLS_HANDSHAKE;
+                return self.serve(tcp, tls, &peer, shutdown).await;
+            }
+        };
+        self.serve(stream, tls, &peer, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.http.cleanup().await;
+    }
+}
+
+impl InboundApp {
+    async fn serve(
+        self: &Arc<Self>,
+        stream: Stream,
+        tls: bool,
+        peer: &str,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut next = if tls {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.tls.handshake(stream)).await {
+                Ok(Ok(Accepted::Terminated(tls))) => Some(tls),
+                Ok(Ok(Accepted::Passthrough { .. })) => None,
+                Ok(Err(refused)) => {
+                    debug!(%peer, "inbound mTLS refused: {refused}");
+                    None
+                }
+                Err(_) => {
+                    debug!(%peer, "inbound mTLS refused: handshake not completed within {HANDSHAKE_TIMEOUT:?}");
+                    None
+                }
+            }
+        } else {
+            Some(stream)
+        };
+        // Keep a reused connection here: handing it back would start over.
+        while let Some(stream) = next {
+            next = self.http.process_new(stream, shutdown).await;
+        }
+        None
     }
 }

@@ -7,11 +7,9 @@
 //!   from the destination's identity against the mesh root only). Inbound, it
 //!   becomes a sidecar's server certificate with client certificates required and
 //!   verified against the same root ([`WorkloadCerts::inbound_termination`]).
-//! - [`InboundApp`]: a sidecar's inbound listener for one workload port. STRICT:
-//!   mTLS only; PERMISSIVE: mTLS or plaintext on one port, told apart by the first
-//!   byte (0x16, a TLS handshake record); DISABLE: plaintext only. Then the HTTP
-//!   proxy to the app, which sees plaintext HTTP and the peer identity in
-//!   `x-forwarded-client-cert`, never a certificate.
+//! - [`InboundMode`]: the PeerAuthentication modes of a sidecar's inbound listener
+//!   (per workload port), switched in place; the listener itself is
+//!   `listener::InboundApp`.
 //!
 //! Private keys are kept in memory only and never printed (`Debug` shows the
 //! identity and expiry).
@@ -21,25 +19,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use async_trait::async_trait;
 use isthmus_model::snapshot::{
     ClientCertificate, ClientVerification, InboundMtls, TlsCredential, TlsPolicy, TlsServer,
     TlsTermination,
 };
-use pingora::apps::ServerApp;
-use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::Stream;
-use pingora::proxy::HttpProxy;
-use pingora::server::ShutdownWatch;
 use pingora::utils::tls::{CertKey, WrappedX509};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::AsyncReadExt;
-use tracing::debug;
-
-use crate::listener::HANDSHAKE_TIMEOUT;
-use crate::proxy::RouterProxy;
-use crate::tls::{Accepted, SniResolver};
 
 /// Why identity material cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -251,90 +237,6 @@ impl InboundMode {
         let m = self.0.load();
         port.and_then(|p| m.ports.get(&p).copied())
             .unwrap_or(m.other)
-    }
-}
-
-/// A sidecar's inbound listener app for one workload port.
-pub(crate) struct InboundApp {
-    pub(crate) http: Arc<HttpProxy<RouterProxy>>,
-    pub(crate) tls: Arc<SniResolver>,
-    pub(crate) mode: InboundMode,
-}
-
-/// The first byte of a TLS handshake record.
-const TLS_HANDSHAKE: u8 = 0x16;
-
-#[async_trait]
-impl ServerApp for InboundApp {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let peer = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().map(|a| a.to_string()))
-            .unwrap_or_default();
-        // Transparent mode: the workload port the peer connected to.
-        let port = stream
-            .get_socket_digest()
-            .and_then(|d| d.original_dst().and_then(|a| a.as_inet()).map(|a| a.port()));
-        let mode = self.mode.get(port);
-        let tls = match mode {
-            InboundMtls::Disable => false,
-            InboundMtls::Strict => true,
-            InboundMtls::Permissive => {
-                let mut tcp: Box<L4Stream> = stream.into_any().downcast().ok()?;
-                let mut first = [0u8; 1];
-                let n = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.read(&mut first)).await {
-                    Ok(Ok(n)) => n,
-                    _ => return None,
-                };
-                if n == 0 {
-                    return None;
-                }
-                tcp.rewind(&first[..n]);
-                let tls = first[0] == TLS_HANDSHAKE;
-                return self.serve(tcp, tls, &peer, shutdown).await;
-            }
-        };
-        self.serve(stream, tls, &peer, shutdown).await
-    }
-
-    async fn cleanup(&self) {
-        self.http.cleanup().await;
-    }
-}
-
-impl InboundApp {
-    async fn serve(
-        self: &Arc<Self>,
-        stream: Stream,
-        tls: bool,
-        peer: &str,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let mut next = if tls {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.tls.handshake(stream)).await {
-                Ok(Ok(Accepted::Terminated(tls))) => Some(tls),
-                Ok(Ok(Accepted::Passthrough { .. })) => None,
-                Ok(Err(refused)) => {
-                    debug!(%peer, "inbound mTLS refused: {refused}");
-                    None
-                }
-                Err(_) => {
-                    debug!(%peer, "inbound mTLS refused: handshake not completed within {HANDSHAKE_TIMEOUT:?}");
-                    None
-                }
-            }
-        } else {
-            Some(stream)
-        };
-        // Keep a reused connection here: handing it back would start over.
-        while let Some(stream) = next {
-            next = self.http.process_new(stream, shutdown).await;
-        }
-        None
     }
 }
 
