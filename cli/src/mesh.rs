@@ -470,6 +470,7 @@ pub async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
             namespace: args.namespace.clone(),
         },
         token,
+        token_file: args.token_file.clone(),
         mark: args.transparent.then_some(args.capture.proxy_mark),
         service_account: None,
     };
@@ -564,6 +565,7 @@ pub async fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
             namespace: args.namespace.clone(),
         },
         token,
+        token_file: args.token_file.clone(),
         mark: None,
         service_account: Some(
             isthmus_controller::publisher::gateway_service_account(&workload).to_string(),

@@ -392,3 +392,85 @@ fn a_sidecar_process_that_dies_is_started_again_by_up() {
     let (ok, text) = batch(&format!("http://{}", local(p[5])), "web:8000", 5);
     assert_eq!(ok, 5, "{text}");
 }
+
+#[test]
+fn a_proxy_whose_certificate_expired_while_the_controller_was_away_gets_a_new_one() {
+    let p = free_ports(8);
+    let dir = ConfigDir::new();
+    mesh_config(&dir, p[1], [p[2], p[3], p[4], p[5]], false);
+    let state = dir.path().join(".state");
+    let controller = || {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("controller")
+            .arg(dir.path())
+            .args(["--state-dir", &state.display().to_string()])
+            .args([
+                "--xds-port",
+                &p[6].to_string(),
+                "--admin-port",
+                &p[7].to_string(),
+            ])
+            .args(["--cert-ttl", "4s"])
+            .env("ISTHMUS_RUNTIME_DIR", isthmus_testkit::runtime_dir());
+        let mut proc = Proc::spawn(&mut cmd);
+        proc.wait_for_line(Duration::from_secs(20), |l| {
+            l.starts_with("ready:").then_some(())
+        });
+        proc
+    };
+    let mut ctl = controller();
+    let admin = admin_of(&mut ctl);
+    let _web = isthmus_testkit::demo_app(Path::new(BIN), "web", "v1", p[1]);
+    let proxy = |name: &str| {
+        Proc::spawn(
+            Command::new(BIN)
+                .args(["proxy", "--controller", &local(p[6]).to_string()])
+                .arg("--root-cert")
+                .arg(state.join("ca").join("root-cert.pem"))
+                .args(["--name", name, "--token-file"])
+                .arg(state.join("tokens").join(format!("default.{name}"))),
+        )
+    };
+    let _web_sidecar = proxy("web");
+    let _sleep_sidecar = proxy("sleep");
+    let list = wait_status(&admin, "both SYNCED", |l| {
+        l.len() == 2 && l.iter().all(|p| p["status"] == "SYNCED")
+    });
+    let expiry = |l: &[serde_json::Value]| -> Vec<String> {
+        l.iter()
+            .map(|p| p["certExpiry"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let before = expiry(&list);
+    // Away until every certificate the proxies hold has expired.
+    drop(ctl);
+    let latest = before.iter().max().cloned().unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = String::from_utf8_lossy(
+            &Command::new("date")
+                .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+                .output()
+                .expect("date")
+                .stdout,
+        )
+        .trim()
+        .to_string();
+        if now > latest {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{now} not past {latest}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A new controller (new tokens in the same files): the proxies cannot present
+    // their expired certificates, so they use the token again and get new ones.
+    let _ctl = controller();
+    let list = wait_status(&admin, "both SYNCED with new certificates", |l| {
+        l.len() == 2
+            && l.iter().all(|p| p["status"] == "SYNCED")
+            && expiry(l).iter().all(|e| e > &latest)
+    });
+    assert_eq!(list.len(), 2);
+    let (ok, text) = batch(&format!("http://{}", local(p[5])), "web:8000", 5);
+    assert_eq!(ok, 5, "{text}");
+}

@@ -53,6 +53,9 @@ pub struct ClientOptions {
     pub node: NodeInfo,
     /// The bootstrap token (first connection).
     pub token: Option<String>,
+    /// A file holding the bootstrap token, read again at every connection (a
+    /// restarted controller writes new ones), before `token`.
+    pub token_file: Option<std::path::PathBuf>,
     /// `SO_MARK` of the connection (under interception the proxy's own traffic
     /// must not be redirected to itself).
     pub mark: Option<u32>,
@@ -125,7 +128,11 @@ fn tls_config(opts: &ClientOptions, state: &State) -> Result<rustls::ClientConfi
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots);
     // With a certificate, present it: the controller then needs no token.
-    let material = state.certs.current().zip(state.key_pem.as_ref());
+    let material = state
+        .certs
+        .current()
+        .filter(|_| usable_certificate(state))
+        .zip(state.key_pem.as_ref());
     match material {
         Some((m, key)) => {
             let chain = CertificateDer::pem_slice_iter(&m.chain_pem)
@@ -147,10 +154,13 @@ async fn send<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, m: &ProxyMessage) -> 
     w.flush().await.map_err(|e| e.to_string())
 }
 
-/// A new key and CSR for `identity`; the key is kept as pending.
+/// A new key and CSR for `identity`; the key is kept as the one pending, and no
+/// renewal is due while it is (one request in flight at a time: a certificate is
+/// matched with the key of the last request sent on this connection).
 fn new_csr(state: &mut State, identity: &Identity) -> Result<String, String> {
     let k = new_key_and_csr(identity).map_err(|e| e.to_string())?;
     state.pending_key = Some(k.key_pem);
+    state.renew_at = None;
     Ok(k.csr_pem)
 }
 
@@ -170,8 +180,12 @@ async fn connect_and_serve(
         .map_err(|e| format!("TLS: {e}"))?;
     let (r, mut w) = tokio::io::split(tls);
     let mut r = BufReader::new(r);
-    let have_cert = state.certs.current().is_some() && state.key_pem.is_some();
+    let have_cert = usable_certificate(state);
     // A restarted proxy knows its identity only from the config: the CSR follows it.
+    // A request sent on a connection that broke will not be answered: ask again.
+    if state.pending_key.take().is_some() && have_cert {
+        state.renew_at = Some(tokio::time::Instant::now());
+    }
     let csr = match (&state.identity, have_cert) {
         (Some(id), false) => Some(new_csr(state, &id.clone())?),
         _ => None,
@@ -180,7 +194,7 @@ async fn connect_and_serve(
         &mut w,
         &ProxyMessage::Hello {
             node: opts.node.clone(),
-            token: if have_cert { None } else { opts.token.clone() },
+            token: if have_cert { None } else { token(opts) },
             csr,
             version: state.version,
         },
@@ -212,7 +226,6 @@ async fn connect_and_serve(
                 }
             } => {
                 if let Some(id) = state.identity.clone() {
-                    state.renew_at = None;
                     let csr = new_csr(state, &id)?;
                     info!("renewing the workload certificate (half its lifetime)");
                     send(&mut w, &ProxyMessage::Csr { csr }).await?;
@@ -256,7 +269,10 @@ async fn connect_and_serve(
                             return Ok(());
                         }
                     }
-                    Err(e) => warn!("{e}; keeping the current certificate"),
+                    Err(e) => {
+                        warn!("{e}; keeping the current certificate, asking again in 5 s");
+                        state.renew_at = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+                    }
                 }
             }
             ControllerMessage::Config {
@@ -327,6 +343,27 @@ async fn connect_and_serve(
             }
         }
     }
+}
+
+/// Whether the certificate held can authenticate this proxy: present, with its
+/// key, and valid for another minute (an expired one would only be refused: the
+/// bootstrap token and a new CSR are used instead).
+fn usable_certificate(state: &State) -> bool {
+    state.key_pem.is_some()
+        && state
+            .certs
+            .current()
+            .is_some_and(|m| m.not_after > unix_now() + 60)
+}
+
+/// The bootstrap token: the token file's current content, else the one given.
+fn token(opts: &ClientOptions) -> Option<String> {
+    opts.token_file
+        .as_ref()
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .or_else(|| opts.token.clone())
 }
 
 /// A TCP connection to `addr` (`host:port`), its socket marked with `mark`.
