@@ -366,6 +366,70 @@ fn transparent_sidecars_in_network_namespaces_carry_the_canary_over_mtls() {
         "{body}"
     );
 
+    // Traffic to outside the mesh leaves as it came: HTTP to a server no service
+    // names (passthrough), and TLS the app originates itself (not HTTP: forwarded
+    // as bytes to its original destination).
+    procs.push(Proc::spawn(t.exec("client", BIN).args([
+        "demo-app",
+        "--name",
+        "outside",
+        "--version",
+        "v9",
+        "--bind",
+        "10.77.0.3",
+        "--port",
+        "9080",
+    ])));
+    let ca_dir = tempfile::tempdir().expect("tempdir");
+    let outside_ca = TestCa::new();
+    let leaf = outside_ca.leaf(&["outside.example"], 50);
+    let (oc, ok) = pair(ca_dir.path(), "outside", &leaf);
+    let mut tls_server = Proc::spawn(
+        t.exec("client", "openssl")
+            .args([
+                "s_server",
+                "-www",
+                "-accept",
+                "10.77.0.3:9443",
+                "-cert",
+                &oc,
+                "-key",
+                &ok,
+            ])
+            .stdin(std::process::Stdio::piped()),
+    );
+    tls_server.wait_for_line(Duration::from_secs(10), |l| {
+        l.contains("ACCEPT").then_some(())
+    });
+    procs.push(tls_server);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (code, body) = loop {
+        let r = curl(&t, "v1", &["http://10.77.0.3:9080/"]);
+        if r.0 == 200 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.starts_with("outside v9") && body.contains("\"xfcc\":null"),
+        "{body}"
+    );
+    let root_out = outside_ca.root().display().to_string();
+    let (code, body) = curl(
+        &t,
+        "v1",
+        &[
+            "--cacert",
+            &root_out,
+            "--resolve",
+            "outside.example:9443:10.77.0.3",
+            "https://outside.example:9443/",
+        ],
+    );
+    assert_eq!(code, 200, "TLS from the app passes through: {body}");
+    assert!(body.contains("s_server"), "{body}");
+
     // PERMISSIVE: plaintext is accepted on the same port, without an identity.
     dir.write("mtls.yaml", &pa("PERMISSIVE"));
     wait_synced(&t, 3, 2);

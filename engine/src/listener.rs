@@ -326,11 +326,25 @@ fn start(
     if let Some(servers) = &tls {
         servers.set_acme_challenges(config.acme.as_ref().map(|a| a.tls_alpn01.clone()));
     }
+    let transparent_outbound = config.role == ListenerRole::SidecarOutbound { transparent: true };
     let proxy = RouterProxy::new(holder, declared_port)
         .with_role(config.role, config.certs)
         .with_mark(config.mark)
         .with_acme(config.acme.map(|a| a.http01));
     let task = match tls {
+        None if transparent_outbound => {
+            let mut http = http_proxy(&server_conf(), proxy);
+            let mut options = HttpServerOptions::default();
+            options.h2c = true;
+            http.server_options = Some(options);
+            let app = OutboundApp {
+                http: Arc::new(http),
+                mark: config.mark,
+            };
+            let mut service = Service::new(bound.to_string(), app);
+            service.add_tcp(&key);
+            runtime.spawn(async move { service.start_service(fds, shutdown_rx, 1).await })
+        }
         None => {
             let mut options = HttpServerOptions::default();
             options.h2c = true;
@@ -495,4 +509,95 @@ impl InboundApp {
         }
         None
     }
+}
+
+/// How long a transparent outbound connection may stay silent before it is taken
+/// for a protocol where the server speaks first (it is then forwarded as TCP).
+const SNIFF_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// A transparent sidecar's outbound listener (15001): a connection that starts like
+/// HTTP/1 or HTTP/2 goes to the HTTP proxy (the app's requests, routed by the mesh);
+/// anything else (TLS the app originates, a database protocol, a server-first
+/// protocol that sends nothing within [`SNIFF_TIMEOUT`]) is forwarded as bytes to
+/// its original destination, as Istio's protocol sniffing and TCP passthrough do.
+struct OutboundApp {
+    http: Arc<HttpProxy<RouterProxy>>,
+    mark: Option<u32>,
+}
+
+#[async_trait]
+impl ServerApp for OutboundApp {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let digest = stream.get_socket_digest();
+        let original = digest.as_ref().and_then(|d| {
+            let dst = d
+                .original_dst()?
+                .as_inet()
+                .map(|a| SocketAddr::new(a.ip(), a.port()))?;
+            let local = d
+                .local_addr()?
+                .as_inet()
+                .map(|a| SocketAddr::new(a.ip(), a.port()))?;
+            (dst != local).then_some(dst)
+        });
+        let mut tcp: Box<L4Stream> = stream.into_any().downcast().ok()?;
+        let mut first = [0u8; 16];
+        let n = match tokio::time::timeout(SNIFF_TIMEOUT, tcp.read(&mut first)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return None,
+            Ok(Ok(n)) => n,
+            Err(_) => 0,
+        };
+        let http = n > 0 && crate::tls::looks_like_plain_http(&first[..n]);
+        if n > 0 {
+            tcp.rewind(&first[..n]);
+        }
+        if http {
+            let mut next: Option<Stream> = Some(tcp);
+            while let Some(stream) = next {
+                next = self.http.process_new(stream, shutdown).await;
+            }
+            return None;
+        }
+        let Some(dst) = original else {
+            debug!("outbound: a non-HTTP connection that was not redirected; closed");
+            return None;
+        };
+        match connect_marked(dst, self.mark).await {
+            Ok(mut upstream) => {
+                let mut downstream = tcp;
+                match tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
+                    Ok((up, down)) => debug!(%dst, up, down, "outbound TCP passthrough closed"),
+                    Err(e) => debug!(%dst, error = %e, "outbound TCP passthrough ended"),
+                }
+            }
+            Err(e) => warn!(%dst, error = %e, "outbound TCP passthrough: cannot connect"),
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.http.cleanup().await;
+    }
+}
+
+/// A TCP connection to `dst`, its socket marked with `mark` (never redirected).
+async fn connect_marked(
+    dst: SocketAddr,
+    mark: Option<u32>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = if dst.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    if let Some(m) = mark {
+        socket2::SockRef::from(&socket).set_mark(m)?;
+    }
+    tokio::time::timeout(crate::proxy::CONNECT_TIMEOUT, socket.connect(dst))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
 }

@@ -433,7 +433,7 @@ const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: tex
 /// Whether the first bytes of a connection are an HTTP/1 request line (a method in
 /// capitals, then a space) or the HTTP/2 preface, not a TLS record (which starts
 /// with 0x16).
-fn looks_like_plain_http(first: &[u8]) -> bool {
+pub(crate) fn looks_like_plain_http(first: &[u8]) -> bool {
     const METHODS: [&[u8]; 10] = [
         b"GET ",
         b"POST ",
