@@ -30,15 +30,25 @@
 //!   where it would mean the workload's own namespace), each with `:PORT`; a
 //!   Service's cluster IP too. A domain claimed by two virtual hosts stays with the
 //!   first ([`Router::new`]).
-//! - `Sidecar` resources are not applied yet (Info): every visible service is
-//!   configured.
+//! - **`Sidecar` resource** (istio-api.md 1.5, [`egress`]): the one applying to the
+//!   workload (selector match in its namespace, else its namespace's, else the root
+//!   namespace's) keeps only the services whose host and namespace (of any resource
+//!   declaring the host) match one of its egress `hosts`; without one, every visible
+//!   service is configured. A VirtualService's hosts naming trimmed services are
+//!   dropped, its other hosts are kept when an egress host matches them in the
+//!   VirtualService's namespace; a VirtualService left with no host contributes
+//!   nothing (`~/*`: no outbound listener at all). Default routes only for kept
+//!   services. Egress `port`, `bind`, `captureMode`, `ingress`,
+//!   `inboundConnectionPool`, `outboundTrafficPolicy`: not applied (Info).
+
+mod egress;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use super::{
-    diag, BoundVs, Compiler, GatewayWorkload, CODE_NOT_APPLIED, MESH_GATEWAY, ROOT_NAMESPACE,
-};
+use egress::SidecarScope;
+
+use super::{diag, BoundVs, Compiler, GatewayWorkload, CODE_NOT_APPLIED, MESH_GATEWAY};
 use crate::diag::{Diagnostic, Level};
 use crate::host;
 use crate::mesh::{effective_mtls, mesh_workloads_checked, MeshOptions, MeshWorkload};
@@ -67,10 +77,11 @@ pub fn compile_sidecar(
             .into_iter()
             .filter(|d| d.resource.as_deref() == Some(me.as_str())),
     );
-    c.report_sidecar_resources();
+    let (scope, scope_diags) = SidecarScope::select(store, &workload.namespace, &workload.labels);
+    c.diags.extend(scope_diags);
     let inbound = inbound(store, workload);
     let vss = c.bound_virtual_services(true);
-    let listeners = c.outbound_listeners(&vss);
+    let listeners = c.outbound_listeners(&vss, scope.as_ref());
     c.finish(Snapshot {
         version: 0,
         listeners,
@@ -118,35 +129,27 @@ impl OutService<'_> {
 }
 
 impl<'s> Compiler<'s> {
-    /// `Sidecar` resources that would apply to this workload: not applied yet.
-    fn report_sidecar_resources(&mut self) {
-        let ns = self.proxy.namespace.as_str();
-        let store = self.store;
-        for (r, sc) in store.sidecars() {
-            let selector = sc.workload_selector.as_ref().map(|s| &s.labels);
-            let applies = if r.namespace() == ns {
-                selector.is_none_or(|s| super::labels_subset(s, &self.proxy.labels))
-            } else {
-                r.namespace() == ROOT_NAMESPACE && selector.is_none_or(|s| s.is_empty())
-            };
-            if applies {
-                self.diags.push(diag(
-                    Level::Info,
-                    CODE_NOT_APPLIED,
-                    r,
-                    "spec",
-                    "Sidecar resources are not applied yet: the sidecar is configured for every service visible to its namespace".to_string(),
-                ));
-            }
-        }
-    }
-
-    /// The services of the registry, with their HTTP ports (others reported).
-    fn out_services(&mut self) -> Vec<OutService<'s>> {
+    /// The services of the registry the Sidecar resource keeps, with their HTTP ports
+    /// (others reported), and the hosts of those it trims.
+    fn out_services(&mut self, scope: Option<&SidecarScope>) -> (Vec<OutService<'s>>, Vec<String>) {
         let proxy_ns = self.proxy.namespace.clone();
         let mut out = Vec::new();
+        let mut trimmed = Vec::new();
         let mut skipped: Vec<Diagnostic> = Vec::new();
         for s in self.registry.sorted() {
+            if let Some(scope) = scope {
+                let namespaces: Vec<&str> = s
+                    .entries
+                    .iter()
+                    .map(|(r, _)| r.namespace())
+                    .chain(s.kube.iter().map(|(r, _)| r.namespace()))
+                    .chain([s.namespace])
+                    .collect();
+                if !scope.admits(&namespaces, &s.host) {
+                    trimmed.push(s.host.clone());
+                    continue;
+                }
+            }
             let r = s.resource();
             let mut ports = Vec::new();
             for n in s.port_numbers() {
@@ -183,12 +186,16 @@ impl<'s> Compiler<'s> {
             });
         }
         self.diags.extend(skipped);
-        out
+        (out, trimmed)
     }
 
     /// The outbound listeners (module header).
-    fn outbound_listeners(&mut self, vss: &[BoundVs<'s>]) -> Vec<Listener> {
-        let services = self.out_services();
+    fn outbound_listeners(
+        &mut self,
+        vss: &[BoundVs<'s>],
+        scope: Option<&SidecarScope>,
+    ) -> Vec<Listener> {
+        let (services, trimmed) = self.out_services(scope);
         let by_host: HashMap<&str, usize> = services
             .iter()
             .enumerate()
@@ -211,7 +218,18 @@ impl<'s> Compiler<'s> {
                     } else {
                         by_host.get(h.as_str()).copied().into_iter().collect()
                     };
-                    if found.is_empty() && !plain.contains(h) {
+                    let names_trimmed = || {
+                        trimmed.iter().any(|t| {
+                            if host::is_wildcard(h) {
+                                host::matches(t, h)
+                            } else {
+                                t == h
+                            }
+                        })
+                    };
+                    let admitted =
+                        || scope.is_none_or(|sc| sc.admits(&[vs.resource.namespace()], h));
+                    if found.is_empty() && !plain.contains(h) && !names_trimmed() && admitted() {
                         plain.push(h.clone());
                     }
                     for i in found {
@@ -251,7 +269,10 @@ impl<'s> Compiler<'s> {
                     .copied()
                     .filter(|&i| services[i].ports.contains(&port))
                     .collect();
-                let applies = if named.is_empty() {
+                let applies = if named.is_empty() && plain.is_empty() {
+                    // No host left (all trimmed by the Sidecar resource).
+                    false
+                } else if named.is_empty() {
                     port == 80
                 } else {
                     !on_port.is_empty()
