@@ -358,6 +358,7 @@ impl Proxies {
             certs: Some(certs.clone()),
             ..self.opts.clone()
         };
+        let mut pushed = snapshots.clone();
         let gw = isthmus_gateway::Gateway::start(snapshots, opts).await;
         for l in gw.listeners() {
             println!(
@@ -383,20 +384,20 @@ impl Proxies {
                     .map(|m| isthmus_model::der::format_utc(m.not_after)),
             },
         );
+        // Sent: the version the publisher pushed; applied: the one whose listeners
+        // the gateway serves (STALE in between, as for a remote proxy).
         let mut gw_status = gw.status();
-        let mut snaps = snapshots_version(&gw_status);
         tasks.push(tokio::spawn(async move {
             loop {
-                let v = gw_status.borrow_and_update().version;
-                status.sent(&key, snaps.max(v));
-                status.answered(&key, v, Vec::new());
+                status.sent(&key, pushed.borrow_and_update().version);
+                status.answered(&key, gw_status.borrow_and_update().version, Vec::new());
                 if let Some(m) = certs.current() {
                     status.cert_expiry(&key, m.not_after);
                 }
-                if gw_status.changed().await.is_err() {
-                    return;
+                tokio::select! {
+                    c = pushed.changed() => if c.is_err() { return },
+                    c = gw_status.changed() => if c.is_err() { return },
                 }
-                snaps = v;
             }
         }));
         RunningGateway {
@@ -454,10 +455,6 @@ impl Proxies {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-fn snapshots_version(s: &watch::Receiver<isthmus_gateway::GatewayStatus>) -> u64 {
-    s.borrow().version
 }
 
 /// Issue a workload certificate to an in-process proxy: the key is made here and

@@ -14,8 +14,8 @@ pub mod tls;
 pub use acme_challenge::{AcmeChallenges, AlpnChallenges, ChallengeTokens};
 pub use holder::SnapshotHolder;
 pub use listener::{
-    start_http_listener, start_https_listener, start_inbound_listener, start_listener,
-    BoundListener, ListenError, ListenerConfig, ListenerHandle, STOP_GRACE,
+    connect_marked, start_http_listener, start_https_listener, start_inbound_listener,
+    start_listener, BoundListener, ListenError, ListenerConfig, ListenerHandle, STOP_GRACE,
 };
 pub use mesh::{InboundMode, WorkloadCerts, WorkloadMaterial};
 pub use proxy::{ListenerRole, RequestCtx, RouterProxy, CONNECT_TIMEOUT};

@@ -451,7 +451,8 @@ impl ServerApp for InboundApp {
         // Transparent mode: the workload port the peer connected to.
         let port = stream
             .get_socket_digest()
-            .and_then(|d| d.original_dst().and_then(|a| a.as_inet()).map(|a| a.port()));
+            .and_then(|d| crate::proxy::redirected_to(&d))
+            .map(|a| a.port());
         let mode = self.mode.get(port);
         let tls = match mode {
             InboundMtls::Disable => false,
@@ -532,18 +533,9 @@ impl ServerApp for OutboundApp {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let digest = stream.get_socket_digest();
-        let original = digest.as_ref().and_then(|d| {
-            let dst = d
-                .original_dst()?
-                .as_inet()
-                .map(|a| SocketAddr::new(a.ip(), a.port()))?;
-            let local = d
-                .local_addr()?
-                .as_inet()
-                .map(|a| SocketAddr::new(a.ip(), a.port()))?;
-            (dst != local).then_some(dst)
-        });
+        let original = stream
+            .get_socket_digest()
+            .and_then(|d| crate::proxy::redirected_to(&d));
         let mut tcp: Box<L4Stream> = stream.into_any().downcast().ok()?;
         let mut first = [0u8; 16];
         let n = match tokio::time::timeout(SNIFF_TIMEOUT, tcp.read(&mut first)).await {
@@ -584,8 +576,9 @@ impl ServerApp for OutboundApp {
     }
 }
 
-/// A TCP connection to `dst`, its socket marked with `mark` (never redirected).
-async fn connect_marked(
+/// A TCP connection to `dst`, its socket marked with `mark` (never redirected by
+/// the interception rules), within the upstream connect timeout.
+pub async fn connect_marked(
     dst: SocketAddr,
     mark: Option<u32>,
 ) -> std::io::Result<tokio::net::TcpStream> {

@@ -99,15 +99,19 @@ fn mark_hook(mark: u32) -> SockTweak {
 /// The original destination of a connection that was redirected to this
 /// listener (iptables REDIRECT), if it was.
 fn original_dst(session: &Session) -> Option<SocketAddr> {
-    let digest = session.digest()?.socket_digest.as_ref()?;
-    let dst = digest
-        .original_dst()?
-        .as_inet()
-        .map(|a| SocketAddr::new(a.ip(), a.port()))?;
-    let local = digest
-        .local_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| SocketAddr::new(a.ip(), a.port()));
+    redirected_to(session.digest()?.socket_digest.as_ref()?)
+}
+
+/// The original destination of a connection iptables redirected to this socket
+/// (`SO_ORIGINAL_DST`), `None` when it was not redirected. The one place this is
+/// read, for the inbound (mode by port, the app) and the outbound (route port,
+/// passthrough) listeners.
+pub(crate) fn redirected_to(digest: &pingora::protocols::SocketDigest) -> Option<SocketAddr> {
+    let inet = |a: &pingora::protocols::l4::socket::SocketAddr| {
+        a.as_inet().map(|a| SocketAddr::new(a.ip(), a.port()))
+    };
+    let dst = inet(digest.original_dst()?)?;
+    let local = digest.local_addr().and_then(inet);
     // With conntrack on, every connection reports one: a connection made to the
     // listener itself was not redirected.
     (Some(dst) != local).then_some(dst)
@@ -419,9 +423,9 @@ impl ProxyHttp for RouterProxy {
         } else {
             None
         };
-        let authority = request_view(session.req_header(), 0, self.scheme).authority;
-        let port = self.route_port(authority, original);
-        let view = request_view(session.req_header(), port, self.scheme);
+        let mut view = request_view(session.req_header(), self.port, self.scheme);
+        let port = self.route_port(view.authority, original);
+        view.port = port;
         // One router serves the whole port: a request whose Host belongs to a server
         // with other TLS settings (e.g. MUTUAL) than the one this connection's
         // handshake went through must not reach that server's routes (421, RFC 9110).

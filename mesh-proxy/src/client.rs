@@ -370,15 +370,7 @@ fn token(opts: &ClientOptions) -> Option<String> {
 async fn connect(addr: &str, mark: Option<u32>) -> std::io::Result<tokio::net::TcpStream> {
     let mut last = None;
     for a in tokio::net::lookup_host(addr).await? {
-        let socket = if a.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        if let Some(m) = mark {
-            socket2::SockRef::from(&socket).set_mark(m)?;
-        }
-        match socket.connect(a).await {
+        match isthmus_engine::connect_marked(a, mark).await {
             Ok(s) => return Ok(s),
             Err(e) => last = Some(e),
         }
