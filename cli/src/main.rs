@@ -30,7 +30,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway(s) for a directory of Istio YAML on loopback (the embedded default).
+    /// Run the controller, gateway(s) and sidecars for a directory of Istio YAML on loopback (the embedded default).
     Up(up::UpArgs),
     /// Validate and analyze Istio YAML files or directories, like `istioctl analyze`.
     Analyze(analyze::AnalyzeArgs),

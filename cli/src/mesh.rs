@@ -411,9 +411,11 @@ pub fn run_proxy_command(cmd: ProxyCommand) -> std::process::ExitCode {
                 exclude_inbound_ports,
             };
             if dry_run {
-                for r in intercept::rules(&o) {
-                    println!("iptables {}", r.join(" "));
-                }
+                let lines: Vec<String> = intercept::rules(&o)
+                    .into_iter()
+                    .map(|r| format!("iptables {}", r.join(" ")))
+                    .collect();
+                print_lines(&lines);
                 return std::process::ExitCode::SUCCESS;
             }
             match intercept::apply(&o) {
@@ -696,7 +698,7 @@ pub async fn run_proxy_status(args: ProxyStatusArgs) -> anyhow::Result<()> {
     };
     let list = fetch_status(&admin).await?;
     match args.output.as_str() {
-        "json" => println!("{}", serde_json::to_string_pretty(&list)?),
+        "json" => print_lines(&[serde_json::to_string_pretty(&list)?]),
         "table" => {
             let rows: Vec<[String; 8]> = list
                 .iter()
@@ -739,12 +741,27 @@ pub async fn run_proxy_status(args: ProxyStatusArgs) -> anyhow::Result<()> {
                     .trim_end()
                     .to_string()
             };
-            println!("{}", line(header.to_vec()));
-            for r in &rows {
-                println!("{}", line(r.iter().map(String::as_str).collect()));
-            }
+            let mut out = vec![line(header.to_vec())];
+            out.extend(
+                rows.iter()
+                    .map(|r| line(r.iter().map(String::as_str).collect())),
+            );
+            print_lines(&out);
         }
         other => anyhow::bail!("-o {other}: use table or json"),
     }
     Ok(())
+}
+
+/// Print `lines` to stdout; a reader that went away (`| head`) ends the output
+/// quietly instead of a panic.
+fn print_lines(lines: &[String]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for l in lines {
+        if writeln!(out, "{l}").is_err() {
+            return;
+        }
+    }
+    let _ = out.flush();
 }

@@ -474,3 +474,29 @@ fn a_proxy_whose_certificate_expired_while_the_controller_was_away_gets_a_new_on
     let (ok, text) = batch(&format!("http://{}", local(p[5])), "web:8000", 5);
     assert_eq!(ok, 5, "{text}");
 }
+
+#[test]
+fn proxy_init_dry_run_prints_istio_init_rules_and_ends_quietly_on_a_closed_pipe() {
+    // A reader that is already gone: every write fails with EPIPE.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = Command::new(BIN)
+        .args(["proxy", "init", "--dry-run"])
+        .stdout(writer)
+        .output()
+        .expect("proxy init");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("panicked"), "{err}");
+    let full = Command::new(BIN)
+        .args(["proxy", "init", "--dry-run"])
+        .output()
+        .expect("proxy init");
+    let rules = String::from_utf8_lossy(&full.stdout);
+    assert!(
+        rules.contains("iptables -t nat -A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006")
+            && rules
+                .contains("iptables -t nat -A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001")
+            && rules.contains("iptables -t nat -A ISTIO_OUTPUT -m mark --mark 1337 -j RETURN"),
+        "{rules}"
+    );
+}
