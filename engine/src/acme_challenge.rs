@@ -9,7 +9,7 @@
 //! HTTP-01 (RFC 8555 §8.3) on a gateway's plain-HTTP listeners: the map of pending
 //! challenge tokens ([`ChallengeTokens`], filled by the gateway's ACME manager while
 //! an order waits for validation) and the check at the very start of the request
-//! path ([`try_serve`]) that answers `GET /.well-known/acme-challenge/<token>` with
+//! path ([`answer`]) that answers `GET /.well-known/acme-challenge/<token>` with
 //! the token's key authorization, for any Host, before routing and before an
 //! `httpsRedirect` 301. Unknown tokens fall through to normal routing. The cost for
 //! other requests is a string comparison.
@@ -247,7 +247,7 @@ fn remove_stale(dir: &Path) {
 /// (`ListenerConfig::acme`) and to the ACME manager that fills it.
 #[derive(Debug, Clone, Default)]
 pub struct AcmeChallenges {
-    /// Answered by the gateway's plain-HTTP listeners ([`try_serve`]).
+    /// Answered by the gateway's plain-HTTP listeners ([`answer`]).
     pub http01: Arc<ChallengeTokens>,
     /// Answered in the gateway's HTTPS listeners' handshakes.
     pub tls_alpn01: Arc<AlpnChallenges>,
@@ -527,25 +527,34 @@ fn challenge_token<'a>(scheme: &str, method: &Method, path: &'a str) -> Option<&
         .filter(|t| !t.is_empty() && !t.contains('/'))
 }
 
-/// Answer a pending HTTP-01 challenge of `tokens`: `Ok(true)` when the response was
-/// sent, `Ok(false)` when the request is something else (routing goes on).
-pub async fn try_serve(
-    session: &mut Session,
+/// The key authorization to answer `req` with, when it asks for a pending HTTP-01
+/// challenge of `tokens` (`None`: something else, routing goes on).
+pub(crate) fn answer(
     scheme: &str,
+    req: &pingora::http::RequestHeader,
     tokens: &ChallengeTokens,
-) -> pingora::Result<bool> {
-    let req = session.req_header();
-    let Some(token) = challenge_token(scheme, &req.method, req.uri.path()) else {
-        return Ok(false);
-    };
-    let Some(key_authorization) = tokens.answer(token) else {
-        return Ok(false);
-    };
+) -> Option<String> {
+    let token = challenge_token(scheme, &req.method, req.uri.path())?;
+    let key_authorization = tokens.answer(token)?;
     debug!(token, "acme: answering an HTTP-01 challenge");
-    let head_only = req.method == Method::HEAD;
+    Some(key_authorization)
+}
+
+/// The response header of an HTTP-01 answer.
+pub(crate) fn answer_header(key_authorization: &str) -> pingora::Result<ResponseHeader> {
     let mut resp = ResponseHeader::build(200, Some(2))?;
     resp.insert_header(header::CONTENT_TYPE, "application/octet-stream")?;
     resp.insert_header(header::CONTENT_LENGTH, key_authorization.len())?;
+    Ok(resp)
+}
+
+/// Send an HTTP-01 answer on a [`Session`] (the HTTP/2 path).
+pub(crate) async fn write_answer(
+    session: &mut Session,
+    key_authorization: String,
+) -> pingora::Result<()> {
+    let head_only = session.req_header().method == Method::HEAD;
+    let resp = answer_header(&key_authorization)?;
     session
         .write_response_header(Box::new(resp), head_only)
         .await?;
@@ -554,7 +563,7 @@ pub async fn try_serve(
             .write_response_body(Some(Bytes::from(key_authorization)), true)
             .await?;
     }
-    Ok(true)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,10 +4,13 @@
 //! [`start_https_listener`] with its SNI certificate resolver [`SniResolver`]).
 
 pub mod acme_challenge;
+pub mod conn;
+pub mod h1;
 pub mod holder;
 pub mod listener;
 pub mod mesh;
 pub mod passthrough;
+mod pool;
 pub mod proxy;
 pub mod tls;
 

@@ -1,39 +1,42 @@
-//! Listener services started and stopped at run time on the caller's tokio runtime
-//! (no Pingora `Server`). We bind the socket ourselves, so a port that cannot be
-//! bound is an error naming the address instead of Pingora's panic, port 0 works,
-//! and the actual address is known; the bound socket is handed to Pingora through
-//! its listen-fd table. Each listener is one Pingora service with its own upstream
-//! connection pool: plain HTTP/1.1 + h2c ([`start_http_listener`]), or TLS
-//! ([`start_https_listener`]): a plain TCP listener whose app (`TlsApp`) makes the
-//! handshake with the settings [`SniResolver`] picks by SNI (certificate, versions,
-//! suites, client certificates; ALPN h2 and http/1.1), then hands the TLS stream to
-//! the HTTP proxy. Pingora's own TLS listener takes one `TlsSettings` per port and
-//! logs every refused handshake as an ERROR; ours logs a refusal as one DEBUG line
-//! (`TLS handshake refused (SNI a.test): peer sent no certificates peer=...`).
+//! Listeners started and stopped at run time on the caller's tokio runtime (no
+//! Pingora `Server`). We bind the socket ourselves, so a port that cannot be bound
+//! is an error naming the address instead of Pingora's panic, port 0 works, and
+//! the actual address is known; our accept loop gives each connection its own task
+//! and the listener's app (`App`):
+//! - plain HTTP ([`start_http_listener`]): HTTP/1.1 to our core
+//!   ([`crate::h1`]), h2c (prior knowledge) to Pingora's `ProxyHttp`;
+//! - TLS ([`start_https_listener`]): the handshake with the settings
+//!   [`SniResolver`] picks by SNI (certificate, versions, suites, client
+//!   certificates; ALPN h2 and http/1.1), then HTTP as above, or a PASSTHROUGH
+//!   forward. Pingora's own TLS listener takes one `TlsSettings` per port and logs
+//!   every refused handshake as an ERROR; ours logs a refusal as one DEBUG line
+//!   (`TLS handshake refused (SNI a.test): peer sent no certificates peer=...`);
+//! - a transparent sidecar's outbound (protocol sniffing, TCP passthrough) and a
+//!   sidecar's inbound (mTLS by PeerAuthentication mode).
+//!
+//! Each listener has its own upstream connection pool.
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::os::fd::IntoRawFd;
-use std::sync::Arc;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use isthmus_model::snapshot::InboundMtls;
-use parking_lot::Mutex;
 use pingora::apps::{HttpServerOptions, ServerApp};
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::Stream;
-use pingora::proxy::{http_proxy, HttpProxy, ProxyServiceBuilder};
+use pingora::protocols::{GetSocketDigest, SocketDigest, Stream, ALPN};
+use pingora::proxy::{http_proxy, HttpProxy};
 use pingora::server::configuration::ServerConf;
-use pingora::server::{Fds, ShutdownWatch};
-use pingora::services::listening::Service;
-use pingora::services::Service as _;
-use tokio::io::AsyncReadExt;
+use pingora::server::ShutdownWatch;
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::acme_challenge::AcmeChallenges;
+use crate::conn::TcpConn;
+use crate::h1::H1Proxy;
 use crate::holder::SnapshotHolder;
 use crate::mesh::{InboundMode, WorkloadCerts};
 use crate::passthrough;
@@ -146,9 +149,8 @@ impl Drop for ListenerHandle {
     }
 }
 
-/// The Pingora settings of our services. Only `threads` (sharding of shutdown
-/// notifications), the upstream pool size and the grace periods matter without a
-/// `Server`; the grace periods are kept short should one ever host these services.
+/// The Pingora settings of the HTTP/2 services: only `threads` (sharding of
+/// shutdown notifications) and the grace periods matter without a `Server`.
 fn server_conf() -> Arc<ServerConf> {
     Arc::new(ServerConf {
         grace_period_seconds: Some(1),
@@ -213,10 +215,10 @@ pub fn start_listener(
 
 /// A sidecar's inbound listener for one workload port at `app` (`None`:
 /// transparent mode, every port, the app at each connection's original
-/// destination): bind `bind`, accept mesh traffic by `mode` (STRICT: mTLS with the handshakes of `tls`, PERMISSIVE: mTLS
-/// or plaintext, DISABLE: plaintext) and proxy every request to the app at `app`,
-/// with the peer's identity in `x-forwarded-client-cert` (and this workload's, from
-/// `certs`).
+/// destination): bind `bind`, accept mesh traffic by `mode` (STRICT: mTLS with the
+/// handshakes of `tls`, PERMISSIVE: mTLS or plaintext, DISABLE: plaintext) and proxy
+/// every request to the app at `app`, with the peer's identity in
+/// `x-forwarded-client-cert` (and this workload's, from `certs`).
 pub fn start_inbound_listener(
     bind: SocketAddr,
     app: Option<SocketAddr>,
@@ -226,7 +228,7 @@ pub fn start_inbound_listener(
     mark: Option<u32>,
 ) -> Result<ListenerHandle, ListenError> {
     let app_port = app.map_or(0, |a| a.port());
-    let (runtime, fds, key, local_addr) =
+    let (runtime, listener, local_addr) =
         bind_socket(bind, app_port).map_err(|e| ListenError::Inbound {
             addr: bind,
             app_port,
@@ -240,35 +242,22 @@ pub fn start_inbound_listener(
         local_addr,
         tls: true,
     };
-    let (shutdown, shutdown_rx) = watch::channel(false);
     let proxy = RouterProxy::new(SnapshotHolder::default(), app_port)
         .with_role(ListenerRole::SidecarInbound { app }, Some(certs))
         .with_mark(mark);
-    let app = InboundApp {
-        http: Arc::new(http_proxy(&server_conf(), proxy)),
+    let app = App::Inbound {
+        http: Http::new(proxy),
         tls,
         mode,
     };
-    let mut service = Service::new(format!("inbound {bound}"), app);
-    service.add_tcp(&key);
-    let task = runtime.spawn(async move { service.start_service(fds, shutdown_rx, 1).await });
-    Ok(ListenerHandle {
-        bound,
-        shutdown,
-        task: Some(task),
-    })
+    Ok(spawn_listener(runtime, listener, bound, app))
 }
 
-type Bound = (
-    tokio::runtime::Handle,
-    Option<Arc<Mutex<Fds>>>,
-    String,
-    SocketAddr,
-);
-
-/// Bind `bind` ourselves (errors name the address instead of Pingora's panic) and
-/// put the socket in a listen-fd table for Pingora.
-fn bind_socket(bind: SocketAddr, declared_port: u16) -> Result<Bound, ListenError> {
+/// Bind `bind` ourselves (errors name the address instead of Pingora's panic).
+fn bind_socket(
+    bind: SocketAddr,
+    declared_port: u16,
+) -> Result<(tokio::runtime::Handle, std::net::TcpListener, SocketAddr), ListenError> {
     let bind_err = |reason| ListenError::Bind {
         addr: bind,
         declared_port,
@@ -279,13 +268,9 @@ fn bind_socket(bind: SocketAddr, declared_port: u16) -> Result<Bound, ListenErro
         declared_port,
     })?;
     let socket = std::net::TcpListener::bind(bind).map_err(bind_err)?;
-    // Pingora adopts the fd as is: it must already be non-blocking.
     socket.set_nonblocking(true).map_err(bind_err)?;
     let local_addr = socket.local_addr().map_err(bind_err)?;
-    let key = local_addr.to_string();
-    let mut fds = Fds::new();
-    fds.add(key.clone(), socket.into_raw_fd());
-    Ok((runtime, Some(Arc::new(Mutex::new(fds))), key, local_addr))
+    Ok((runtime, socket, local_addr))
 }
 
 /// Bind `bind` and terminate TLS on it (ALPN h2 then http/1.1) with the server
@@ -315,282 +300,293 @@ fn start(
     tls: Option<Arc<SniResolver>>,
     config: ListenerConfig,
 ) -> Result<ListenerHandle, ListenError> {
-    let (runtime, fds, key, local_addr) = bind_socket(bind, declared_port)?;
+    let (runtime, listener, local_addr) = bind_socket(bind, declared_port)?;
     let bound = BoundListener {
         declared_port,
         local_addr,
         tls: tls.is_some(),
     };
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let holder_for_tls = holder.clone();
     if let Some(servers) = &tls {
         servers.set_acme_challenges(config.acme.as_ref().map(|a| a.tls_alpn01.clone()));
     }
     let transparent_outbound = config.role == ListenerRole::SidecarOutbound { transparent: true };
-    let proxy = RouterProxy::new(holder, declared_port)
+    let mark = config.mark;
+    let proxy = RouterProxy::new(holder.clone(), declared_port)
         .with_role(config.role, config.certs)
         .with_mark(config.mark)
         .with_acme(config.acme.map(|a| a.http01));
-    let task = match tls {
-        None if transparent_outbound => {
-            let mut http = http_proxy(&server_conf(), proxy);
-            let mut options = HttpServerOptions::default();
-            options.h2c = true;
-            http.server_options = Some(options);
-            let app = OutboundApp {
-                http: Arc::new(http),
-                mark: config.mark,
-            };
-            let mut service = Service::new(bound.to_string(), app);
-            service.add_tcp(&key);
-            runtime.spawn(async move { service.start_service(fds, shutdown_rx, 1).await })
-        }
-        None => {
-            let mut options = HttpServerOptions::default();
-            options.h2c = true;
-            let mut service = ProxyServiceBuilder::new(&server_conf(), proxy)
-                .name(bound.to_string())
-                .server_options(options)
-                .build();
-            service.add_tcp(&key);
-            runtime.spawn(async move { service.start_service(fds, shutdown_rx, 1).await })
-        }
-        Some(servers) => {
-            let app = TlsApp {
-                http: Arc::new(http_proxy(&server_conf(), proxy.https())),
-                servers,
-                holder: holder_for_tls,
-                port: declared_port,
-            };
-            let mut service = Service::new(bound.to_string(), app);
-            service.add_tcp(&key);
-            runtime.spawn(async move { service.start_service(fds, shutdown_rx, 1).await })
-        }
+    let app = match tls {
+        None if transparent_outbound => App::Outbound {
+            http: Http::new(proxy),
+            mark,
+        },
+        None => App::Plain(Http::new(proxy)),
+        Some(servers) => App::Tls {
+            http: Http::new(proxy.https()),
+            servers,
+            holder,
+            port: declared_port,
+        },
     };
-    Ok(ListenerHandle {
+    Ok(spawn_listener(runtime, listener, bound, app))
+}
+
+/// Accept connections on `listener` until the handle says stop, each served by
+/// `app` in its own task.
+fn spawn_listener(
+    runtime: tokio::runtime::Handle,
+    listener: std::net::TcpListener,
+    bound: BoundListener,
+    app: App,
+) -> ListenerHandle {
+    let (shutdown, mut shutdown_rx) = watch::channel(false);
+    let app = Arc::new(app);
+    let task = runtime.spawn(async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(listener = %bound, error = %e, "cannot register the listening socket");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => {
+                        let app = app.clone();
+                        let shutdown = shutdown_rx.clone();
+                        tokio::spawn(async move { app.serve(tcp, shutdown).await });
+                    }
+                    Err(e) => {
+                        // Out of descriptors and the like: say so, let others finish.
+                        warn!(listener = %bound, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = shutdown_rx.changed() => break,
+            }
+        }
+    });
+    ListenerHandle {
         bound,
         shutdown,
         task: Some(task),
-    })
+    }
 }
 
-/// The app of a TLS listener: by SNI, the TLS handshake then the HTTP proxy on the
-/// TLS stream for as long as the connection is reused, or a PASSTHROUGH forward.
-struct TlsApp {
-    http: Arc<HttpProxy<RouterProxy>>,
-    servers: Arc<SniResolver>,
-    holder: SnapshotHolder,
-    /// The Gateway port, to find the listener's routes in the snapshot.
-    port: u16,
+/// The HTTP proxy of one listener: our HTTP/1.1 core, and Pingora's `ProxyHttp`
+/// for HTTP/2, built when the first HTTP/2 connection comes (it loads the system
+/// roots for its connectors).
+struct Http {
+    h1: H1Proxy,
+    h2: OnceLock<Arc<HttpProxy<RouterProxy>>>,
 }
 
-#[async_trait]
-impl ServerApp for TlsApp {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let peer = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().map(|a| a.to_string()))
-            .unwrap_or_default();
-        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.servers.handshake(stream))
-            .await
-        {
-            Ok(Ok(Accepted::Terminated(tls))) => tls,
-            Ok(Ok(Accepted::Passthrough { tcp, hello, sni })) => {
-                let snapshot = self.holder.load();
-                passthrough::forward(&snapshot, self.port, tcp, hello, sni, shutdown).await;
-                return None;
-            }
-            Ok(Err(refused)) => {
-                debug!(%peer, "{refused}");
-                return None;
-            }
-            Err(_) => {
-                debug!(%peer, "TLS handshake refused: not completed within {HANDSHAKE_TIMEOUT:?}");
-                return None;
-            }
-        };
-        // A reused connection is still TLS: keep it here rather than hand it back to
-        // the service, which would start another handshake on it.
-        let mut next = Some(tls);
-        while let Some(stream) = next {
-            next = self.http.process_new(stream, shutdown).await;
+impl Http {
+    fn new(proxy: RouterProxy) -> Http {
+        Http {
+            h1: H1Proxy::new(proxy),
+            h2: OnceLock::new(),
         }
-        None
     }
 
-    async fn cleanup(&self) {
-        self.http.cleanup().await;
+    fn h2(&self) -> &Arc<HttpProxy<RouterProxy>> {
+        self.h2.get_or_init(|| {
+            let mut http = http_proxy(&server_conf(), self.h1.proxy.clone());
+            let mut options = HttpServerOptions::default();
+            options.h2c = true;
+            http.server_options = Some(options);
+            Arc::new(http)
+        })
+    }
+
+    /// A plaintext connection: h2c (prior knowledge) to Pingora's HTTP/2, anything
+    /// else to our HTTP/1.1 core.
+    async fn serve_plain(&self, tcp: TcpStream, shutdown: ShutdownWatch) {
+        let conn = TcpConn::new(tcp);
+        let mut first = [0u8; H2C_START.len()];
+        let h2c = tokio::select! {
+            peeked = conn.peek(&mut first) => match peeked {
+                Ok(n) => n > 0 && first[..n] == H2C_START[..n] && n == H2C_START.len(),
+                Err(_) => return,
+            },
+            _ = tokio::time::sleep(crate::h1::IDLE_TIMEOUT) => return,
+        };
+        if h2c {
+            self.serve_h2(l4_stream(conn), shutdown).await;
+        } else {
+            self.h1.serve(Box::new(conn), &shutdown).await;
+        }
+    }
+
+    /// A terminated TLS connection: by ALPN.
+    async fn serve_tls(&self, tls: Stream, shutdown: ShutdownWatch) {
+        if matches!(tls.selected_alpn_proto(), Some(ALPN::H2)) {
+            self.serve_h2(tls, shutdown).await;
+        } else {
+            self.h1.serve(tls, &shutdown).await;
+        }
+    }
+
+    async fn serve_h2(&self, stream: Stream, shutdown: ShutdownWatch) {
+        let h2 = self.h2();
+        let mut next = Some(stream);
+        while let Some(stream) = next {
+            next = h2.process_new(stream, &shutdown).await;
+        }
     }
 }
 
-/// A sidecar's inbound listener app for one workload port.
-struct InboundApp {
-    http: Arc<HttpProxy<RouterProxy>>,
-    tls: Arc<SniResolver>,
-    mode: InboundMode,
+/// The start of the HTTP/2 connection preface.
+const H2C_START: &[u8] = b"PRI * HTTP/2.0";
+
+/// A Pingora L4 stream (no buffers) over the socket of `conn`, for the code that
+/// wants one: the TLS handshake (ClientHello peek and replay) and HTTP/2.
+fn l4_stream(conn: TcpConn) -> Stream {
+    let digest = SocketDigest::from_raw_fd(conn.tcp().as_raw_fd());
+    let mut l4 = L4Stream::from(conn.into_tcp());
+    l4.set_socket_digest(digest);
+    Box::new(l4)
+}
+
+/// What a listener does with each connection.
+enum App {
+    /// Plain HTTP/1.1 and h2c.
+    Plain(Http),
+    /// A transparent sidecar's outbound listener (15001): a connection that starts
+    /// like HTTP/1 or HTTP/2 goes to the HTTP proxy (the app's requests, routed by
+    /// the mesh); anything else (TLS the app originates, a database protocol, a
+    /// server-first protocol that sends nothing within [`SNIFF_TIMEOUT`]) is
+    /// forwarded as bytes to its original destination, as Istio's protocol sniffing
+    /// and TCP passthrough do.
+    Outbound { http: Http, mark: Option<u32> },
+    /// TLS terminated by SNI (or a PASSTHROUGH forward), then HTTP.
+    Tls {
+        http: Http,
+        servers: Arc<SniResolver>,
+        holder: SnapshotHolder,
+        /// The Gateway port, to find the listener's routes in the snapshot.
+        port: u16,
+    },
+    /// A sidecar's inbound listener for one workload port.
+    Inbound {
+        http: Http,
+        tls: Arc<SniResolver>,
+        mode: InboundMode,
+    },
 }
 
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
 
-#[async_trait]
-impl ServerApp for InboundApp {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let peer = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().map(|a| a.to_string()))
-            .unwrap_or_default();
-        // Transparent mode: the workload port the peer connected to.
-        let port = stream
-            .get_socket_digest()
-            .and_then(|d| crate::proxy::redirected_to(&d))
-            .map(|a| a.port());
-        let mode = self.mode.get(port);
-        let tls = match mode {
-            InboundMtls::Disable => false,
-            InboundMtls::Strict => true,
-            InboundMtls::Permissive => {
-                let mut tcp: Box<L4Stream> = stream.into_any().downcast().ok()?;
-                let mut first = [0u8; 1];
-                let n = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.read(&mut first)).await {
-                    Ok(Ok(n)) => n,
-                    _ => return None,
-                };
-                if n == 0 {
-                    return None;
-                }
-                tcp.rewind(&first[..n]);
-                let tls = first[0] == TLS_HANDSHAKE;
-                return self.serve(tcp, tls, &peer, shutdown).await;
-            }
-        };
-        self.serve(stream, tls, &peer, shutdown).await
-    }
-
-    async fn cleanup(&self) {
-        self.http.cleanup().await;
-    }
-}
-
-impl InboundApp {
-    async fn serve(
-        self: &Arc<Self>,
-        stream: Stream,
-        tls: bool,
-        peer: &str,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let mut next = if tls {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.tls.handshake(stream)).await {
-                Ok(Ok(Accepted::Terminated(tls))) => Some(tls),
-                Ok(Ok(Accepted::Passthrough { .. })) => None,
-                Ok(Err(refused)) => {
-                    debug!(%peer, "inbound mTLS refused: {refused}");
-                    None
-                }
-                Err(_) => {
-                    debug!(%peer, "inbound mTLS refused: handshake not completed within {HANDSHAKE_TIMEOUT:?}");
-                    None
-                }
-            }
-        } else {
-            Some(stream)
-        };
-        // Keep a reused connection here: handing it back would start over.
-        while let Some(stream) = next {
-            next = self.http.process_new(stream, shutdown).await;
-        }
-        None
-    }
-}
-
 /// How long a transparent outbound connection may stay silent before it is taken
 /// for a protocol where the server speaks first (it is then forwarded as TCP).
 const SNIFF_TIMEOUT: Duration = Duration::from_millis(100);
 
-/// A transparent sidecar's outbound listener (15001): a connection that starts like
-/// HTTP/1 or HTTP/2 goes to the HTTP proxy (the app's requests, routed by the mesh);
-/// anything else (TLS the app originates, a database protocol, a server-first
-/// protocol that sends nothing within [`SNIFF_TIMEOUT`]) is forwarded as bytes to
-/// its original destination, as Istio's protocol sniffing and TCP passthrough do.
-struct OutboundApp {
-    http: Arc<HttpProxy<RouterProxy>>,
-    mark: Option<u32>,
-}
-
-#[async_trait]
-impl ServerApp for OutboundApp {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let original = stream
-            .get_socket_digest()
-            .and_then(|d| crate::proxy::redirected_to(&d));
-        let mut tcp: Box<L4Stream> = stream.into_any().downcast().ok()?;
-        let mut first = [0u8; 16];
-        let n = match tokio::time::timeout(SNIFF_TIMEOUT, tcp.read(&mut first)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return None,
-            Ok(Ok(n)) => n,
-            Err(_) => 0,
-        };
-        let http = n > 0 && crate::tls::looks_like_plain_http(&first[..n]);
-        if n > 0 {
-            tcp.rewind(&first[..n]);
-        }
-        if http {
-            let mut next: Option<Stream> = Some(tcp);
-            while let Some(stream) = next {
-                next = self.http.process_new(stream, shutdown).await;
-            }
-            return None;
-        }
-        let Some(dst) = original else {
-            debug!("outbound: a non-HTTP connection that was not redirected; closed");
-            return None;
-        };
-        match connect_marked(dst, self.mark).await {
-            Ok(mut upstream) => {
-                let mut downstream = tcp;
-                match tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
-                    Ok((up, down)) => debug!(%dst, up, down, "outbound TCP passthrough closed"),
-                    Err(e) => debug!(%dst, error = %e, "outbound TCP passthrough ended"),
+impl App {
+    async fn serve(&self, tcp: TcpStream, shutdown: ShutdownWatch) {
+        match self {
+            App::Plain(http) => http.serve_plain(tcp, shutdown).await,
+            App::Outbound { http, mark } => outbound(http, *mark, tcp, shutdown).await,
+            App::Tls {
+                http,
+                servers,
+                holder,
+                port,
+            } => {
+                let conn = TcpConn::new(tcp);
+                let peer = peer_of(&conn);
+                let stream = l4_stream(conn);
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, servers.handshake(stream)).await {
+                    Ok(Ok(Accepted::Terminated(tls))) => http.serve_tls(tls, shutdown).await,
+                    Ok(Ok(Accepted::Passthrough { tcp, hello, sni })) => {
+                        let snapshot = holder.load();
+                        passthrough::forward(&snapshot, *port, tcp, hello, sni, &shutdown).await;
+                    }
+                    Ok(Err(refused)) => debug!(%peer, "{refused}"),
+                    Err(_) => {
+                        debug!(%peer, "TLS handshake refused: not completed within {HANDSHAKE_TIMEOUT:?}")
+                    }
                 }
             }
-            Err(e) => warn!(%dst, error = %e, "outbound TCP passthrough: cannot connect"),
+            App::Inbound { http, tls, mode } => {
+                let conn = TcpConn::new(tcp);
+                let peer = peer_of(&conn);
+                // Transparent mode: the workload port the peer connected to.
+                let port = conn
+                    .get_socket_digest()
+                    .and_then(|d| crate::proxy::redirected_to(&d))
+                    .map(|a| a.port());
+                let mtls = match mode.get(port) {
+                    InboundMtls::Disable => false,
+                    InboundMtls::Strict => true,
+                    InboundMtls::Permissive => {
+                        let mut first = [0u8; 1];
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.peek(&mut first)).await {
+                            Ok(Ok(1)) => first[0] == TLS_HANDSHAKE,
+                            _ => return,
+                        }
+                    }
+                };
+                if !mtls {
+                    return http.serve_plain(conn.into_tcp(), shutdown).await;
+                }
+                let stream = l4_stream(conn);
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.handshake(stream)).await {
+                    Ok(Ok(Accepted::Terminated(tls))) => http.serve_tls(tls, shutdown).await,
+                    Ok(Ok(Accepted::Passthrough { .. })) => {}
+                    Ok(Err(refused)) => debug!(%peer, "inbound mTLS refused: {refused}"),
+                    Err(_) => {
+                        debug!(%peer, "inbound mTLS refused: handshake not completed within {HANDSHAKE_TIMEOUT:?}")
+                    }
+                }
+            }
         }
-        None
     }
+}
 
-    async fn cleanup(&self) {
-        self.http.cleanup().await;
+/// The peer's address, for logs.
+fn peer_of(conn: &TcpConn) -> String {
+    conn.tcp()
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default()
+}
+
+/// A transparent outbound connection: HTTP to the proxy, anything else as bytes to
+/// where the app was going.
+async fn outbound(http: &Http, mark: Option<u32>, tcp: TcpStream, shutdown: ShutdownWatch) {
+    let conn = TcpConn::new(tcp);
+    let original = conn
+        .get_socket_digest()
+        .and_then(|d| crate::proxy::redirected_to(&d));
+    let mut first = [0u8; 16];
+    let n = match tokio::time::timeout(SNIFF_TIMEOUT, conn.peek(&mut first)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => return,
+        Ok(Ok(n)) => n,
+        Err(_) => 0,
+    };
+    if n > 0 && crate::tls::looks_like_plain_http(&first[..n]) {
+        return http.serve_plain(conn.into_tcp(), shutdown).await;
+    }
+    let Some(dst) = original else {
+        debug!("outbound: a non-HTTP connection that was not redirected; closed");
+        return;
+    };
+    match connect_marked(dst, mark).await {
+        Ok(mut upstream) => {
+            let mut downstream = conn.into_tcp();
+            match tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
+                Ok((up, down)) => debug!(%dst, up, down, "outbound TCP passthrough closed"),
+                Err(e) => debug!(%dst, error = %e, "outbound TCP passthrough ended"),
+            }
+        }
+        Err(e) => warn!(%dst, error = %e, "outbound TCP passthrough: cannot connect"),
     }
 }
 
 /// A TCP connection to `dst`, its socket marked with `mark` (never redirected by
 /// the interception rules), within the upstream connect timeout.
-pub async fn connect_marked(
-    dst: SocketAddr,
-    mark: Option<u32>,
-) -> std::io::Result<tokio::net::TcpStream> {
-    let socket = if dst.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    if let Some(m) = mark {
-        socket2::SockRef::from(&socket).set_mark(m)?;
-    }
-    tokio::time::timeout(crate::proxy::CONNECT_TIMEOUT, socket.connect(dst))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
+pub async fn connect_marked(dst: SocketAddr, mark: Option<u32>) -> std::io::Result<TcpStream> {
+    crate::conn::connect(dst, mark).await
 }

@@ -47,6 +47,10 @@ pub struct WorkloadMaterial {
     cert_key: Arc<CertKey>,
     /// Pingora's form of the roots, for upstream verification.
     roots: Arc<[WrappedX509]>,
+    /// The TLS client of upstream mesh mTLS: this chain and key presented, the
+    /// peer verified against the mesh roots only (and, per connection, as the DNS
+    /// name derived from the destination's identity). Built once per version.
+    client: Arc<rustls::ClientConfig>,
 }
 
 impl fmt::Debug for WorkloadMaterial {
@@ -111,6 +115,7 @@ impl WorkloadMaterial {
         if roots.is_empty() {
             return Err(err("no mesh root certificate".into()));
         }
+        let client = mesh_client_config(&chain, &key_der, root_pem, provider).map_err(err)?;
         Ok(WorkloadMaterial {
             identity,
             chain_pem: chain_pem.to_vec(),
@@ -119,7 +124,13 @@ impl WorkloadMaterial {
             key_pem: key_pem.to_vec(),
             cert_key: Arc::new(CertKey::new(chain, key_der)),
             roots: roots.into(),
+            client,
         })
+    }
+
+    /// The TLS client configuration for upstream mesh mTLS.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        self.client.clone()
     }
 
     /// The trust domain of this workload's identity.
@@ -168,6 +179,36 @@ impl WorkloadMaterial {
             passthrough: Vec::new(),
         }
     }
+}
+
+/// A TLS client presenting `chain` + `key` and trusting the mesh roots of
+/// `root_pem` alone (TLS 1.2 and 1.3, no ALPN: mesh hops are HTTP/1.1).
+fn mesh_client_config(
+    chain: &[Vec<u8>],
+    key_der: &[u8],
+    root_pem: &[u8],
+    provider: rustls::crypto::CryptoProvider,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in CertificateDer::pem_slice_iter(root_pem) {
+        let der = der.map_err(|e| format!("the mesh root is not valid PEM: {e}"))?;
+        roots
+            .add(der)
+            .map_err(|e| format!("the mesh root cannot be used: {e}"))?;
+    }
+    let certs = chain
+        .iter()
+        .map(|c| CertificateDer::from(c.clone()))
+        .collect();
+    let key = PrivateKeyDer::try_from(key_der.to_vec())
+        .map_err(|e| format!("the private key cannot be used: {e}"))?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| format!("the certificate cannot be presented: {e}"))?;
+    Ok(Arc::new(config))
 }
 
 /// The proxy's current identity material; cheap to clone, lock-free to read.

@@ -66,6 +66,7 @@ pub enum ListenerRole {
 /// listener it serves (a Gateway port as declared, not the local bind port), its
 /// scheme, its role, the identity it presents to mesh peers, and the HTTP-01 tokens
 /// it answers.
+#[derive(Clone)]
 pub struct RouterProxy {
     holder: SnapshotHolder,
     port: u16,
@@ -79,6 +80,7 @@ pub struct RouterProxy {
     /// Sets `SO_MARK` on every upstream socket, so that the interception rules let
     /// the proxy's own traffic through (`isthmus proxy init --proxy-mark`).
     mark: Option<SockTweak>,
+    mark_value: Option<u32>,
     /// The pending HTTP-01 tokens this listener answers before routing, in the
     /// Gateway role only; none: no ACME challenge is answered.
     http01: Option<Arc<ChallengeTokens>>,
@@ -94,12 +96,6 @@ fn mark_hook(mark: u32) -> SockTweak {
             .set_mark(mark)
             .map_err(|e| Error::because(ErrorType::SocketError, "setting SO_MARK", e))
     })
-}
-
-/// The original destination of a connection that was redirected to this
-/// listener (iptables REDIRECT), if it was.
-fn original_dst(session: &Session) -> Option<SocketAddr> {
-    redirected_to(session.digest()?.socket_digest.as_ref()?)
 }
 
 /// The original destination of a connection iptables redirected to this socket
@@ -126,6 +122,7 @@ impl RouterProxy {
             role: ListenerRole::Gateway,
             certs: None,
             mark: None,
+            mark_value: None,
             http01: None,
         }
     }
@@ -143,6 +140,7 @@ impl RouterProxy {
     pub fn with_mark(self, mark: Option<u32>) -> RouterProxy {
         RouterProxy {
             mark: mark.map(mark_hook),
+            mark_value: mark,
             ..self
         }
     }
@@ -197,24 +195,16 @@ fn authority_port(authority: &str) -> Option<u16> {
     port.parse().ok()
 }
 
-/// Per-request state.
+/// Per-request state of the [`ProxyHttp`] path (HTTP/2).
 #[derive(Default)]
 pub struct RequestCtx {
-    /// The snapshot this request was routed on.
-    snapshot: Option<Arc<Snapshot>>,
-    cluster: Option<ClusterId>,
-    upstream: Option<SocketAddr>,
-    /// The endpoint's mesh identity when it is reached over mTLS.
-    mtls: Option<Arc<UpstreamMtls>>,
+    target: Option<Target>,
     connect_failed: bool,
 }
 
 impl RequestCtx {
     fn cluster_name(&self) -> &str {
-        match (&self.snapshot, self.cluster) {
-            (Some(s), Some(id)) => s.clusters.get(id.0 as usize).map_or("?", |c| &c.name),
-            _ => "?",
-        }
+        self.target.as_ref().map_or("?", Target::cluster_name)
     }
 }
 
@@ -323,11 +313,15 @@ fn request_view<'a>(req: &'a RequestHeader, port: u16, scheme: &'a str) -> Reque
     }
 }
 
-/// Whether the TLS connection under `session` was set up for servers other than
-/// the one `authority` belongs to on this port.
-fn misdirected(session: &Session, snapshot: &Snapshot, port: u16, authority: &str) -> bool {
-    crate::tls::TlsConnection::of(session)
-        .zip(snapshot.listener(port).and_then(|l| l.protocol.tls()))
+/// Whether the TLS connection `tls` was set up for servers other than the one
+/// `authority` belongs to on this port.
+fn misdirected(
+    tls: Option<&crate::tls::TlsConnection>,
+    snapshot: &Snapshot,
+    port: u16,
+    authority: &str,
+) -> bool {
+    tls.zip(snapshot.listener(port).and_then(|l| l.protocol.tls()))
         .is_some_and(|(conn, tls)| !conn.admits(tls, authority))
 }
 
@@ -358,19 +352,15 @@ async fn redirect(session: &mut Session, location: String) -> Result<()> {
 
 /// Edge semantics as Envoy's `use_remote_address`: Host is preserved as received
 /// (Istio's default), `x-forwarded-proto` is ours, the peer is appended to XFF.
+/// Istio's SANITIZE at the edge (nobody claims a mesh identity from outside) is
+/// done by the caller.
 fn edge_forwarding_headers(
-    session: &Session,
+    client_ip: Option<IpAddr>,
     upstream: &mut RequestHeader,
     scheme: &'static str,
 ) -> Result<()> {
-    // Istio's SANITIZE at the edge: nobody claims a mesh identity from outside.
-    upstream.remove_header("x-forwarded-client-cert");
     upstream.insert_header("x-forwarded-proto", scheme)?;
-    if let Some(ip) = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
-    {
+    if let Some(ip) = client_ip {
         let mut xff = String::new();
         for v in upstream.headers.get_all("x-forwarded-for") {
             if let Ok(v) = v.to_str() {
@@ -386,6 +376,248 @@ fn edge_forwarding_headers(
     Ok(())
 }
 
+/// What one request gets, decided on the request header and its connection, the
+/// same for every HTTP version and both proxy cores.
+pub(crate) enum Decision {
+    /// Answer locally with a short `text/plain` body.
+    Local(u16, &'static str),
+    /// 301 to this location (`tls.httpsRedirect`).
+    Redirect(String),
+    /// An ACME HTTP-01 key authorization to answer with.
+    Acme(String),
+    /// Forward to this upstream.
+    Forward(Target),
+}
+
+/// Where a request goes.
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub addr: SocketAddr,
+    /// The endpoint's mesh identity when it is reached over mTLS.
+    pub mtls: Option<Arc<UpstreamMtls>>,
+    /// The snapshot and cluster it was picked on (for logs).
+    pub snapshot: Option<Arc<Snapshot>>,
+    pub cluster: Option<ClusterId>,
+}
+
+impl Target {
+    pub(crate) fn cluster_name(&self) -> &str {
+        match (&self.snapshot, self.cluster) {
+            (Some(s), Some(id)) => s.clusters.get(id.0 as usize).map_or("?", |c| &c.name),
+            _ => "?",
+        }
+    }
+}
+
+/// What a request's connection says about it: where iptables meant it to go, the
+/// TLS it came over, the client's address.
+#[derive(Default, Clone)]
+pub(crate) struct ConnInfo {
+    pub original: Option<SocketAddr>,
+    pub ssl: Option<Arc<pingora::protocols::tls::SslDigest>>,
+    pub client_ip: Option<IpAddr>,
+}
+
+impl ConnInfo {
+    /// From a connection's digest; the original destination is read only for the
+    /// roles that use it (`needs_original`).
+    pub(crate) fn of(digest: &pingora::protocols::Digest, needs_original: bool) -> ConnInfo {
+        let socket = digest.socket_digest.as_deref();
+        ConnInfo {
+            original: socket.filter(|_| needs_original).and_then(redirected_to),
+            ssl: digest.ssl_digest.clone(),
+            client_ip: socket
+                .and_then(|d| d.peer_addr())
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+        }
+    }
+
+    /// The TLS connection the request came over, when its listener terminated TLS.
+    pub(crate) fn tls(&self) -> Option<&crate::tls::TlsConnection> {
+        self.ssl
+            .as_ref()?
+            .extension
+            .get::<crate::tls::TlsConnection>()
+    }
+}
+
+impl RouterProxy {
+    /// Whether this listener's requests are routed on the original destination of
+    /// their connection.
+    pub(crate) fn needs_original(&self) -> bool {
+        matches!(
+            self.role,
+            ListenerRole::SidecarOutbound { transparent: true }
+                | ListenerRole::SidecarInbound { app: None }
+        )
+    }
+
+    /// Route one request: the role's steps, then the snapshot.
+    pub(crate) async fn decide(&self, req: &RequestHeader, conn: &ConnInfo) -> Decision {
+        if let ListenerRole::SidecarInbound { app } = &self.role {
+            // Everything to the app; the peer's identity is added upstream.
+            // Transparent mode: the app on loopback at the port the peer connected
+            // to (so the sidecar's own calls to its pod address can be redirected
+            // to its inbound without looping).
+            let app = app.or_else(|| {
+                conn.original
+                    .map(|d| SocketAddr::new(IpAddr::from([127, 0, 0, 1]), d.port()))
+            });
+            return match app {
+                Some(addr) => Decision::Forward(Target {
+                    addr,
+                    mtls: None,
+                    snapshot: None,
+                    cluster: None,
+                }),
+                None => Decision::Local(404, NO_ROUTE),
+            };
+        }
+        // ACME HTTP-01 answers come first: before routing and before httpsRedirect.
+        if let Some(tokens) = self.acme_tokens() {
+            if let Some(answer) = crate::acme_challenge::answer(self.scheme, req, tokens) {
+                return Decision::Acme(answer);
+            }
+        }
+        let snapshot = self.holder.load();
+        let transparent = self.role == ListenerRole::SidecarOutbound { transparent: true };
+        let original = if transparent { conn.original } else { None };
+        let mut view = request_view(req, self.port, self.scheme);
+        let port = self.route_port(view.authority, original);
+        view.port = port;
+        // One router serves the whole port: a request whose Host belongs to a server
+        // with other TLS settings (e.g. MUTUAL) than the one this connection's
+        // handshake went through must not reach that server's routes (421, RFC 9110).
+        if self.scheme == "https" && misdirected(conn.tls(), &snapshot, port, view.authority) {
+            return Decision::Local(421, MISDIRECTED);
+        }
+        let (id, cluster, endpoint) = match select(&snapshot, port, &view) {
+            Selection::NoRoute => {
+                return match original {
+                    // Not a mesh service: to where the app was going (passthrough).
+                    Some(addr) => Decision::Forward(Target {
+                        addr,
+                        mtls: None,
+                        snapshot: None,
+                        cluster: None,
+                    }),
+                    None => Decision::Local(404, NO_ROUTE),
+                };
+            }
+            Selection::HttpsRedirect => {
+                // As Envoy's `require_tls: ALL`: same authority (port kept) and path.
+                return Decision::Redirect(format!("https://{}{}", view.authority, view.path));
+            }
+            Selection::NoEndpoint(cluster) => {
+                debug!(
+                    cluster = cluster.map_or("?", |c| c.name.as_str()),
+                    "no healthy upstream"
+                );
+                return Decision::Local(503, NO_HEALTHY_UPSTREAM);
+            }
+            Selection::Endpoint(id, cluster, endpoint) => (id, cluster, endpoint),
+        };
+        let addr = match resolve(endpoint).await {
+            Ok(addr) => addr,
+            Err(e) => {
+                warn!(
+                    cluster = %cluster.name,
+                    endpoint = %endpoint.address,
+                    error = %e,
+                    "cannot resolve upstream endpoint"
+                );
+                return Decision::Local(503, NO_HEALTHY_UPSTREAM);
+            }
+        };
+        let mtls = endpoint.mtls.clone();
+        Decision::Forward(Target {
+            addr,
+            mtls,
+            snapshot: Some(snapshot),
+            cluster: Some(id),
+        })
+    }
+
+    /// The upstream request's headers as the role wants them: at the edge
+    /// `x-forwarded-*`, inbound the peer's identity in `x-forwarded-client-cert`;
+    /// nobody passes on a client's own XFCC.
+    pub(crate) fn upstream_headers(
+        &self,
+        upstream: &mut RequestHeader,
+        conn: &ConnInfo,
+    ) -> Result<()> {
+        upstream.remove_header("x-forwarded-client-cert");
+        match &self.role {
+            ListenerRole::Gateway => edge_forwarding_headers(conn.client_ip, upstream, self.scheme),
+            // A client cannot claim a mesh identity: only the inbound sets it.
+            ListenerRole::SidecarOutbound { .. } => Ok(()),
+            ListenerRole::SidecarInbound { .. } => {
+                let Some(peer) = conn.tls().and_then(|c| c.peer_identity.as_deref()) else {
+                    return Ok(());
+                };
+                // Istio's format: By= this workload, Hash= the peer certificate's
+                // SHA-256, URI= the verified peer.
+                let own = self.certs.as_ref().and_then(WorkloadCerts::current);
+                let by = own.as_ref().map_or("", |m| m.identity.as_str());
+                let hash = conn.tls().and_then(|c| c.peer_cert_sha256.as_deref());
+                let xfcc = match hash {
+                    Some(h) => format!("By={by};Hash={h};URI={peer}"),
+                    None => format!("By={by};URI={peer}"),
+                };
+                let value = HeaderValue::from_str(&xfcc).map_err(|e| {
+                    Error::because(ErrorType::InternalError, "x-forwarded-client-cert", e)
+                })?;
+                upstream.insert_header("x-forwarded-client-cert", value)
+            }
+        }
+    }
+
+    /// The peer to connect to for `target`: plaintext, or mesh mTLS with our
+    /// workload certificate, the peer verified against the mesh root only, as the
+    /// DNS name derived from the destination's identity (never an empty SNI:
+    /// Pingora would skip every check). `None`: mTLS is required and we have no
+    /// certificate yet (never plaintext then).
+    pub(crate) fn peer(&self, target: &Target) -> Option<HttpPeer> {
+        let Some(mtls) = &target.mtls else {
+            // Same address, same options: a stable pool key, so connections are reused.
+            let mut peer = HttpPeer::new(target.addr, false, String::new());
+            peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+            peer.options.upstream_tcp_sock_tweak_hook = self.mark.clone();
+            return Some(peer);
+        };
+        let material = self.certs.as_ref().and_then(WorkloadCerts::current);
+        let material = material.filter(|_| !mtls.server_name.is_empty())?;
+        let mut peer = HttpPeer::new(target.addr, true, mtls.server_name.clone());
+        peer.client_cert_key = Some(material.cert_key());
+        peer.options.ca = Some(material.roots());
+        peer.options.verify_cert = true;
+        peer.options.verify_hostname = true;
+        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        peer.options.upstream_tcp_sock_tweak_hook = self.mark.clone();
+        Some(peer)
+    }
+
+    /// The TLS client and the name to verify for mesh mTLS to `target` (`None`:
+    /// no workload certificate yet, or no name: never connect then).
+    pub(crate) fn mesh_client<'t>(
+        &self,
+        target: &'t Target,
+    ) -> Option<(Arc<rustls::ClientConfig>, &'t str)> {
+        let mtls = target.mtls.as_deref()?;
+        if mtls.server_name.is_empty() {
+            return None;
+        }
+        let material = self.certs.as_ref().and_then(WorkloadCerts::current)?;
+        Some((material.client_config(), mtls.server_name.as_str()))
+    }
+
+    /// `SO_MARK` of this listener's upstream sockets.
+    pub(crate) fn mark(&self) -> Option<u32> {
+        self.mark_value
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for RouterProxy {
     type CTX = RequestCtx;
@@ -395,87 +627,26 @@ impl ProxyHttp for RouterProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        if let ListenerRole::SidecarInbound { app } = &self.role {
-            // Everything to the app; the peer's identity is added upstream.
-            // Transparent mode: the app on loopback at the port the peer connected
-            // to (so the sidecar's own calls to its pod address can be redirected
-            // to its inbound without looping).
-            ctx.upstream = app.or_else(|| {
-                original_dst(session)
-                    .map(|d| SocketAddr::new(IpAddr::from([127, 0, 0, 1]), d.port()))
-            });
-            if ctx.upstream.is_none() {
-                respond(session, 404, NO_ROUTE).await?;
-                return Ok(true);
+        let decision = match session.digest() {
+            Some(digest) => {
+                let conn = ConnInfo::of(digest, self.needs_original());
+                self.decide(session.req_header(), &conn).await
             }
-            return Ok(false);
-        }
-        // ACME HTTP-01 answers come first: before routing and before httpsRedirect.
-        if let Some(tokens) = self.acme_tokens() {
-            if crate::acme_challenge::try_serve(session, self.scheme, tokens).await? {
-                return Ok(true);
+            None => {
+                self.decide(session.req_header(), &ConnInfo::default())
+                    .await
             }
-        }
-        let snapshot = self.holder.load();
-        let transparent = self.role == ListenerRole::SidecarOutbound { transparent: true };
-        let original = if transparent {
-            original_dst(session)
-        } else {
-            None
         };
-        let mut view = request_view(session.req_header(), self.port, self.scheme);
-        let port = self.route_port(view.authority, original);
-        view.port = port;
-        // One router serves the whole port: a request whose Host belongs to a server
-        // with other TLS settings (e.g. MUTUAL) than the one this connection's
-        // handshake went through must not reach that server's routes (421, RFC 9110).
-        if self.scheme == "https" && misdirected(session, &snapshot, port, view.authority) {
-            respond(session, 421, MISDIRECTED).await?;
-            return Ok(true);
-        }
-        let (id, cluster, endpoint) = match select(&snapshot, port, &view) {
-            Selection::NoRoute if original.is_some() => {
-                // Not a mesh service: to where the app was going (passthrough).
-                ctx.upstream = original;
+        match decision {
+            Decision::Local(status, body) => respond(session, status, body).await?,
+            Decision::Redirect(location) => redirect(session, location).await?,
+            Decision::Acme(answer) => crate::acme_challenge::write_answer(session, answer).await?,
+            Decision::Forward(target) => {
+                ctx.target = Some(target);
                 return Ok(false);
             }
-            Selection::NoRoute => {
-                respond(session, 404, NO_ROUTE).await?;
-                return Ok(true);
-            }
-            Selection::HttpsRedirect => {
-                // As Envoy's `require_tls: ALL`: same authority (port kept) and path.
-                let location = format!("https://{}{}", view.authority, view.path);
-                redirect(session, location).await?;
-                return Ok(true);
-            }
-            Selection::NoEndpoint(cluster) => {
-                debug!(
-                    cluster = cluster.map_or("?", |c| c.name.as_str()),
-                    "no healthy upstream"
-                );
-                respond(session, 503, NO_HEALTHY_UPSTREAM).await?;
-                return Ok(true);
-            }
-            Selection::Endpoint(id, cluster, endpoint) => (id, cluster, endpoint),
-        };
-        match resolve(endpoint).await {
-            Ok(addr) => ctx.upstream = Some(addr),
-            Err(e) => {
-                warn!(
-                    cluster = %cluster.name,
-                    endpoint = %endpoint.address,
-                    error = %e,
-                    "cannot resolve upstream endpoint"
-                );
-                respond(session, 503, NO_HEALTHY_UPSTREAM).await?;
-                return Ok(true);
-            }
         }
-        ctx.mtls = endpoint.mtls.clone();
-        ctx.cluster = Some(id);
-        ctx.snapshot = Some(snapshot);
-        Ok(false)
+        Ok(true)
     }
 
     async fn upstream_peer(
@@ -483,35 +654,20 @@ impl ProxyHttp for RouterProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let addr = ctx
-            .upstream
+        let target = ctx
+            .target
+            .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream selected"))?;
-        let Some(mtls) = &ctx.mtls else {
-            // Same address, same options: a stable pool key, so connections are reused.
-            let mut peer = HttpPeer::new(addr, false, String::new());
-            peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-            peer.options.upstream_tcp_sock_tweak_hook = self.mark.clone();
-            return Ok(Box::new(peer));
-        };
-        // Mesh mTLS: our workload certificate, the peer verified against the mesh
-        // root only, as the DNS name derived from the destination's identity (never
-        // an empty SNI: Pingora would skip every check).
-        let material = self.certs.as_ref().and_then(WorkloadCerts::current);
-        let Some(material) = material.filter(|_| !mtls.server_name.is_empty()) else {
-            ctx.connect_failed = true;
-            return Err(Error::explain(
-                ErrorType::ConnectNoRoute,
-                "no workload certificate for mesh mTLS yet",
-            ));
-        };
-        let mut peer = HttpPeer::new(addr, true, mtls.server_name.clone());
-        peer.client_cert_key = Some(material.cert_key());
-        peer.options.ca = Some(material.roots());
-        peer.options.verify_cert = true;
-        peer.options.verify_hostname = true;
-        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-        peer.options.upstream_tcp_sock_tweak_hook = self.mark.clone();
-        Ok(Box::new(peer))
+        match self.peer(target) {
+            Some(peer) => Ok(Box::new(peer)),
+            None => {
+                ctx.connect_failed = true;
+                Err(Error::explain(
+                    ErrorType::ConnectNoRoute,
+                    "no workload certificate for mesh mTLS yet",
+                ))
+            }
+        }
     }
 
     async fn upstream_request_filter(
@@ -520,33 +676,12 @@ impl ProxyHttp for RouterProxy {
         upstream: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
-        match &self.role {
-            ListenerRole::Gateway => edge_forwarding_headers(session, upstream, self.scheme),
-            ListenerRole::SidecarOutbound { .. } => {
-                // A client cannot claim a mesh identity: only the inbound sets it.
-                upstream.remove_header("x-forwarded-client-cert");
-                Ok(())
+        match session.digest() {
+            Some(digest) => {
+                let conn = ConnInfo::of(digest, false);
+                self.upstream_headers(upstream, &conn)
             }
-            ListenerRole::SidecarInbound { .. } => {
-                upstream.remove_header("x-forwarded-client-cert");
-                let conn = crate::tls::TlsConnection::of(session);
-                if let Some(peer) = conn.and_then(|c| c.peer_identity.as_deref()) {
-                    // Istio's format: By= this workload, Hash= the peer certificate's
-                    // SHA-256, URI= the verified peer.
-                    let own = self.certs.as_ref().and_then(WorkloadCerts::current);
-                    let by = own.as_ref().map_or("", |m| m.identity.as_str());
-                    let hash = conn.and_then(|c| c.peer_cert_sha256.as_deref());
-                    let xfcc = match hash {
-                        Some(h) => format!("By={by};Hash={h};URI={peer}"),
-                        None => format!("By={by};URI={peer}"),
-                    };
-                    let value = HeaderValue::from_str(&xfcc).map_err(|e| {
-                        Error::because(ErrorType::InternalError, "x-forwarded-client-cert", e)
-                    })?;
-                    upstream.insert_header("x-forwarded-client-cert", value)?;
-                }
-                Ok(())
-            }
+            None => self.upstream_headers(upstream, &ConnInfo::default()),
         }
     }
 
@@ -560,7 +695,7 @@ impl ProxyHttp for RouterProxy {
         ctx.connect_failed = true;
         warn!(
             cluster = ctx.cluster_name(),
-            upstream = ?ctx.upstream,
+            upstream = ?ctx.target.as_ref().map(|t| t.addr),
             error = %e,
             "upstream connect failed"
         );

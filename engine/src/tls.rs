@@ -109,12 +109,12 @@ pub struct TlsConnection {
 impl TlsConnection {
     /// The connection a request came on, when its listener terminated TLS.
     pub fn of(session: &Session) -> Option<&TlsConnection> {
-        session
-            .digest()?
-            .ssl_digest
-            .as_ref()?
-            .extension
-            .get::<TlsConnection>()
+        Self::of_digest(session.digest()?)
+    }
+
+    /// The same, from the connection's digest.
+    pub fn of_digest(digest: &pingora::protocols::Digest) -> Option<&TlsConnection> {
+        digest.ssl_digest.as_ref()?.extension.get::<TlsConnection>()
     }
 
     /// Whether a request for `authority` may be served on this connection: the

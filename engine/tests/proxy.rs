@@ -108,15 +108,22 @@ async fn upstream_connect_failure_gets_503_and_listener_keeps_serving() {
         let r = get(&dead, &url("dead.example", addr, "/")).await;
         assert_eq!(r, (503, "upstream connect error\n".into()));
     }
-    // The 503 closes the connection, and says so.
+    // The 503 is a whole answer: the client's connection carries the next request
+    // (as Envoy's local replies; no race between a close and the next request).
     let mut conn = TcpStream::connect(addr).await.unwrap();
     conn.write_all(b"GET / HTTP/1.1\r\nHost: dead.example\r\n\r\n")
         .await
         .unwrap();
     let (head, body) = read_response(&mut conn).await;
     assert!(head.starts_with("HTTP/1.1 503"), "{head}");
-    assert_eq!(header(&head, "connection"), Some("close"));
+    assert_eq!(header(&head, "connection"), Some("keep-alive"));
     assert_eq!(body, "upstream connect error\n");
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut conn).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "one");
 
     let c = client("a.example", addr, false);
     assert_eq!(

@@ -1,0 +1,500 @@
+//! Our HTTP/1.1 proxy core, on Pingora's v1 server and client sessions (the codecs
+//! stay Pingora's). It serves every HTTP/1 connection of every role; HTTP/2 (h2c
+//! prior knowledge, ALPN h2) is handed to Pingora's `ProxyHttp` service, which
+//! decides with the same [`RouterProxy::decide`].
+//!
+//! Per connection: wait until the client sends (an idle keep-alive connection holds
+//! no session and no buffer), read one request, [`RouterProxy::decide`], answer
+//! locally or forward, and loop while both sides keep the connection. Per request,
+//! compared with Pingora's `ProxyHttp`: no boxed hook futures, no channels or
+//! spawned tasks, no pool lookup while the upstream connection of the previous
+//! request still fits (it is held by the downstream connection), no `getpeername`.
+//!
+//! Semantics: hop-by-hop request headers are removed (RFC 9110 7.6.1, those the
+//! `Connection` header names included) and WebSocket upgrades pass; a request body
+//! of unknown length goes upstream chunked; `Expect: 100-continue` is answered here
+//! (as nginx does) and not forwarded; a response of unknown length is re-framed
+//! chunked so the client's connection stays usable. A request sent on a pooled
+//! connection that turns out dead (closed before any response byte) is sent again
+//! once on a new connection when it has no body. Errors: 503 `upstream connect
+//! error` when no connection can be made, 502 when the upstream fails before its
+//! response header, a closed downstream connection when it fails after.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{header, HeaderName, Method, Version};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::v1::client::HttpSession as Upstream;
+use pingora::protocols::http::v1::server::HttpSession as Downstream;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use pingora::{Error, ErrorType, Result};
+use tracing::{debug, warn};
+
+use crate::conn::TcpConn;
+use crate::pool::{Pool, PoolKey};
+use crate::proxy::{ConnInfo, Decision, RouterProxy, Target};
+
+/// How long an idle keep-alive client connection is kept (Envoy's default
+/// `idle_timeout`).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+const UPSTREAM_CONNECT_ERROR: &str = "upstream connect error\n";
+const BAD_GATEWAY: &str = "upstream error\n";
+const BAD_REQUEST: &str = "bad request\n";
+
+/// The HTTP/1.1 proxy of one listener.
+pub(crate) struct H1Proxy {
+    pub proxy: RouterProxy,
+    pub pool: Arc<Pool>,
+}
+
+/// An upstream connection a downstream connection holds between its requests.
+type Held = Option<(PoolKey, Stream)>;
+
+impl H1Proxy {
+    pub(crate) fn new(proxy: RouterProxy) -> H1Proxy {
+        H1Proxy {
+            proxy,
+            pool: Pool::new(),
+        }
+    }
+
+    /// Serve the requests of one client connection until either side ends it or
+    /// the listener stops (idle connections are closed then; a request in flight
+    /// is finished and answered with `Connection: close`).
+    pub(crate) async fn serve(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
+        let mut shutdown = shutdown.clone();
+        let mut held: Held = None;
+        loop {
+            if !next_request_arrives(&stream, &mut shutdown).await {
+                break;
+            }
+            let mut session = Downstream::new(stream);
+            let read = tokio::select! {
+                read = session.read_request() => read,
+                _ = shutdown.changed() => break,
+            };
+            match read {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    refuse_request(&mut session, &e).await;
+                    break;
+                }
+            }
+            if *shutdown.borrow() {
+                session.set_server_keepalive(None);
+            }
+            if !self.exchange(&mut session, &mut held).await {
+                break;
+            }
+            match session.reuse().await {
+                Ok(Some(next)) => stream = next.into_parts().0,
+                _ => break,
+            }
+        }
+        if let Some((key, upstream)) = held {
+            self.pool.put(key, upstream);
+        }
+    }
+
+    /// One request: decide, then answer or forward. `false`: the client
+    /// connection cannot carry another request.
+    async fn exchange(&self, ds: &mut Downstream, held: &mut Held) -> bool {
+        let conn = ConnInfo::of(ds.digest(), self.proxy.needs_original());
+        match self.proxy.decide(ds.req_header(), &conn).await {
+            Decision::Forward(target) => self.forward(ds, &conn, target, held).await,
+            Decision::Local(status, body) => local(ds, status, "text/plain", body.into()).await,
+            Decision::Redirect(location) => redirect(ds, location).await,
+            Decision::Acme(answer) => {
+                local(
+                    ds,
+                    200,
+                    "application/octet-stream",
+                    answer.into_bytes().into(),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        ds: &mut Downstream,
+        conn: &ConnInfo,
+        target: Target,
+        held: &mut Held,
+    ) -> bool {
+        let key = PoolKey {
+            addr: target.addr,
+            mtls: target.mtls.clone(),
+        };
+        let has_body = !ds.is_body_empty();
+        let mut retried = false;
+        let mut us = loop {
+            let (stream, reused) = match self.upstream(&key, &target, held).await {
+                Ok(found) => found,
+                Err(e) => {
+                    warn!(
+                        cluster = target.cluster_name(),
+                        upstream = %target.addr,
+                        error = %e,
+                        "upstream connect failed"
+                    );
+                    return local(ds, 503, "text/plain", UPSTREAM_CONNECT_ERROR.into()).await;
+                }
+            };
+            let request = match self.upstream_request(ds, conn, has_body) {
+                Ok(request) => request,
+                Err(e) => {
+                    debug!(error = %e, "request cannot be forwarded");
+                    ds.set_server_keepalive(None);
+                    return local(ds, 400, "text/plain", BAD_REQUEST.into()).await;
+                }
+            };
+            let mut us = Upstream::new(stream);
+            match send(ds, &mut us, request, has_body).await {
+                Ok(()) => break us,
+                Err(Failure::Downstream(e)) => {
+                    debug!(error = %e, "client failed while sending its request body");
+                    return false;
+                }
+                // A pooled connection that died while idle: once more on a new one.
+                Err(Failure::Upstream(e)) if reused && !has_body && !retried => {
+                    debug!(upstream = %target.addr, error = %e, "pooled connection failed; retrying on a new one");
+                    retried = true;
+                }
+                Err(Failure::Upstream(e)) => {
+                    warn!(cluster = target.cluster_name(), upstream = %target.addr, error = %e, "upstream failed before its response");
+                    ds.set_server_keepalive(None);
+                    return local(ds, 502, "text/plain", BAD_GATEWAY.into()).await;
+                }
+            }
+        };
+
+        // The response: header, then body (or bytes both ways after a 101).
+        let Some(upstream_header) = us.resp_header() else {
+            return false;
+        };
+        let mut resp = Box::new(upstream_header.clone());
+        let head = ds.req_header().method == Method::HEAD;
+        let no_body = head || matches!(resp.status.as_u16(), 204 | 304);
+        resp.remove_header("keep-alive");
+        if !no_body
+            && resp.status != 101
+            && !resp.headers.contains_key(header::TRANSFER_ENCODING)
+            && !resp.headers.contains_key(header::CONTENT_LENGTH)
+            && !us.is_body_done()
+        {
+            // Close-delimited upstream (HTTP/1.0 style): chunked downstream keeps the
+            // client's connection.
+            resp.set_version(Version::HTTP_11);
+            if resp
+                .insert_header(header::TRANSFER_ENCODING, "chunked")
+                .is_err()
+            {
+                return false;
+            }
+        }
+        let upgraded = resp.status == 101;
+        if let Err(e) = ds.write_response_header(resp).await {
+            debug!(error = %e, "cannot write the response header to the client");
+            return false;
+        }
+        if upgraded && ds.was_upgraded() {
+            us.maybe_upgrade_body_writer();
+            relay_upgraded(ds, &mut us).await;
+            return false;
+        }
+        loop {
+            match us.read_body_bytes().await {
+                Ok(Some(chunk)) => {
+                    if let Err(e) = ds.write_body(&chunk).await {
+                        debug!(error = %e, "client failed while receiving the response");
+                        return false;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(cluster = target.cluster_name(), upstream = %target.addr, error = %e, "upstream failed during its response body");
+                    return false;
+                }
+            }
+        }
+        if let Err(e) = ds.finish_body().await {
+            debug!(error = %e, "client failed while receiving the response");
+            return false;
+        }
+        us.respect_keepalive();
+        if let Some(stream) = us.reuse().await {
+            if let Some((old_key, old)) = held.replace((key, stream)) {
+                self.pool.put(old_key, old);
+            }
+        }
+        true
+    }
+
+    /// A connection to `key`: the one this client connection held, else a pooled
+    /// one, else a new one. `true` with it: it was used before (it may have died
+    /// while idle).
+    async fn upstream(
+        &self,
+        key: &PoolKey,
+        target: &Target,
+        held: &mut Held,
+    ) -> Result<(Stream, bool)> {
+        if let Some((k, mut stream)) = held.take() {
+            if k != *key {
+                self.pool.put(k, stream);
+            } else if crate::conn::idle_alive(&mut stream) {
+                return Ok((stream, true));
+            }
+        }
+        if let Some(stream) = self.pool.take(key) {
+            return Ok((stream, true));
+        }
+        Ok((self.connect(target).await?, false))
+    }
+
+    /// A new connection for `target`: TCP, then mesh mTLS when the endpoint has an
+    /// identity (never plaintext then).
+    async fn connect(&self, target: &Target) -> Result<Stream> {
+        let tcp = crate::conn::connect(target.addr, self.proxy.mark())
+            .await
+            .map_err(|e| Error::because(ErrorType::ConnectError, "connecting upstream", e))?;
+        let tcp = TcpConn::new(tcp);
+        if target.mtls.is_none() {
+            return Ok(Box::new(tcp));
+        }
+        let (config, server_name) = self.proxy.mesh_client(target).ok_or_else(|| {
+            Error::explain(
+                ErrorType::ConnectNoRoute,
+                "no workload certificate for mesh mTLS yet",
+            )
+        })?;
+        let tls = tokio::time::timeout(
+            crate::proxy::CONNECT_TIMEOUT,
+            crate::conn::MeshTls::connect(tcp, config, server_name),
+        )
+        .await
+        .map_err(|_| Error::explain(ErrorType::ConnectTimedout, "mTLS handshake timed out"))?
+        .map_err(|e| Error::because(ErrorType::TLSHandshakeFailure, "mesh mTLS handshake", e))?;
+        Ok(Box::new(tls))
+    }
+
+    /// The request as it goes upstream: HTTP/1.1, without hop-by-hop headers
+    /// (WebSocket upgrades kept), framed, with the role's headers.
+    fn upstream_request(
+        &self,
+        ds: &Downstream,
+        conn: &ConnInfo,
+        has_body: bool,
+    ) -> Result<Box<RequestHeader>> {
+        let req = ds.req_header();
+        let mut up = Box::new(req.clone());
+        up.set_version(Version::HTTP_11);
+        strip_hop_by_hop(&mut up, ds.is_upgrade_req())?;
+        up.remove_header(&header::EXPECT);
+        if has_body && !up.headers.contains_key(header::CONTENT_LENGTH) {
+            up.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+        }
+        self.proxy.upstream_headers(&mut up, conn)?;
+        Ok(up)
+    }
+}
+
+/// Whose side failed while the request was being sent.
+enum Failure {
+    Downstream(Box<Error>),
+    Upstream(Box<Error>),
+}
+
+/// Send the request header and body upstream and read the response header (1xx
+/// other than 101 skipped: `100 Continue` was answered here).
+async fn send(
+    ds: &mut Downstream,
+    us: &mut Upstream,
+    request: Box<RequestHeader>,
+    has_body: bool,
+) -> std::result::Result<(), Failure> {
+    us.write_request_header(request)
+        .await
+        .map_err(Failure::Upstream)?;
+    if has_body {
+        if ds
+            .req_header()
+            .headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+        {
+            ds.write_continue_response()
+                .await
+                .map_err(Failure::Downstream)?;
+        }
+        while let Some(chunk) = ds.read_body_bytes().await.map_err(Failure::Downstream)? {
+            us.write_body(&chunk).await.map_err(Failure::Upstream)?;
+        }
+        us.finish_body().await.map_err(Failure::Upstream)?;
+    }
+    loop {
+        us.read_response().await.map_err(Failure::Upstream)?;
+        match us.get_status() {
+            Some(s) if s.is_informational() && s.as_u16() != 101 => continue,
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// After a 101: bytes both ways until either side closes.
+async fn relay_upgraded(ds: &mut Downstream, us: &mut Upstream) {
+    let mut up_open = true;
+    let mut down_open = true;
+    while up_open || down_open {
+        tokio::select! {
+            read = ds.read_body_bytes(), if down_open => match read {
+                Ok(Some(bytes)) => {
+                    if us.write_body(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                _ => {
+                    down_open = false;
+                    let _ = us.finish_body().await;
+                }
+            },
+            read = us.read_body_bytes(), if up_open => match read {
+                Ok(Some(bytes)) => {
+                    if ds.write_body(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                _ => {
+                    up_open = false;
+                    let _ = ds.finish_body().await;
+                }
+            },
+        }
+    }
+}
+
+/// Hop-by-hop request headers (RFC 9110 7.6.1) and those `Connection` names; a
+/// WebSocket upgrade keeps `Connection: Upgrade` and its `Upgrade`.
+fn strip_hop_by_hop(req: &mut RequestHeader, upgrade: bool) -> Result<()> {
+    const HOP: [HeaderName; 8] = [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::HeaderName::from_static("keep-alive"),
+    ];
+    const OTHER: [&str; 2] = ["proxy-connection", "http2-settings"];
+    // Most requests have none of them: look before removing.
+    let any = req
+        .headers
+        .keys()
+        .any(|k| HOP.contains(k) || OTHER.contains(&k.as_str()));
+    if !any {
+        return Ok(());
+    }
+    let upgrade_value = if upgrade {
+        req.headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    let mut nominated: Vec<HeaderName> = Vec::new();
+    for value in req.headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            if let Ok(name) = HeaderName::from_bytes(token) {
+                if name == header::HOST || name.as_str().starts_with("x-forwarded-") {
+                    return Err(Error::explain(
+                        ErrorType::InvalidHTTPHeader,
+                        "Connection names a header that cannot be dropped",
+                    ));
+                }
+                nominated.push(name);
+            }
+        }
+    }
+    for name in nominated.iter().chain(HOP.iter()) {
+        req.remove_header(name);
+    }
+    for name in OTHER {
+        req.remove_header(name);
+    }
+    if let Some(value) = upgrade_value {
+        req.insert_header(header::CONNECTION, "Upgrade")?;
+        req.insert_header(header::UPGRADE, value)?;
+    }
+    Ok(())
+}
+
+/// Wait until the client sends its next request (`false`: it closed, the listener
+/// stops, or it stayed idle for [`IDLE_TIMEOUT`]). On our own TCP connections this
+/// waits for readiness alone; a TLS connection is waited on by the session's read.
+async fn next_request_arrives(stream: &Stream, shutdown: &mut ShutdownWatch) -> bool {
+    if *shutdown.borrow() {
+        return false;
+    }
+    let Some(tcp) = stream.as_any().downcast_ref::<TcpConn>() else {
+        return true;
+    };
+    tokio::select! {
+        ready = tcp.readable() => ready.is_ok(),
+        _ = shutdown.changed() => false,
+        _ = tokio::time::sleep(IDLE_TIMEOUT) => false,
+    }
+}
+
+/// A request that could not be read: 400 for a malformed one, nothing for a client
+/// that went away or timed out.
+async fn refuse_request(ds: &mut Downstream, e: &Error) {
+    match e.etype() {
+        ErrorType::ReadError | ErrorType::ConnectionClosed | ErrorType::ReadTimedout => {
+            debug!(error = %e, "client connection ended before a whole request");
+        }
+        _ => {
+            debug!(error = %e, "malformed request");
+            ds.set_server_keepalive(None);
+            let _ = local(ds, 400, "text/plain", BAD_REQUEST.into()).await;
+        }
+    }
+}
+
+/// Answer locally. `false`: the client connection failed.
+async fn local(ds: &mut Downstream, status: u16, content_type: &str, body: bytes::Bytes) -> bool {
+    let sent = async {
+        let mut resp = ResponseHeader::build(status, Some(3))?;
+        resp.insert_header(header::CONTENT_TYPE, content_type)?;
+        resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+        ds.write_response_header(Box::new(resp)).await?;
+        ds.write_body(&body).await?;
+        ds.finish_body().await?;
+        Ok::<_, Box<Error>>(())
+    };
+    match sent.await {
+        Ok(()) => true,
+        Err(e) => {
+            debug!(error = %e, "cannot answer the client");
+            false
+        }
+    }
+}
+
+/// 301 to `location`, empty body.
+async fn redirect(ds: &mut Downstream, location: String) -> bool {
+    let sent = async {
+        let mut resp = ResponseHeader::build(301, Some(2))?;
+        resp.insert_header(header::LOCATION, location)?;
+        resp.insert_header(header::CONTENT_LENGTH, 0)?;
+        ds.write_response_header(Box::new(resp)).await?;
+        ds.finish_body().await?;
+        Ok::<_, Box<Error>>(())
+    };
+    sent.await.is_ok()
+}
