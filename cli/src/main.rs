@@ -150,15 +150,22 @@ fn main() -> ExitCode {
     }
 }
 
-/// Run `f` on a multi-threaded runtime with `workers` threads (default: one per core).
+/// Run `f` on a multi-threaded runtime with `workers` threads (default: one per
+/// core); one worker is the calling thread itself (a current-thread runtime: one
+/// thread less, the sidecar's case).
 fn run_async<F: std::future::Future<Output = anyhow::Result<()>>>(
     workers: Option<usize>,
     f: F,
 ) -> ExitCode {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        builder.worker_threads(n.max(1));
-    }
+    let mut builder = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

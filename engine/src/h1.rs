@@ -40,6 +40,13 @@ use crate::proxy::{ConnInfo, Decision, RouterProxy, Target};
 /// `idle_timeout`).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// How long a client has to send a whole request header, and the longest silence
+/// while it sends a body (nginx's `client_header_timeout` /
+/// `client_body_timeout` are 60 s). Tokio timers, armed only when a read has to
+/// wait: Pingora's own read timeout registers a timer on its clock thread for
+/// every read.
+pub const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 const UPSTREAM_CONNECT_ERROR: &str = "upstream connect error\n";
 const BAD_GATEWAY: &str = "upstream error\n";
 const BAD_REQUEST: &str = "bad request\n";
@@ -72,14 +79,21 @@ impl H1Proxy {
                 break;
             }
             let mut session = Downstream::new(stream);
+            session.set_read_timeout(None);
             let read = tokio::select! {
-                read = session.read_request() => read,
+                read = tokio::time::timeout(CLIENT_READ_TIMEOUT, session.read_request()) => read,
                 _ = shutdown.changed() => break,
             };
             match read {
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(e) => {
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None)) => break,
+                Err(_) => {
+                    debug!(
+                        "client did not send a whole request header within {CLIENT_READ_TIMEOUT:?}"
+                    );
+                    break;
+                }
+                Ok(Err(e)) => {
                     refuse_request(&mut session, &e).await;
                     break;
                 }
@@ -333,7 +347,16 @@ async fn send(
                 .await
                 .map_err(Failure::Downstream)?;
         }
-        while let Some(chunk) = ds.read_body_bytes().await.map_err(Failure::Downstream)? {
+        while let Some(chunk) = tokio::time::timeout(CLIENT_READ_TIMEOUT, ds.read_body_bytes())
+            .await
+            .map_err(|_| {
+                Failure::Downstream(Error::explain(
+                    ErrorType::ReadTimedout,
+                    "client request body stalled",
+                ))
+            })?
+            .map_err(Failure::Downstream)?
+        {
             us.write_body(&chunk).await.map_err(Failure::Upstream)?;
         }
         us.finish_body().await.map_err(Failure::Upstream)?;
