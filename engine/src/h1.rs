@@ -23,6 +23,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use http::{header, HeaderName, Method, Version};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::v1::client::HttpSession as Upstream;
@@ -57,8 +59,18 @@ pub(crate) struct H1Proxy {
     pub pool: Arc<Pool>,
 }
 
-/// An upstream connection a downstream connection holds between its requests.
-type Held = Option<(PoolKey, Stream)>;
+/// An upstream connection a downstream connection holds between its requests, and
+/// since when it is idle.
+type Held = Option<(PoolKey, Stream, Instant)>;
+
+/// A request that goes out on a connection idle at least this long keeps a copy
+/// of its header, to be sent again on a new connection should that one turn out
+/// closed by its upstream (keep-alive timeouts are seconds or more; a connection
+/// that was just used and closed since is seen closed before it is taken).
+const RETRY_COPY_AFTER: Duration = Duration::from_secs(1);
+
+/// `keep-alive`, a hop-by-hop header some servers send.
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 impl H1Proxy {
     pub(crate) fn new(proxy: RouterProxy) -> H1Proxy {
@@ -109,8 +121,8 @@ impl H1Proxy {
                 _ => break,
             }
         }
-        if let Some((key, upstream)) = held {
-            self.pool.put(key, upstream);
+        if let Some((key, upstream, since)) = held {
+            self.pool.put(key, upstream, since);
         }
     }
 
@@ -146,9 +158,16 @@ impl H1Proxy {
             mtls: target.mtls.clone(),
         };
         let has_body = !ds.is_body_empty();
+        let expect_continue = has_body
+            && ds
+                .req_header()
+                .headers
+                .get(header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let upgrade = ds.is_upgrade_req();
         let mut retried = false;
         let mut us = loop {
-            let (stream, reused) = match self.upstream(&key, &target, held).await {
+            let (stream, idle_since) = match self.upstream(&key, &target, held).await {
                 Ok(found) => found,
                 Err(e) => {
                     warn!(
@@ -160,7 +179,12 @@ impl H1Proxy {
                     return local(ds, 503, "text/plain", UPSTREAM_CONNECT_ERROR.into()).await;
                 }
             };
-            let request = match self.upstream_request(ds, conn, has_body) {
+            // Only a bodiless request on a connection idle long enough to have been
+            // closed by its upstream is sent again: it keeps its header for that.
+            let may_retry = !retried
+                && !has_body
+                && idle_since.is_some_and(|t| t.elapsed() >= RETRY_COPY_AFTER);
+            let request = match self.upstream_request(ds, conn, has_body, upgrade || may_retry) {
                 Ok(request) => request,
                 Err(e) => {
                     debug!(error = %e, "request cannot be forwarded");
@@ -169,14 +193,14 @@ impl H1Proxy {
                 }
             };
             let mut us = Upstream::new(stream);
-            match send(ds, &mut us, request, has_body).await {
+            match send(ds, &mut us, request, has_body, expect_continue).await {
                 Ok(()) => break us,
                 Err(Failure::Downstream(e)) => {
                     debug!(error = %e, "client failed while sending its request body");
                     return false;
                 }
                 // A pooled connection that died while idle: once more on a new one.
-                Err(Failure::Upstream(e)) if reused && !has_body && !retried => {
+                Err(Failure::Upstream(e)) if may_retry => {
                     debug!(upstream = %target.addr, error = %e, "pooled connection failed; retrying on a new one");
                     retried = true;
                 }
@@ -195,7 +219,9 @@ impl H1Proxy {
         let mut resp = Box::new(upstream_header.clone());
         let head = ds.req_header().method == Method::HEAD;
         let no_body = head || matches!(resp.status.as_u16(), 204 | 304);
-        resp.remove_header("keep-alive");
+        if resp.headers.contains_key(&KEEP_ALIVE) {
+            resp.remove_header(&KEEP_ALIVE);
+        }
         if !no_body
             && resp.status != 101
             && !resp.headers.contains_key(header::TRANSFER_ENCODING)
@@ -243,33 +269,32 @@ impl H1Proxy {
         }
         us.respect_keepalive();
         if let Some(stream) = us.reuse().await {
-            if let Some((old_key, old)) = held.replace((key, stream)) {
-                self.pool.put(old_key, old);
+            if let Some((old_key, old, since)) = held.replace((key, stream, Instant::now())) {
+                self.pool.put(old_key, old, since);
             }
         }
         true
     }
 
     /// A connection to `key`: the one this client connection held, else a pooled
-    /// one, else a new one. `true` with it: it was used before (it may have died
-    /// while idle).
+    /// one (with since when it is idle), else a new one.
     async fn upstream(
         &self,
         key: &PoolKey,
         target: &Target,
         held: &mut Held,
-    ) -> Result<(Stream, bool)> {
-        if let Some((k, mut stream)) = held.take() {
+    ) -> Result<(Stream, Option<Instant>)> {
+        if let Some((k, mut stream, since)) = held.take() {
             if k != *key {
-                self.pool.put(k, stream);
+                self.pool.put(k, stream, since);
             } else if crate::conn::idle_alive(&mut stream) {
-                return Ok((stream, true));
+                return Ok((stream, Some(since)));
             }
         }
-        if let Some(stream) = self.pool.take(key) {
-            return Ok((stream, true));
+        if let Some((stream, since)) = self.pool.take(key) {
+            return Ok((stream, Some(since)));
         }
-        Ok((self.connect(target).await?, false))
+        Ok((self.connect(target).await?, None))
     }
 
     /// A new connection for `target`: TCP, then mesh mTLS when the endpoint has an
@@ -299,20 +324,34 @@ impl H1Proxy {
     }
 
     /// The request as it goes upstream: HTTP/1.1, without hop-by-hop headers
-    /// (WebSocket upgrades kept), framed, with the role's headers.
+    /// (WebSocket upgrades kept), framed, with the role's headers. The client's
+    /// header is moved out of its session (which keeps its method and version,
+    /// all it still needs), or copied when `keep` (an upgrade, a possible retry).
     fn upstream_request(
         &self,
-        ds: &Downstream,
+        ds: &mut Downstream,
         conn: &ConnInfo,
         has_body: bool,
+        keep: bool,
     ) -> Result<Box<RequestHeader>> {
-        let req = ds.req_header();
-        let mut up = Box::new(req.clone());
+        let upgrade = ds.is_upgrade_req();
+        let mut up = if keep {
+            Box::new(ds.req_header().clone())
+        } else {
+            let req = ds.req_header_mut();
+            let mut stub = RequestHeader::build_no_case(req.method.clone(), b"/", Some(0))?;
+            stub.set_version(req.version);
+            Box::new(std::mem::replace(req, stub))
+        };
         up.set_version(Version::HTTP_11);
-        strip_hop_by_hop(&mut up, ds.is_upgrade_req())?;
-        up.remove_header(&header::EXPECT);
-        if has_body && !up.headers.contains_key(header::CONTENT_LENGTH) {
-            up.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+        strip_hop_by_hop(&mut up, upgrade)?;
+        if has_body {
+            if up.headers.contains_key(header::EXPECT) {
+                up.remove_header(&header::EXPECT);
+            }
+            if !up.headers.contains_key(header::CONTENT_LENGTH) {
+                up.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+            }
         }
         self.proxy.upstream_headers(&mut up, conn)?;
         Ok(up)
@@ -332,17 +371,13 @@ async fn send(
     us: &mut Upstream,
     request: Box<RequestHeader>,
     has_body: bool,
+    expect_continue: bool,
 ) -> std::result::Result<(), Failure> {
     us.write_request_header(request)
         .await
         .map_err(Failure::Upstream)?;
     if has_body {
-        if ds
-            .req_header()
-            .headers
-            .get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
-        {
+        if expect_continue {
             ds.write_continue_response()
                 .await
                 .map_err(Failure::Downstream)?;

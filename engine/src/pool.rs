@@ -81,28 +81,25 @@ impl Pool {
         pool
     }
 
-    /// The most recently released live connection for `key`, if any; dead ones
-    /// met on the way are closed.
-    pub(crate) fn take(&self, key: &PoolKey) -> Option<Stream> {
+    /// The most recently released live connection for `key`, if any, with since
+    /// when it is idle; dead ones met on the way are closed.
+    pub(crate) fn take(&self, key: &PoolKey) -> Option<(Stream, Instant)> {
         let mut idle = self.idle.lock();
         let list = idle.get_mut(key)?;
         while let Some(mut conn) = list.pop() {
             if idle_alive(&mut conn.stream) {
-                return Some(conn.stream);
+                return Some((conn.stream, conn.since));
             }
         }
         None
     }
 
-    /// Keep `stream` for the next request to `key`.
-    pub(crate) fn put(&self, key: PoolKey, stream: Stream) {
+    /// Keep `stream`, idle since `since`, for the next request to `key`.
+    pub(crate) fn put(&self, key: PoolKey, stream: Stream, since: Instant) {
         let mut idle = self.idle.lock();
         let list = idle.entry(key).or_default();
         if list.len() < MAX_IDLE_PER_KEY {
-            list.push(Idle {
-                stream,
-                since: Instant::now(),
-            });
+            list.push(Idle { stream, since });
         }
     }
 
@@ -169,8 +166,8 @@ mod tests {
         let (live, _live_peer) = conn_pair(&listener).await;
         let (dead, dead_peer) = conn_pair(&listener).await;
         let live_id = live.id();
-        pool.put(key.clone(), live);
-        pool.put(key.clone(), dead);
+        pool.put(key.clone(), live, Instant::now());
+        pool.put(key.clone(), dead, Instant::now());
         drop(dead_peer);
         // Wait (bounded) until the close has reached the reactor, the way a pool
         // user would meet it later.
@@ -187,7 +184,7 @@ mod tests {
             assert!(Instant::now() < deadline, "close never seen");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        let got = pool.take(&key).expect("the live connection");
+        let (got, _) = pool.take(&key).expect("the live connection");
         assert_eq!(got.id(), live_id);
         assert!(pool.take(&key).is_none());
         assert_eq!(pool.idle_count(), 0);
@@ -207,13 +204,13 @@ mod tests {
         };
         let pool = Pool::new();
         let (c, _p) = conn_pair(&listener).await;
-        pool.put(plain.clone(), c);
+        pool.put(plain.clone(), c, Instant::now());
         assert!(
             pool.take(&mesh).is_none(),
             "a plaintext connection is not mTLS"
         );
         let (c2, _p2) = conn_pair(&listener).await;
-        pool.put(mesh.clone(), c2);
+        pool.put(mesh.clone(), c2, Instant::now());
         assert_eq!(pool.idle_count(), 2);
         pool.sweep(Instant::now() - IDLE_TIMEOUT);
         assert_eq!(pool.idle_count(), 2, "fresh connections stay");
