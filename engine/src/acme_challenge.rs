@@ -38,10 +38,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use bytes::Bytes;
-use http::{header, Method};
-use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
+use http::Method;
 use rustls::ServerConfig;
 use tracing::{debug, info, warn};
 
@@ -538,32 +535,6 @@ pub(crate) fn answer(
     let key_authorization = tokens.answer(token)?;
     debug!(token, "acme: answering an HTTP-01 challenge");
     Some(key_authorization)
-}
-
-/// The response header of an HTTP-01 answer.
-pub(crate) fn answer_header(key_authorization: &str) -> pingora::Result<ResponseHeader> {
-    let mut resp = ResponseHeader::build(200, Some(2))?;
-    resp.insert_header(header::CONTENT_TYPE, "application/octet-stream")?;
-    resp.insert_header(header::CONTENT_LENGTH, key_authorization.len())?;
-    Ok(resp)
-}
-
-/// Send an HTTP-01 answer on a [`Session`] (the HTTP/2 path).
-pub(crate) async fn write_answer(
-    session: &mut Session,
-    key_authorization: String,
-) -> pingora::Result<()> {
-    let head_only = session.req_header().method == Method::HEAD;
-    let resp = answer_header(&key_authorization)?;
-    session
-        .write_response_header(Box::new(resp), head_only)
-        .await?;
-    if !head_only {
-        session
-            .write_response_body(Some(Bytes::from(key_authorization)), true)
-            .await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

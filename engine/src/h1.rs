@@ -49,12 +49,12 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// every read.
 pub const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
-const UPSTREAM_CONNECT_ERROR: &str = "upstream connect error\n";
-const BAD_GATEWAY: &str = "upstream error\n";
+pub(crate) const UPSTREAM_CONNECT_ERROR: &str = "upstream connect error\n";
+pub(crate) const BAD_GATEWAY: &str = "upstream error\n";
 const BAD_REQUEST: &str = "bad request\n";
 
 /// The HTTP/1.1 proxy of one listener.
-pub(crate) struct H1Proxy {
+pub(crate) struct HttpCore {
     pub proxy: RouterProxy,
     pub pool: Arc<Pool>,
 }
@@ -67,14 +67,14 @@ type Held = Option<(PoolKey, Stream, Instant)>;
 /// of its header, to be sent again on a new connection should that one turn out
 /// closed by its upstream (keep-alive timeouts are seconds or more; a connection
 /// that was just used and closed since is seen closed before it is taken).
-const RETRY_COPY_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const RETRY_COPY_AFTER: Duration = Duration::from_secs(1);
 
 /// `keep-alive`, a hop-by-hop header some servers send.
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
-impl H1Proxy {
-    pub(crate) fn new(proxy: RouterProxy) -> H1Proxy {
-        H1Proxy {
+impl HttpCore {
+    pub(crate) fn new(proxy: RouterProxy) -> HttpCore {
+        HttpCore {
             proxy,
             pool: Pool::new(),
         }
@@ -278,7 +278,7 @@ impl H1Proxy {
 
     /// A connection to `key`: the one this client connection held, else a pooled
     /// one (with since when it is idle), else a new one.
-    async fn upstream(
+    pub(crate) async fn upstream(
         &self,
         key: &PoolKey,
         target: &Target,
@@ -345,17 +345,24 @@ impl H1Proxy {
         };
         up.set_version(Version::HTTP_11);
         strip_hop_by_hop(&mut up, upgrade)?;
-        if has_body {
-            if up.headers.contains_key(header::EXPECT) {
-                up.remove_header(&header::EXPECT);
-            }
-            if !up.headers.contains_key(header::CONTENT_LENGTH) {
-                up.insert_header(header::TRANSFER_ENCODING, "chunked")?;
-            }
-        }
+        h1_request_framing(&mut up, has_body)?;
         self.proxy.upstream_headers(&mut up, conn)?;
         Ok(up)
     }
+}
+
+/// A request with a body goes upstream with its length or chunked; `Expect` is
+/// not forwarded (`100 Continue` is answered here).
+pub(crate) fn h1_request_framing(up: &mut RequestHeader, has_body: bool) -> Result<()> {
+    if has_body {
+        if up.headers.contains_key(header::EXPECT) {
+            up.remove_header(&header::EXPECT);
+        }
+        if !up.headers.contains_key(header::CONTENT_LENGTH) {
+            up.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+        }
+    }
+    Ok(())
 }
 
 /// Whose side failed while the request was being sent.
@@ -439,7 +446,7 @@ async fn relay_upgraded(ds: &mut Downstream, us: &mut Upstream) {
 
 /// Hop-by-hop request headers (RFC 9110 7.6.1) and those `Connection` names; a
 /// WebSocket upgrade keeps `Connection: Upgrade` and its `Upgrade`.
-fn strip_hop_by_hop(req: &mut RequestHeader, upgrade: bool) -> Result<()> {
+pub(crate) fn strip_hop_by_hop(req: &mut RequestHeader, upgrade: bool) -> Result<()> {
     const HOP: [HeaderName; 8] = [
         header::CONNECTION,
         header::TE,

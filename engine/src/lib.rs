@@ -5,7 +5,9 @@
 
 pub mod acme_challenge;
 pub mod conn;
+pub mod dns;
 pub mod h1;
+mod h2;
 pub mod holder;
 pub mod listener;
 pub mod mesh;
@@ -21,5 +23,5 @@ pub use listener::{
     start_listener, BoundListener, ListenError, ListenerConfig, ListenerHandle, STOP_GRACE,
 };
 pub use mesh::{InboundMode, WorkloadCerts, WorkloadMaterial};
-pub use proxy::{ListenerRole, RequestCtx, RouterProxy, CONNECT_TIMEOUT};
+pub use proxy::{ListenerRole, RouterProxy, CONNECT_TIMEOUT};
 pub use tls::{Accepted, CertificateError, SniResolver};

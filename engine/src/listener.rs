@@ -19,15 +19,12 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use isthmus_model::snapshot::InboundMtls;
-use pingora::apps::{HttpServerOptions, ServerApp};
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{GetSocketDigest, SocketDigest, Stream, ALPN};
-use pingora::proxy::{http_proxy, HttpProxy};
-use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -36,7 +33,7 @@ use tracing::{debug, warn};
 
 use crate::acme_challenge::AcmeChallenges;
 use crate::conn::TcpConn;
-use crate::h1::H1Proxy;
+use crate::h1::HttpCore;
 use crate::holder::SnapshotHolder;
 use crate::mesh::{InboundMode, WorkloadCerts};
 use crate::passthrough;
@@ -147,16 +144,6 @@ impl Drop for ListenerHandle {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
     }
-}
-
-/// The Pingora settings of the HTTP/2 services: only `threads` (sharding of
-/// shutdown notifications) and the grace periods matter without a `Server`.
-fn server_conf() -> Arc<ServerConf> {
-    Arc::new(ServerConf {
-        grace_period_seconds: Some(1),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
-    })
 }
 
 /// Bind `bind` and serve HTTP/1.1 (keep-alive) and h2c (prior knowledge) on it for
@@ -374,34 +361,19 @@ fn spawn_listener(
     }
 }
 
-/// The HTTP proxy of one listener: our HTTP/1.1 core, and Pingora's `ProxyHttp`
-/// for HTTP/2, built when the first HTTP/2 connection comes (it loads the system
-/// roots for its connectors).
+/// The HTTP proxy of one listener: our core, HTTP/1.1 and HTTP/2.
 struct Http {
-    h1: H1Proxy,
-    h2: OnceLock<Arc<HttpProxy<RouterProxy>>>,
+    core: Arc<HttpCore>,
 }
 
 impl Http {
     fn new(proxy: RouterProxy) -> Http {
         Http {
-            h1: H1Proxy::new(proxy),
-            h2: OnceLock::new(),
+            core: Arc::new(HttpCore::new(proxy)),
         }
     }
 
-    fn h2(&self) -> &Arc<HttpProxy<RouterProxy>> {
-        self.h2.get_or_init(|| {
-            let mut http = http_proxy(&server_conf(), self.h1.proxy.clone());
-            let mut options = HttpServerOptions::default();
-            options.h2c = true;
-            http.server_options = Some(options);
-            Arc::new(http)
-        })
-    }
-
-    /// A plaintext connection: h2c (prior knowledge) to Pingora's HTTP/2, anything
-    /// else to our HTTP/1.1 core.
+    /// A plaintext connection: h2c (prior knowledge) or HTTP/1.1.
     async fn serve_plain(&self, tcp: TcpStream, shutdown: ShutdownWatch) {
         let conn = TcpConn::new(tcp);
         let mut first = [0u8; H2C_START.len()];
@@ -413,26 +385,18 @@ impl Http {
             _ = tokio::time::sleep(crate::h1::IDLE_TIMEOUT) => return,
         };
         if h2c {
-            self.serve_h2(l4_stream(conn), shutdown).await;
+            self.core.serve_h2(Box::new(conn), &shutdown).await;
         } else {
-            self.h1.serve(Box::new(conn), &shutdown).await;
+            self.core.serve(Box::new(conn), &shutdown).await;
         }
     }
 
     /// A terminated TLS connection: by ALPN.
     async fn serve_tls(&self, tls: Stream, shutdown: ShutdownWatch) {
         if matches!(tls.selected_alpn_proto(), Some(ALPN::H2)) {
-            self.serve_h2(tls, shutdown).await;
+            self.core.serve_h2(tls, &shutdown).await;
         } else {
-            self.h1.serve(tls, &shutdown).await;
-        }
-    }
-
-    async fn serve_h2(&self, stream: Stream, shutdown: ShutdownWatch) {
-        let h2 = self.h2();
-        let mut next = Some(stream);
-        while let Some(stream) = next {
-            next = h2.process_new(stream, &shutdown).await;
+            self.core.serve(tls, &shutdown).await;
         }
     }
 }

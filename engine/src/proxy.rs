@@ -1,12 +1,14 @@
-//! The per-request path: Pingora's [`ProxyHttp`] over the current [`Snapshot`].
-//! Load the snapshot once (it stays in the request context, so a request finishes on
-//! the snapshot it started on), route by authority and match, pick a cluster by
-//! weight and an endpoint round-robin, resolve it, and hand Pingora the peer. Local
-//! answers are Envoy-like: 404 `no route`, 301 to `https://` for a vhost with
-//! `https_redirect`, 503 `no healthy upstream`, 503 on a connect failure (no retry
-//! yet). No locks on this path; besides Pingora's own, the allocations per forwarded
-//! request are the peer box and the `x-forwarded-for` value (plus a DNS lookup for
-//! endpoints given by name: no cache yet).
+//! The routing decision every request gets, whatever its HTTP version:
+//! [`RouterProxy::decide`] loads the snapshot once (the request finishes on the
+//! snapshot it started on), runs the role's steps (ACME answers, the inbound app,
+//! transparent passthrough), routes by authority and match, picks a cluster by
+//! weight and an endpoint round-robin and resolves it (DNS names from the DNS
+//! cache); [`RouterProxy::upstream_headers`] shapes the upstream request for the
+//! role (`x-forwarded-*` at the edge, XFCC inbound). Local answers are Envoy-like:
+//! 404 `no route`, 301 to `https://` for a vhost with `https_redirect`, 421 for a
+//! host of another TLS server, 503 `no healthy upstream`. No locks and no
+//! allocation on this path but the `x-forwarded-for` value. The cores that carry
+//! requests are `h1.rs` and `h2.rs`.
 
 use std::cell::Cell;
 use std::io;
@@ -14,17 +16,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
-use http::{header, HeaderValue, Method};
+use http::{header, HeaderName, HeaderValue};
 use isthmus_model::snapshot::{
     Cluster, ClusterId, Endpoint, RequestView, RouteAction, Snapshot, UpstreamMtls,
     WeightedClusters,
 };
-use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::prelude::HttpPeer;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::{Error, ErrorSource, ErrorType, Result};
+use pingora::http::RequestHeader;
+use pingora::{Error, ErrorType, Result};
 use tracing::{debug, warn};
 
 use crate::acme_challenge::ChallengeTokens;
@@ -35,9 +33,12 @@ use crate::mesh::WorkloadCerts;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const NO_ROUTE: &str = "no route\n";
+
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 const MISDIRECTED: &str = "misdirected request\n";
 const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream\n";
-const UPSTREAM_CONNECT_ERROR: &str = "upstream connect error\n";
 
 /// What a listener is, as data: which per-request steps apply. One request path
 /// serves all three; the role only switches steps on or off.
@@ -79,23 +80,10 @@ pub struct RouterProxy {
     certs: Option<WorkloadCerts>,
     /// Sets `SO_MARK` on every upstream socket, so that the interception rules let
     /// the proxy's own traffic through (`isthmus proxy init --proxy-mark`).
-    mark: Option<SockTweak>,
-    mark_value: Option<u32>,
+    mark: Option<u32>,
     /// The pending HTTP-01 tokens this listener answers before routing, in the
     /// Gateway role only; none: no ACME challenge is answered.
     http01: Option<Arc<ChallengeTokens>>,
-}
-
-/// A hook run on each upstream socket before it connects.
-type SockTweak = Arc<dyn Fn(&tokio::net::TcpSocket) -> Result<()> + Send + Sync + 'static>;
-
-/// The hook setting `SO_MARK` to `mark`.
-fn mark_hook(mark: u32) -> SockTweak {
-    Arc::new(move |socket: &tokio::net::TcpSocket| {
-        socket2::SockRef::from(socket)
-            .set_mark(mark)
-            .map_err(|e| Error::because(ErrorType::SocketError, "setting SO_MARK", e))
-    })
 }
 
 /// The original destination of a connection iptables redirected to this socket
@@ -122,7 +110,6 @@ impl RouterProxy {
             role: ListenerRole::Gateway,
             certs: None,
             mark: None,
-            mark_value: None,
             http01: None,
         }
     }
@@ -138,11 +125,7 @@ impl RouterProxy {
 
     /// Mark every upstream socket with `mark` (`SO_MARK`).
     pub fn with_mark(self, mark: Option<u32>) -> RouterProxy {
-        RouterProxy {
-            mark: mark.map(mark_hook),
-            mark_value: mark,
-            ..self
-        }
+        RouterProxy { mark, ..self }
     }
 
     /// The proxy of a listener that terminated TLS (scheme `https`).
@@ -193,19 +176,6 @@ fn authority_port(authority: &str) -> Option<u16> {
         return None; // a bare IPv6 address
     }
     port.parse().ok()
-}
-
-/// Per-request state of the [`ProxyHttp`] path (HTTP/2).
-#[derive(Default)]
-pub struct RequestCtx {
-    target: Option<Target>,
-    connect_failed: bool,
-}
-
-impl RequestCtx {
-    fn cluster_name(&self) -> &str {
-        self.target.as_ref().map_or("?", Target::cluster_name)
-    }
 }
 
 /// Outcome of routing one request on one snapshot.
@@ -275,8 +245,9 @@ fn random_below(n: u32) -> u32 {
     })
 }
 
-/// The endpoint's socket address: an IP literal as is, a host name through the
-/// system resolver (first address).
+/// The endpoint's socket address: an IP literal as is, a host name from the process's
+/// DNS cache ([`crate::dns::DnsCache::system`]): all its addresses round-robin, refreshed
+/// in the background as their TTLs expire; only a name's first request waits for DNS.
 pub(crate) async fn resolve(ep: &Endpoint) -> io::Result<SocketAddr> {
     let host = ep
         .address
@@ -286,10 +257,7 @@ pub(crate) async fn resolve(ep: &Endpoint) -> io::Result<SocketAddr> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, ep.port));
     }
-    tokio::net::lookup_host((host, ep.port))
-        .await?
-        .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "name resolved to no address"))
+    crate::dns::DnsCache::system().resolve(host, ep.port).await
 }
 
 /// The request as the router sees it. The authority is the URI's (HTTP/2
@@ -325,31 +293,6 @@ fn misdirected(
         .is_some_and(|(conn, tls)| !conn.admits(tls, authority))
 }
 
-/// Answer locally with a short `text/plain` body.
-async fn respond(session: &mut Session, status: u16, body: &'static str) -> Result<()> {
-    let head_only = session.req_header().method == Method::HEAD;
-    let mut resp = ResponseHeader::build(status, Some(2))?;
-    resp.insert_header(header::CONTENT_TYPE, "text/plain")?;
-    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-    session
-        .write_response_header(Box::new(resp), head_only)
-        .await?;
-    if !head_only {
-        session
-            .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
-            .await?;
-    }
-    Ok(())
-}
-
-/// Answer 301 with an empty body.
-async fn redirect(session: &mut Session, location: String) -> Result<()> {
-    let mut resp = ResponseHeader::build(301, Some(2))?;
-    resp.insert_header(header::LOCATION, location)?;
-    resp.insert_header(header::CONTENT_LENGTH, 0)?;
-    session.write_response_header(Box::new(resp), true).await
-}
-
 /// Edge semantics as Envoy's `use_remote_address`: Host is preserved as received
 /// (Istio's default), `x-forwarded-proto` is ours, the peer is appended to XFF.
 /// Istio's SANITIZE at the edge (nobody claims a mesh identity from outside) is
@@ -359,19 +302,20 @@ fn edge_forwarding_headers(
     upstream: &mut RequestHeader,
     scheme: &'static str,
 ) -> Result<()> {
-    upstream.insert_header("x-forwarded-proto", scheme)?;
+    upstream.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static(scheme))?;
     if let Some(ip) = client_ip {
-        let mut xff = String::new();
-        for v in upstream.headers.get_all("x-forwarded-for") {
+        use std::fmt::Write as _;
+        let mut xff = String::with_capacity(48);
+        for v in upstream.headers.get_all(&X_FORWARDED_FOR) {
             if let Ok(v) = v.to_str() {
                 xff.push_str(v);
                 xff.push_str(", ");
             }
         }
-        xff.push_str(&ip.to_string());
+        let _ = write!(xff, "{ip}");
         let value = HeaderValue::from_str(&xff)
             .map_err(|e| Error::because(ErrorType::InternalError, "x-forwarded-for", e))?;
-        upstream.insert_header("x-forwarded-for", value)?;
+        upstream.insert_header(X_FORWARDED_FOR, value)?;
     }
     Ok(())
 }
@@ -547,7 +491,9 @@ impl RouterProxy {
         upstream: &mut RequestHeader,
         conn: &ConnInfo,
     ) -> Result<()> {
-        upstream.remove_header("x-forwarded-client-cert");
+        if upstream.headers.contains_key(&XFCC) {
+            upstream.remove_header(&XFCC);
+        }
         match &self.role {
             ListenerRole::Gateway => edge_forwarding_headers(conn.client_ip, upstream, self.scheme),
             // A client cannot claim a mesh identity: only the inbound sets it.
@@ -568,34 +514,9 @@ impl RouterProxy {
                 let value = HeaderValue::from_str(&xfcc).map_err(|e| {
                     Error::because(ErrorType::InternalError, "x-forwarded-client-cert", e)
                 })?;
-                upstream.insert_header("x-forwarded-client-cert", value)
+                upstream.insert_header(XFCC, value)
             }
         }
-    }
-
-    /// The peer to connect to for `target`: plaintext, or mesh mTLS with our
-    /// workload certificate, the peer verified against the mesh root only, as the
-    /// DNS name derived from the destination's identity (never an empty SNI:
-    /// Pingora would skip every check). `None`: mTLS is required and we have no
-    /// certificate yet (never plaintext then).
-    pub(crate) fn peer(&self, target: &Target) -> Option<HttpPeer> {
-        let Some(mtls) = &target.mtls else {
-            // Same address, same options: a stable pool key, so connections are reused.
-            let mut peer = HttpPeer::new(target.addr, false, String::new());
-            peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-            peer.options.upstream_tcp_sock_tweak_hook = self.mark.clone();
-            return Some(peer);
-        };
-        let material = self.certs.as_ref().and_then(WorkloadCerts::current);
-        let material = material.filter(|_| !mtls.server_name.is_empty())?;
-        let mut peer = HttpPeer::new(target.addr, true, mtls.server_name.clone());
-        peer.client_cert_key = Some(material.cert_key());
-        peer.options.ca = Some(material.roots());
-        peer.options.verify_cert = true;
-        peer.options.verify_hostname = true;
-        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-        peer.options.upstream_tcp_sock_tweak_hook = self.mark.clone();
-        Some(peer)
     }
 
     /// The TLS client and the name to verify for mesh mTLS to `target` (`None`:
@@ -614,139 +535,7 @@ impl RouterProxy {
 
     /// `SO_MARK` of this listener's upstream sockets.
     pub(crate) fn mark(&self) -> Option<u32> {
-        self.mark_value
-    }
-}
-
-#[async_trait]
-impl ProxyHttp for RouterProxy {
-    type CTX = RequestCtx;
-
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
-    }
-
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let decision = match session.digest() {
-            Some(digest) => {
-                let conn = ConnInfo::of(digest, self.needs_original());
-                self.decide(session.req_header(), &conn).await
-            }
-            None => {
-                self.decide(session.req_header(), &ConnInfo::default())
-                    .await
-            }
-        };
-        match decision {
-            Decision::Local(status, body) => respond(session, status, body).await?,
-            Decision::Redirect(location) => redirect(session, location).await?,
-            Decision::Acme(answer) => crate::acme_challenge::write_answer(session, answer).await?,
-            Decision::Forward(target) => {
-                ctx.target = Some(target);
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> Result<Box<HttpPeer>> {
-        let target = ctx
-            .target
-            .as_ref()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream selected"))?;
-        match self.peer(target) {
-            Some(peer) => Ok(Box::new(peer)),
-            None => {
-                ctx.connect_failed = true;
-                Err(Error::explain(
-                    ErrorType::ConnectNoRoute,
-                    "no workload certificate for mesh mTLS yet",
-                ))
-            }
-        }
-    }
-
-    async fn upstream_request_filter(
-        &self,
-        session: &mut Session,
-        upstream: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        match session.digest() {
-            Some(digest) => {
-                let conn = ConnInfo::of(digest, false);
-                self.upstream_headers(upstream, &conn)
-            }
-            None => self.upstream_headers(upstream, &ConnInfo::default()),
-        }
-    }
-
-    fn fail_to_connect(
-        &self,
-        _session: &mut Session,
-        _peer: &HttpPeer,
-        ctx: &mut RequestCtx,
-        mut e: Box<Error>,
-    ) -> Box<Error> {
-        ctx.connect_failed = true;
-        warn!(
-            cluster = ctx.cluster_name(),
-            upstream = ?ctx.target.as_ref().map(|t| t.addr),
-            error = %e,
-            "upstream connect failed"
-        );
-        // No retries yet: one try, then 503.
-        e.set_retry(false);
-        e
-    }
-
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
-        // Connect failures were logged above, with the cluster.
-        ctx.connect_failed
-    }
-
-    async fn fail_to_proxy(
-        &self,
-        session: &mut Session,
-        e: &Error,
-        ctx: &mut RequestCtx,
-    ) -> FailToProxy {
-        let code = if ctx.connect_failed {
-            503
-        } else {
-            match e.etype() {
-                ErrorType::HTTPStatus(code) => *code,
-                _ => match e.esource() {
-                    ErrorSource::Upstream => 502,
-                    ErrorSource::Downstream => match e.etype() {
-                        ErrorType::WriteError
-                        | ErrorType::ReadError
-                        | ErrorType::ConnectionClosed => 0,
-                        _ => 400,
-                    },
-                    ErrorSource::Internal | ErrorSource::Unset => 500,
-                },
-            }
-        };
-        // Pingora does not reuse the downstream connection after this point: say so,
-        // or a keep-alive client may race the close with its next request.
-        session.set_keepalive(None);
-        let sent = match code {
-            0 => Ok(()),
-            503 if ctx.connect_failed => respond(session, 503, UPSTREAM_CONNECT_ERROR).await,
-            _ => session.respond_error(code).await,
-        };
-        if let Err(err) = sent {
-            debug!(error = %err, "cannot send the error response downstream");
-        }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
+        self.mark
     }
 }
 
@@ -888,10 +677,23 @@ mod tests {
             resolve(&lit("::1")).await.ok(),
             Some("[::1]:9".parse().unwrap())
         );
+        // Host names through the system DNS cache (/etc/hosts first): every address of
+        // localhost is a loopback one, served round-robin.
         let local = resolve(&lit("localhost"))
             .await
             .expect("localhost resolves");
         assert!(local.ip().is_loopback());
+        assert_eq!(local.port(), 9);
+        let all = crate::dns::DnsCache::system()
+            .addresses("localhost")
+            .await
+            .expect("cached");
+        assert!(all.contains(&local.ip()), "{all:?}");
+        for _ in 0..all.len() * 2 {
+            let again = resolve(&lit("localhost")).await.expect("cached");
+            assert!(all.contains(&again.ip()), "{again} not in {all:?}");
+        }
+        // RFC 6761: .invalid never resolves (answered locally, no query sent).
         assert!(resolve(&lit("no-such-host.invalid")).await.is_err());
     }
 }

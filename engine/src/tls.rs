@@ -37,7 +37,6 @@ use pingora::listeners::TlsAccept;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::tls::TlsRef;
 use pingora::protocols::Stream;
-use pingora::proxy::Session;
 use pingora::tls::{hash_certificate, TlsAcceptor};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
@@ -107,12 +106,8 @@ pub struct TlsConnection {
 }
 
 impl TlsConnection {
-    /// The connection a request came on, when its listener terminated TLS.
-    pub fn of(session: &Session) -> Option<&TlsConnection> {
-        Self::of_digest(session.digest()?)
-    }
-
-    /// The same, from the connection's digest.
+    /// The connection a request came on (its digest), when its listener terminated
+    /// TLS.
     pub fn of_digest(digest: &pingora::protocols::Digest) -> Option<&TlsConnection> {
         digest.ssl_digest.as_ref()?.extension.get::<TlsConnection>()
     }

@@ -1,0 +1,289 @@
+//! HTTP/2 from clients (h2c prior knowledge, ALPN h2) in our proxy core: Pingora's
+//! h2 codec and server sessions, our accept loop, [`RouterProxy::decide`] and the
+//! HTTP/1.1 upstream side of [`HttpCore`] (the same pool, connects and request
+//! shaping as HTTP/1). Per connection the connection facts (`ConnInfo`) are read
+//! once; per stream one task (streams of a connection run concurrently), no boxed
+//! hooks, no channels; the client's request header is moved upstream, not cloned.
+//!
+//! An HTTP/2 request goes upstream as HTTP/1.1 with `Host` from `:authority`; the
+//! response's HTTP/1 connection headers are dropped by Pingora's h2 writer. On a
+//! listener shutdown the connection gets a GOAWAY and its streams finish.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, Version};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::v1::client::HttpSession as Upstream;
+use pingora::protocols::http::v2::server::{self as h2server, H2Accept, HttpSession as H2Session};
+use pingora::protocols::{Digest, Stream};
+use pingora::server::ShutdownWatch;
+use pingora::{Error, Result};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::h1::{
+    h1_request_framing, strip_hop_by_hop, HttpCore, BAD_GATEWAY, RETRY_COPY_AFTER,
+    UPSTREAM_CONNECT_ERROR,
+};
+use crate::pool::PoolKey;
+use crate::proxy::{ConnInfo, Decision, Target};
+
+impl HttpCore {
+    /// Serve the streams of one HTTP/2 client connection until it closes (or, after
+    /// the listener stops, until its streams are done).
+    pub(crate) async fn serve_h2(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) {
+        let digest = Arc::new(Digest {
+            ssl_digest: stream.get_ssl_digest(),
+            timing_digest: stream.get_timing_digest(),
+            proxy_digest: stream.get_proxy_digest(),
+            socket_digest: stream.get_socket_digest(),
+        });
+        let conn_info = Arc::new(ConnInfo::of(&digest, self.proxy.needs_original()));
+        let mut conn = match h2server::handshake(stream, None).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                debug!(error = %e, "HTTP/2 handshake failed");
+                return;
+            }
+        };
+        let mut shutdown = shutdown.clone();
+        let mut draining = false;
+        loop {
+            let accepted = if draining {
+                H2Session::from_h2_conn(&mut conn, digest.clone()).await
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => {
+                        conn.graceful_shutdown();
+                        draining = true;
+                        continue;
+                    }
+                    accepted = H2Session::from_h2_conn(&mut conn, digest.clone()) => accepted,
+                }
+            };
+            match accepted {
+                Ok(Some(H2Accept::Session(session))) => {
+                    let core = self.clone();
+                    let info = conn_info.clone();
+                    tokio::spawn(async move { core.h2_stream(session, &info).await });
+                }
+                Ok(Some(H2Accept::Rejected)) => continue,
+                Ok(None) => return,
+                Err(e) => {
+                    debug!(error = %e, "HTTP/2 connection ended");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn h2_stream(&self, mut s: H2Session, conn: &ConnInfo) {
+        let decision = self.proxy.decide(s.req_header(), conn).await;
+        let sent = match decision {
+            Decision::Forward(target) => return self.h2_forward(&mut s, conn, target).await,
+            Decision::Local(status, body) => {
+                h2_local(
+                    &mut s,
+                    status,
+                    "text/plain",
+                    Bytes::from_static(body.as_bytes()),
+                )
+                .await
+            }
+            Decision::Acme(answer) => {
+                h2_local(&mut s, 200, "application/octet-stream", answer.into()).await
+            }
+            Decision::Redirect(location) => {
+                async {
+                    let mut resp = ResponseHeader::build(301, Some(2))?;
+                    resp.insert_header(header::LOCATION, location)?;
+                    resp.insert_header(header::CONTENT_LENGTH, 0)?;
+                    s.write_response_header(Box::new(resp), true)
+                }
+                .await
+            }
+        };
+        if let Err(e) = sent {
+            debug!(error = %e, "cannot answer the HTTP/2 client");
+        }
+    }
+
+    async fn h2_forward(&self, s: &mut H2Session, conn: &ConnInfo, target: Target) {
+        let key = PoolKey {
+            addr: target.addr,
+            mtls: target.mtls.clone(),
+        };
+        let has_body = !s.is_body_empty();
+        let head = s.req_header().method == Method::HEAD;
+        let mut retried = false;
+        let mut us = loop {
+            let mut none = None;
+            let (stream, idle_since) = match self.upstream(&key, &target, &mut none).await {
+                Ok(found) => found,
+                Err(e) => {
+                    warn!(cluster = target.cluster_name(), upstream = %target.addr, error = %e, "upstream connect failed");
+                    let _ = h2_local(s, 503, "text/plain", UPSTREAM_CONNECT_ERROR.into()).await;
+                    return;
+                }
+            };
+            let may_retry = !retried
+                && !has_body
+                && idle_since.is_some_and(|t| t.elapsed() >= RETRY_COPY_AFTER);
+            let request = match self.h2_upstream_request(s, conn, has_body, may_retry) {
+                Ok(request) => request,
+                Err(e) => {
+                    debug!(error = %e, "request cannot be forwarded");
+                    let _ = h2_local(s, 400, "text/plain", "bad request\n".into()).await;
+                    return;
+                }
+            };
+            let mut us = Upstream::new(stream);
+            match h2_send(s, &mut us, request, has_body).await {
+                Ok(()) => break us,
+                Err(Side::Client(e)) => {
+                    debug!(error = %e, "client failed while sending its request body");
+                    return;
+                }
+                Err(Side::Upstream(e)) if may_retry => {
+                    debug!(upstream = %target.addr, error = %e, "pooled connection failed; retrying on a new one");
+                    retried = true;
+                }
+                Err(Side::Upstream(e)) => {
+                    warn!(cluster = target.cluster_name(), upstream = %target.addr, error = %e, "upstream failed before its response");
+                    let _ = h2_local(s, 502, "text/plain", BAD_GATEWAY.into()).await;
+                    return;
+                }
+            }
+        };
+        let Some(upstream_header) = us.resp_header() else {
+            return;
+        };
+        let resp = Box::new(upstream_header.clone());
+        let no_body = head || matches!(resp.status.as_u16(), 204 | 304) || us.is_body_done();
+        if let Err(e) = s.write_response_header(resp, no_body) {
+            debug!(error = %e, "cannot write the response header to the HTTP/2 client");
+            return;
+        }
+        if !no_body {
+            loop {
+                match us.read_body_bytes().await {
+                    Ok(Some(chunk)) => {
+                        let end = us.is_body_done();
+                        if let Err(e) = s.write_body(chunk, end).await {
+                            debug!(error = %e, "HTTP/2 client failed while receiving the response");
+                            return;
+                        }
+                        if end {
+                            break;
+                        }
+                    }
+                    Ok(None) => {
+                        if let Err(e) = s.write_body(Bytes::new(), true).await {
+                            debug!(error = %e, "HTTP/2 client failed while receiving the response");
+                            return;
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        warn!(cluster = target.cluster_name(), upstream = %target.addr, error = %e, "upstream failed during its response body");
+                        s.shutdown();
+                        return;
+                    }
+                }
+            }
+        }
+        us.respect_keepalive();
+        if let Some(stream) = us.reuse().await {
+            self.pool.put(key, stream, Instant::now());
+        }
+    }
+
+    /// The stream's request as an HTTP/1.1 request upstream: `Host` from
+    /// `:authority`, origin-form target, hop-by-hop headers dropped, framed, with
+    /// the role's headers. Moved out of the stream's session, or copied when
+    /// `keep` (a possible retry).
+    fn h2_upstream_request(
+        &self,
+        s: &mut H2Session,
+        conn: &ConnInfo,
+        has_body: bool,
+        keep: bool,
+    ) -> Result<Box<RequestHeader>> {
+        let mut up = if keep {
+            Box::new(s.req_header().clone())
+        } else {
+            let req = s.req_header_mut();
+            let stub = RequestHeader::build_no_case(req.method.clone(), b"/", Some(0))?;
+            Box::new(std::mem::replace(req, stub))
+        };
+        if let Some(authority) = up.uri.authority().map(|a| a.as_str().to_owned()) {
+            if authority.contains('@') {
+                return Error::e_explain(
+                    pingora::ErrorType::InvalidHTTPHeader,
+                    "userinfo in :authority",
+                );
+            }
+            up.insert_header(header::HOST, authority)?;
+        }
+        up.set_version(Version::HTTP_11);
+        strip_hop_by_hop(&mut up, false)?;
+        h1_request_framing(&mut up, has_body)?;
+        self.proxy.upstream_headers(&mut up, conn)?;
+        Ok(up)
+    }
+}
+
+enum Side {
+    Client(Box<Error>),
+    Upstream(Box<Error>),
+}
+
+/// The request header and body upstream, then the response header (1xx skipped).
+async fn h2_send(
+    s: &mut H2Session,
+    us: &mut Upstream,
+    request: Box<RequestHeader>,
+    has_body: bool,
+) -> std::result::Result<(), Side> {
+    us.write_request_header(request)
+        .await
+        .map_err(Side::Upstream)?;
+    if has_body {
+        while let Some(chunk) =
+            tokio::time::timeout(crate::h1::CLIENT_READ_TIMEOUT, s.read_body_bytes())
+                .await
+                .map_err(|_| {
+                    Side::Client(Error::explain(
+                        pingora::ErrorType::ReadTimedout,
+                        "client request body stalled",
+                    ))
+                })?
+                .map_err(Side::Client)?
+        {
+            us.write_body(&chunk).await.map_err(Side::Upstream)?;
+        }
+        us.finish_body().await.map_err(Side::Upstream)?;
+    }
+    loop {
+        us.read_response().await.map_err(Side::Upstream)?;
+        match us.get_status() {
+            Some(st) if st.is_informational() => continue,
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Answer a stream locally.
+async fn h2_local(s: &mut H2Session, status: u16, content_type: &str, body: Bytes) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(3))?;
+    resp.insert_header(header::CONTENT_TYPE, content_type)?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+    let head = s.req_header().method == Method::HEAD;
+    s.write_response_header(Box::new(resp), head || body.is_empty())?;
+    if !head && !body.is_empty() {
+        s.write_body(body, true).await?;
+    }
+    Ok(())
+}
