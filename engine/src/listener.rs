@@ -396,7 +396,8 @@ impl Http {
         if matches!(tls.selected_alpn_proto(), Some(ALPN::H2)) {
             self.core.serve_h2(tls, &shutdown).await;
         } else {
-            self.core.serve(tls, &shutdown).await;
+            let gathered = crate::conn::Gathered::new(tls);
+            self.core.serve(Box::new(gathered), &shutdown).await;
         }
     }
 }
