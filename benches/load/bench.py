@@ -18,6 +18,7 @@ exit, on Ctrl-C and on failure.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import ctypes
 import datetime as dt
@@ -55,9 +56,10 @@ class Scenario:
     title: str
     proto: str  # http | h2c | https (TLS ends at the proxy) | pass (TLS ends at the upstream)
     path: str
-    tool: str  # wrk | h2load | rate
+    tool: str  # wrk | h2load | rate | idle
     close: bool = False  # one request per connection (full TLS handshakes)
     per: str = "req"  # what CPU time is divided by: "req", "handshake" or "connection"
+    conns: int = 0  # idle: keep-alive connections held open at once
 
 
 SCENARIOS = [
@@ -75,9 +77,16 @@ SCENARIOS = [
     Scenario("pt-hs", "TLS passthrough by SNI: full TLS 1.3 handshake with the upstream per "
              "request, ECDSA P-256 (wrk -t1 -c50, Connection: close)", "pass", "/0", "wrk",
              close=True, per="connection"),
+    Scenario("idle-5k", "5,000 idle HTTP/1.1 keep-alive connections, one 1 KiB request each",
+             "http", "/1k", "idle", conns=5000),
+    Scenario("idle-10k", "10,000 idle HTTP/1.1 keep-alive connections, one 1 KiB request each",
+             "http", "/1k", "idle", conns=10000),
 ]
 BY_KEY = {s.key: s for s in SCENARIOS}
 QUICK = ["h1-1k", "h2c-0", "rate-1k", "tls-0", "tls-hs", "pt-0", "pt-hs"]
+# The idle-connection scenarios (idle-*) only when asked for (--scenarios): they
+# raise connection limits in the peers' configurations (see idle_limits).
+FULL = [s.key for s in SCENARIOS if s.tool != "idle"]
 # The SNI the passthrough routes match. wrk sends the URL's host as SNI; Istio
 # wants a fully qualified name there, so the URL names this one and pass-sni.lua
 # makes wrk connect to 127.0.0.1 (curl: --resolve).
@@ -86,6 +95,14 @@ TARGETS = ["direct", "nginx", "haproxy", "envoy", "isthmus"]
 WRK_CONNS = 50
 H2_CONNS, H2_STREAMS = 10, 10
 RATE_CONNS, RATE_PER_CONN = 10, 100  # 10 x 100 = 1000 req/s
+# idle-*: connections being opened (or requests in flight) at a time, the limit
+# of each step of one connection (connect, request, response) and of each phase.
+IDLE_IN_FLIGHT = 200
+IDLE_STEP_TIMEOUT = 10.0
+IDLE_PHASE_TIMEOUT = 120.0
+# Connection limits of the peers when no idle scenario runs (their configurations'
+# values before the idle scenarios existed).
+NGINX_CONNS, HAPROXY_MAXCONN = 8192, 8000
 
 
 # --------------------------------------------------------------------------- /proc
@@ -141,6 +158,31 @@ def tree_mem(pids: list[int]) -> tuple[int, int]:
         except OSError:
             pass
     return rss, hwm
+
+
+def tree_fds(pids: list[int]) -> int:
+    """Open file descriptors summed over the processes."""
+    n = 0
+    for pid in pids:
+        try:
+            n += len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            pass
+    return n
+
+
+def settled_rss(pids: list[int], timeout: float = 3.0) -> int:
+    """Summed VmRSS (KiB) once two samples 200 ms apart differ by less than 1 %
+    (or after `timeout` s: the last sample)."""
+    last = tree_mem(pids)[0]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = tree_mem(pids)[0]
+        if abs(now - last) <= 0.01 * max(last, 1):
+            return now
+        last = now
+    return last
 
 
 def machine_ticks() -> tuple[int, int, int]:
@@ -531,6 +573,139 @@ def load_command(s: Scenario, url: str, duration: int, log: Path) -> list[str]:
     raise ValueError(s.tool)
 
 
+# --------------------------------------------------------------------------- idle client
+
+async def idle_get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                   path: str) -> str | None:
+    """One keep-alive GET of a 1 KiB file; None when it got 200 and 1024 bytes and
+    the connection stays open, else what went wrong."""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    await writer.drain()
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    parts = head[0].split()
+    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    headers = {}
+    for line in head[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            headers[k.strip().lower()] = v.strip().lower()
+    if "content-length" in headers:
+        body = await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            body += (await reader.readexactly(size + 2))[:size]
+            if size == 0:
+                break
+    else:
+        return f"status {status}, no Content-Length, not chunked"
+    if status != 200 or len(body) != 1024:
+        return f"status {status}, {len(body)} B"
+    if headers.get("connection") == "close":
+        return "connection: close"
+    return None
+
+
+async def idle_run(port: int, path: str, n: int, pids: list[int],
+                   upstream_pids: list[int]) -> dict:
+    """Open `n` keep-alive connections to 127.0.0.1:`port` (IDLE_IN_FLIGHT at a
+    time), one GET each; with all of them open and idle, the summed RSS and open
+    descriptors of `pids` (the proxy) and the upstream's descriptors; then a second
+    GET on every connection that got its first answer (it was kept), and close."""
+    res: dict = {"conns": n}
+    sem = asyncio.Semaphore(IDLE_IN_FLIGHT)
+    failures: list[str] = []
+
+    async def open_one(i: int):
+        async with sem:
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection("127.0.0.1", port), IDLE_STEP_TIMEOUT)
+            except (OSError, asyncio.TimeoutError) as e:
+                failures.append(f"connect: {e!r}")
+                return None
+            try:
+                err = await asyncio.wait_for(idle_get(reader, writer, path), IDLE_STEP_TIMEOUT)
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
+                    asyncio.LimitOverrunError, ValueError) as e:
+                err = f"first request: {e!r}"
+            if err is not None:
+                failures.append(err)
+                writer.close()
+                return None
+            return reader, writer
+
+    async def second(conn) -> bool:
+        reader, writer = conn
+        async with sem:
+            try:
+                err = await asyncio.wait_for(idle_get(reader, writer, path), IDLE_STEP_TIMEOUT)
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
+                    asyncio.LimitOverrunError, ValueError) as e:
+                err = f"second request: {e!r}"
+            if err is not None:
+                failures.append(err)
+            return err is None
+
+    async def gather(coros):
+        tasks = [asyncio.ensure_future(c) for c in coros]
+        if not tasks:
+            return []
+        done, pending = await asyncio.wait(tasks, timeout=IDLE_PHASE_TIMEOUT)
+        for t in pending:
+            t.cancel()
+        if pending:
+            failures.append(f"{len(pending)} not done within {IDLE_PHASE_TIMEOUT:.0f} s")
+        out = []
+        for t in tasks:
+            if t in done and t.exception() is not None:
+                failures.append(repr(t.exception()))
+            out.append(t.result() if t in done and t.exception() is None else None)
+        return out
+
+    fds_before, up_before = tree_fds(pids), tree_fds(upstream_pids)
+    res["rss_before_kib"] = settled_rss(pids)
+    sampler = MemSampler(pids)
+    sampler.start()
+    t0 = time.monotonic()
+    conns = [c for c in await gather(open_one(i) for i in range(n)) if c is not None]
+    res["open_s"] = round(time.monotonic() - t0, 2)
+    res["served"] = len(conns)
+    # Everything answered and idle: what holding the connections costs.
+    res["rss_with_kib"] = await asyncio.to_thread(settled_rss, pids)
+    res["fds_added"] = tree_fds(pids) - fds_before
+    res["upstream_fds_added"] = tree_fds(upstream_pids) - up_before
+    t0 = time.monotonic()
+    res["kept"] = sum(1 for ok in await gather(second(c) for c in conns) if ok)
+    res["second_s"] = round(time.monotonic() - t0, 2)
+    res["rss_peak_kib"] = sampler.stop()
+    for _, writer in conns:
+        writer.close()
+    for _, writer in conns:
+        try:
+            await asyncio.wait_for(writer.wait_closed(), IDLE_STEP_TIMEOUT)
+        except (OSError, asyncio.TimeoutError):
+            pass
+    res["rss_after_close_kib"] = await asyncio.to_thread(settled_rss, pids)
+    res["hwm_kib"] = tree_mem(pids)[1]
+    if res["served"]:
+        res["kib_per_conn"] = (res["rss_with_kib"] - res["rss_before_kib"]) / res["served"]
+    res["errors"] = len(failures)
+    if failures:
+        kinds: dict[str, int] = {}
+        for f in failures:
+            f = f[:100]
+            kinds[f] = kinds.get(f, 0) + 1
+        res["failures"] = dict(sorted(kinds.items(), key=lambda kv: -kv[1])[:5])
+    return res
+
+
+def idle_limits(scenarios: list[str]) -> int:
+    """The most connections an idle scenario of `scenarios` holds (0: none)."""
+    return max((BY_KEY[k].conns for k in scenarios if BY_KEY[k].tool == "idle"), default=0)
+
+
 # --------------------------------------------------------------------------- the bench
 
 class Bench:
@@ -573,6 +748,19 @@ class Bench:
         values["LOAD_STREAM"] = f"load_module {stream_so};" if stream_so else ""
         values["TLS_CRT_B64"] = base64.b64encode((w / "tls/cert.pem").read_bytes()).decode()
         values["TLS_KEY_B64"] = base64.b64encode((w / "tls/key.pem").read_bytes()).decode()
+        # Connection limits: raised for the idle scenarios only, so every other run
+        # measures the peers exactly as before. nginx counts its upstream
+        # connections in worker_connections; the upstream gets as many connections
+        # as a proxy that keeps one per idle client connection opens.
+        idle = idle_limits(self.args.scenarios)
+        values["NGINX_CONNS"] = str(max(NGINX_CONNS, idle + 2048))
+        values["UPSTREAM_CONNS"] = str(max(NGINX_CONNS, idle + 2048))
+        values["HAPROXY_MAXCONN"] = str(max(HAPROXY_MAXCONN, idle + 1000))
+        if idle:
+            self.meta["idle_limits"] = (
+                f"RLIMIT_NOFILE {self.meta.get('nofile', '?')} for every process; nginx "
+                f"worker_connections {values['NGINX_CONNS']} (proxy and upstream), HAProxy "
+                f"maxconn {values['HAPROXY_MAXCONN']}; Envoy and isthmus: no limit set")
         self.ports = ports
         fill(HERE / "peers/upstream-nginx.conf", w / "upstream.conf", values)
         fill(HERE / "peers/nginx.conf", w / "nginx.conf", values)
@@ -629,9 +817,14 @@ class Bench:
             else:
                 self.meta["isthmus_workers"] = ("TOKIO_WORKER_THREADS=1 (isthmus up has no "
                                                 "--workers option)")
-            # Tokio reads this when the runtime's worker count is not set in code.
+            # Tokio reads TOKIO_WORKER_THREADS when the runtime's worker count is not
+            # set in code. The controller's push and admin ports ephemeral and its
+            # runtime file in the work dir: another `isthmus up` on the machine (the
+            # defaults are 15012/15014 and /tmp/isthmus) does not stop this one.
             p = self.procs.start("isthmus", argv, w / "isthmus.log", SERVER_CPU,
-                                 env={"TOKIO_WORKER_THREADS": "1"})
+                                 env={"TOKIO_WORKER_THREADS": "1", "ISTHMUS_XDS_PORT": "0",
+                                      "ISTHMUS_ADMIN_PORT": "0",
+                                      "ISTHMUS_RUNTIME_DIR": str(w / "runtime")})
             self.targets["isthmus"] = Target("isthmus", {"http": ports["ISTHMUS_HTTP"],
                                                          "h2c": ports["ISTHMUS_HTTP"],
                                                          "https": ports["ISTHMUS_HTTPS"],
@@ -819,6 +1012,8 @@ class Bench:
         if t.proc is not None and t.proc.poll() is not None:
             cell["error"] = f"{t.name} exited with status {t.proc.returncode}"
             return cell
+        if s.tool == "idle":
+            return self.measure_idle(s, t, cell)
         quiet, busy = wait_quiet(self.args.quiet_threshold, self.args.quiet_timeout)
         cell["quiet"], cell["busy_before"] = quiet, round(busy, 3)
         log = self.workdir / f"h2load-{s.key}-{t.name}-{rep}.log"
@@ -887,11 +1082,35 @@ class Bench:
             cell["quiet"] = False
         return cell
 
+    @staticmethod
+    def runs(s: Scenario, t: Target) -> bool:
+        """Whether target `t` has a row in scenario `s` (direct: not in the
+        terminated-TLS and idle scenarios)."""
+        return t.url(s) is not None and not (s.tool == "idle" and t.proc is None)
+
+    def measure_idle(self, s: Scenario, t: Target, cell: dict) -> dict:
+        """idle-*: hold s.conns keep-alive connections open (see idle_run)."""
+        quiet, busy = wait_quiet(self.args.quiet_threshold, self.args.quiet_timeout)
+        cell["quiet"], cell["busy_before"] = quiet, round(busy, 3)
+        t.pids = process_tree(t.proc.pid)
+        try:
+            res = asyncio.run(idle_run(t.ports[s.proto], s.path, s.conns, t.pids,
+                                       self.upstream_pids))
+        except OSError as e:
+            cell["error"] = f"client: {e}"
+            return cell
+        cell.update(res)
+        if not res["served"]:
+            cell["error"] = f"no connection served: {res.get('failures')}"
+        elif t.proc.poll() is not None:
+            cell["error"] = f"{t.name} exited with status {t.proc.returncode}"
+        return cell
+
     def run_all(self) -> list[dict]:
         cells = []
         targets = [self.targets[n] for n in TARGETS if n in self.targets]
         total = self.args.reps * sum(1 for k in self.args.scenarios for t in targets
-                                     if t.url(BY_KEY[k]) is not None)
+                                     if self.runs(BY_KEY[k], t))
         done = 0
         for rep in range(self.args.reps):
             for key in self.args.scenarios:
@@ -899,8 +1118,8 @@ class Bench:
                 # Rotate the order per repetition so no target always goes first.
                 k = rep % len(targets)
                 for t in targets[k:] + targets[:k]:
-                    if t.url(s) is None:
-                        continue  # direct has no terminated-TLS row
+                    if not self.runs(s, t):
+                        continue  # direct has no terminated-TLS row nor idle rows
                     done += 1
                     c = self.measure(s, t, rep)
                     cells.append(c)
@@ -961,6 +1180,8 @@ class Bench:
             "quiet_timeout_s": self.args.quiet_timeout,
             "scenarios": {k: BY_KEY[k].title for k in self.args.scenarios},
             "per": {k: BY_KEY[k].per for k in self.args.scenarios},
+            "idle": {k: BY_KEY[k].conns for k in self.args.scenarios
+                     if BY_KEY[k].tool == "idle"},
             "tls": {n: t.tls for n, t in self.targets.items() if t.tls},
             "idle_rss_kib": {n: t.idle_rss_kib for n, t in self.targets.items() if t.pids},
             "na": {n: t.na for n, t in self.targets.items() if t.na},
@@ -1000,7 +1221,7 @@ def main() -> int:
     args = ap.parse_args()
     quick = args.mode == "quick"
     args.scenarios = args.scenarios.split(",") if args.scenarios else (
-        QUICK if quick else list(BY_KEY))
+        QUICK if quick else FULL)
     for k in args.scenarios:
         if k not in BY_KEY:
             ap.error(f"unknown scenario {k!r}")
@@ -1016,6 +1237,19 @@ def main() -> int:
     # The orchestrator shares CPU 0 with the load generator, away from the servers.
     os.sched_setaffinity(0, {int(LOADGEN_CPU)})
     bench = Bench(args)
+    idle = idle_limits(args.scenarios)
+    if idle:
+        # The idle scenarios hold thousands of sockets in this process (the client)
+        # and in the proxy: the soft descriptor limit up to the hard one, inherited
+        # by everything started from here.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        bench.meta["nofile"] = soft
+        if soft < idle + 1000:
+            print(f"bench: RLIMIT_NOFILE is {soft}: too low for {idle} connections; "
+                  "those cells will fail", file=sys.stderr)
     keep = False
 
     def on_signal(signum, _frame):

@@ -42,6 +42,11 @@ use crate::proxy::{ConnInfo, Decision, RouterProxy, Target};
 /// `idle_timeout`).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// How long a client connection keeps the upstream connection of its last request
+/// while it sends nothing; then the upstream connection goes back to the pool.
+/// A busy keep-alive client sends its next request well within this.
+const HOLD_UPSTREAM_WHILE_IDLE: Duration = Duration::from_secs(1);
+
 /// How long a client has to send a whole request header, and the longest silence
 /// while it sends a body (nginx's `client_header_timeout` /
 /// `client_body_timeout` are 60 s). Tokio timers, armed only when a read has to
@@ -87,42 +92,68 @@ impl HttpCore {
         let mut shutdown = shutdown.clone();
         let mut held: Held = None;
         loop {
-            if !next_request_arrives(&stream, &mut shutdown).await {
-                break;
-            }
-            let mut session = Downstream::new(stream);
-            session.set_read_timeout(None);
-            let read = tokio::select! {
-                read = tokio::time::timeout(CLIENT_READ_TIMEOUT, session.read_request()) => read,
-                _ = shutdown.changed() => break,
-            };
-            match read {
-                Ok(Ok(Some(_))) => {}
-                Ok(Ok(None)) => break,
-                Err(_) => {
-                    debug!(
-                        "client did not send a whole request header within {CLIENT_READ_TIMEOUT:?}"
-                    );
-                    break;
+            match next_request_arrives(&stream, &mut shutdown, HOLD_UPSTREAM_WHILE_IDLE).await {
+                Arrival::Request => {}
+                Arrival::Later => {
+                    // An idle client gives its upstream connection back: idle
+                    // clients hold one descriptor each, and the pool serves others.
+                    if let Some((key, upstream, since)) = held.take() {
+                        self.pool.put(key, upstream, since);
+                    }
+                    match next_request_arrives(&stream, &mut shutdown, IDLE_TIMEOUT).await {
+                        Arrival::Request => {}
+                        Arrival::Later | Arrival::End => break,
+                    }
                 }
-                Ok(Err(e)) => {
-                    refuse_request(&mut session, &e).await;
-                    break;
-                }
+                Arrival::End => break,
             }
-            if *shutdown.borrow() {
-                session.set_server_keepalive(None);
-            }
-            if !self.exchange(&mut session, &mut held).await {
-                break;
-            }
-            match session.reuse().await {
-                Ok(Some(next)) => stream = next.into_parts().0,
-                _ => break,
+            // The request's work on the heap, only while it runs: an idle
+            // connection's task is then the size of this loop's state alone.
+            match Box::pin(self.one_request(stream, &mut shutdown, &mut held)).await {
+                Some(next) => stream = next,
+                None => break,
             }
         }
         if let Some((key, upstream, since)) = held {
             self.pool.put(key, upstream, since);
+        }
+    }
+
+    /// Read one request on `stream`, answer it, and give the stream back if it can
+    /// carry another.
+    async fn one_request(
+        &self,
+        stream: Stream,
+        shutdown: &mut ShutdownWatch,
+        held: &mut Held,
+    ) -> Option<Stream> {
+        let mut session = Downstream::new(stream);
+        session.set_read_timeout(None);
+        let read = tokio::select! {
+            read = tokio::time::timeout(CLIENT_READ_TIMEOUT, session.read_request()) => read,
+            _ = shutdown.changed() => return None,
+        };
+        match read {
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => return None,
+            Err(_) => {
+                debug!("client did not send a whole request header within {CLIENT_READ_TIMEOUT:?}");
+                return None;
+            }
+            Ok(Err(e)) => {
+                refuse_request(&mut session, &e).await;
+                return None;
+            }
+        }
+        if *shutdown.borrow() {
+            session.set_server_keepalive(None);
+        }
+        if !self.exchange(&mut session, held).await {
+            return None;
+        }
+        match session.reuse().await {
+            Ok(Some(next)) => Some(next.into_parts().0),
+            _ => None,
         }
     }
 
@@ -499,20 +530,38 @@ pub(crate) fn strip_hop_by_hop(req: &mut RequestHeader, upgrade: bool) -> Result
     Ok(())
 }
 
-/// Wait until the client sends its next request (`false`: it closed, the listener
-/// stops, or it stayed idle for [`IDLE_TIMEOUT`]). On our own TCP connections this
-/// waits for readiness alone; a TLS connection is waited on by the session's read.
-async fn next_request_arrives(stream: &Stream, shutdown: &mut ShutdownWatch) -> bool {
+/// What happened while a client connection was idle.
+enum Arrival {
+    /// It sent something (or closed: the read will tell).
+    Request,
+    /// Nothing within the wait.
+    Later,
+    /// The listener stops.
+    End,
+}
+
+/// Wait up to `wait` until the client sends its next request. On our own TCP
+/// connections this waits for readiness alone (no session, no buffer); a TLS
+/// connection is waited on by the session's read.
+async fn next_request_arrives(
+    stream: &Stream,
+    shutdown: &mut ShutdownWatch,
+    wait: Duration,
+) -> Arrival {
     if *shutdown.borrow() {
-        return false;
+        return Arrival::End;
     }
     let Some(tcp) = stream.as_any().downcast_ref::<TcpConn>() else {
-        return true;
+        return Arrival::Request;
     };
     tokio::select! {
-        ready = tcp.readable() => ready.is_ok(),
-        _ = shutdown.changed() => false,
-        _ = tokio::time::sleep(IDLE_TIMEOUT) => false,
+        biased;
+        ready = tcp.readable() => match ready {
+            Ok(()) => Arrival::Request,
+            Err(_) => Arrival::End,
+        },
+        _ = shutdown.changed() => Arrival::End,
+        _ = tokio::time::sleep(wait) => Arrival::Later,
     }
 }
 
