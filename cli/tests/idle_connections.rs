@@ -10,7 +10,7 @@
 //! The upstream is this test's own minimal HTTP/1.1 server, and it answers with
 //! `Connection: close`, so the gateway holds one descriptor per idle client from
 //! the start (with a keep-alive upstream, an idle client gives its upstream
-//! connection back to the pool after a second: engine/src/h1.rs,
+//! connection back to the pool after 50 ms: engine/src/h1.rs,
 //! `HOLD_UPSTREAM_WHILE_IDLE`), and 10,000 clients fit a hard RLIMIT_NOFILE of
 //! 20,000 (containers often have that). The load benchmarks (`idle-5k`,
 //! `idle-10k`) measure the keep-alive upstream case.

@@ -44,8 +44,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// How long a client connection keeps the upstream connection of its last request
 /// while it sends nothing; then the upstream connection goes back to the pool.
-/// A busy keep-alive client sends its next request well within this.
-const HOLD_UPSTREAM_WHILE_IDLE: Duration = Duration::from_secs(1);
+/// A busy keep-alive client sends its next request well within this; a burst of
+/// clients that go idle holds few upstream connections (and descriptors) at once.
+const HOLD_UPSTREAM_WHILE_IDLE: Duration = Duration::from_millis(50);
 
 /// How long a client has to send a whole request header, and the longest silence
 /// while it sends a body (nginx's `client_header_timeout` /
