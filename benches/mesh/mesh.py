@@ -223,7 +223,7 @@ class MeshBench(lb.Bench):
         ports = dict(zip(names, lb.free_ports(len(names))))
         self.ports = ports
         values = {k: str(v) for k, v in ports.items()}
-        values.update(RUN=str(w), PKI=str(w / "pki"))
+        values.update(RUN=str(w), PKI=str(w / "pki"), UPSTREAM_CONNS=str(lb.NGINX_CONNS))
         lb.fill(HERE.parent / "load/peers/upstream-nginx.conf", w / "upstream.conf", values)
         lb.fill(HERE / "envoy-client.yaml", w / "envoy-client.yaml", values)
         lb.fill(HERE / "envoy-server.yaml", w / "envoy-server.yaml", values)
