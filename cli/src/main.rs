@@ -82,15 +82,28 @@ enum Command {
 /// Logs to stderr, filtered by `ISTHMUS_LOG` (an `EnvFilter`). The default keeps
 /// Pingora to warnings and rustls to errors: rustls warns about every alert it sends,
 /// and a refused TLS handshake is the gateway's one DEBUG line, not a warning.
+/// Logs to stderr. `ISTHMUS_LOG` takes `EnvFilter` directives; without it a plain
+/// target filter (info, Pingora warnings, rustls errors) does the same without
+/// compiling `EnvFilter`'s directive regexes in every sidecar.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ISTHMUS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora=warn,rustls=error"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+        .with_target(false);
+    let registry = tracing_subscriber::registry().with(fmt);
+    match tracing_subscriber::EnvFilter::try_from_env("ISTHMUS_LOG") {
+        Ok(filter) => registry.with(filter).init(),
+        Err(_) => registry
+            .with(
+                tracing_subscriber::filter::Targets::new()
+                    .with_default(tracing::Level::INFO)
+                    .with_target("pingora", tracing::Level::WARN)
+                    .with_target("rustls", tracing::Level::ERROR),
+            )
+            .init(),
+    }
 }
 
 fn main() -> ExitCode {
