@@ -488,3 +488,79 @@ fn starting_outside_a_runtime_is_an_error() {
         "{r:?}"
     );
 }
+
+/// An upstream connection the pool hands out after a second of idleness, that the
+/// upstream closes just as the request arrives (the keep-alive race: it closed
+/// without a response): the request goes out again on a new connection and the
+/// client never sees the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_on_a_pooled_connection_the_upstream_dropped_is_sent_again() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // The upstream: answers the first request of each connection (keep-alive) and
+    // closes on the second one without answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                let mut answered = false;
+                loop {
+                    let Ok(n) = conn.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        if answered {
+                            return; // closed without an answer
+                        }
+                        answered = true;
+                        buf.clear();
+                        let _ = conn
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    let s = snapshot(
+        1,
+        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
+        vec![cluster("up", &[upstream])],
+    );
+    let (_h, l) = serve(s);
+    let addr = l.local_addr();
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /1 HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut conn).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "ok");
+    // Idle long enough for the proxy to keep a copy of the next request (a pooled
+    // connection that old may have been closed by its upstream): the scenario, not
+    // a wait for readiness.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    conn.write_all(b"GET /2 HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut conn).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "ok");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "the second request went out again on a new connection"
+    );
+}
