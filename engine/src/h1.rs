@@ -416,6 +416,10 @@ async fn send(
         .await
         .map_err(Failure::Upstream)?;
     if has_body {
+        // Pingora's server session turns keep-alive off for any response written
+        // before the request body is read, a 100 Continue too: put it back once the
+        // body has been read whole.
+        let keepalive = expect_continue && ds.will_keepalive();
         if expect_continue {
             ds.write_continue_response()
                 .await
@@ -432,6 +436,9 @@ async fn send(
             .map_err(Failure::Downstream)?
         {
             us.write_body(&chunk).await.map_err(Failure::Upstream)?;
+        }
+        if keepalive {
+            ds.set_server_keepalive(Some(0));
         }
         us.finish_body().await.map_err(Failure::Upstream)?;
     }

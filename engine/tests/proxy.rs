@@ -564,3 +564,205 @@ async fn a_request_on_a_pooled_connection_the_upstream_dropped_is_sent_again() {
         "the second request went out again on a new connection"
     );
 }
+
+/// A WebSocket-style upgrade: the 101 passes, then bytes flow both ways through the
+/// proxy until the client closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_passes_and_relays_bytes_both_ways() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            return;
+        };
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+        assert!(head.contains("upgrade: websocket"), "{head}");
+        assert!(head.contains("connection: upgrade"), "{head}");
+        conn.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        // Echo, upper-cased, until the client closes.
+        loop {
+            let n = conn.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            let echoed = chunk[..n].to_ascii_uppercase();
+            if conn.write_all(&echoed).await.is_err() {
+                return;
+            }
+        }
+    });
+    let s = snapshot(
+        1,
+        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
+        vec![cluster("up", &[upstream])],
+    );
+    let (_h, l) = serve(s);
+    let mut conn = TcpStream::connect(l.local_addr()).await.unwrap();
+    conn.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let deadline = std::time::Duration::from_secs(5);
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(deadline, conn.read(&mut chunk))
+            .await
+            .expect("101 in time")
+            .unwrap();
+        assert!(n > 0, "closed before the 101");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    for word in ["ping", "pong"] {
+        conn.write_all(word.as_bytes()).await.unwrap();
+        let mut got = vec![0u8; word.len()];
+        tokio::time::timeout(deadline, conn.read_exact(&mut got))
+            .await
+            .expect("echo in time")
+            .unwrap();
+        assert_eq!(got, word.to_ascii_uppercase().as_bytes());
+    }
+}
+
+/// Request bodies reach the upstream whole: a large `Content-Length` body behind
+/// `Expect: 100-continue` (answered by the proxy, not forwarded) and a chunked one
+/// on the same client connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_with_expect_and_chunked_reach_the_upstream() {
+    // The upstream echoes each request's body (Content-Length or chunked).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            tokio::spawn(echo_bodies(conn));
+        }
+    });
+    let s = snapshot(
+        1,
+        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
+        vec![cluster("up", &[upstream])],
+    );
+    let (_h, l) = serve(s);
+    let mut conn = TcpStream::connect(l.local_addr()).await.unwrap();
+    let body: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    conn.write_all(
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: a.example\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // The client waits for 100 Continue before it sends the body.
+    let mut interim = [0u8; 25];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        conn.read_exact(&mut interim),
+    )
+    .await
+    .expect("100 Continue in time")
+    .unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    conn.write_all(&body).await.unwrap();
+    let (head, echoed) = read_response(&mut conn).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(header(&head, "x-saw-expect"), Some("no"));
+    assert_eq!(echoed.as_bytes(), &body[..]);
+    assert_eq!(
+        header(&head, "connection"),
+        Some("keep-alive"),
+        "the connection stays usable after a 100 Continue"
+    );
+
+    conn.write_all(
+        b"POST /chunks HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (head, echoed) = read_response(&mut conn).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(echoed, "hello world");
+}
+
+/// Echo each request's body back with a `Content-Length`; `x-saw-expect` says
+/// whether the request carried `Expect`.
+async fn echo_bodies(mut conn: TcpStream) {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 65536];
+    loop {
+        let end = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end;
+            }
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        buf.drain(..end + 4);
+        let saw_expect = head.contains("\r\nexpect:");
+        let mut body = Vec::new();
+        if let Some(len) = header(&head, "content-length").and_then(|v| v.parse::<usize>().ok()) {
+            while buf.len() < len {
+                match conn.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            body.extend(buf.drain(..len));
+        } else if header(&head, "transfer-encoding") == Some("chunked") {
+            loop {
+                let line_end = loop {
+                    if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                        break i;
+                    }
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let size =
+                    usize::from_str_radix(String::from_utf8_lossy(&buf[..line_end]).trim(), 16)
+                        .unwrap();
+                buf.drain(..line_end + 2);
+                while buf.len() < size + 2 {
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                body.extend(buf.drain(..size));
+                buf.drain(..2);
+                if size == 0 {
+                    break;
+                }
+            }
+        }
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-saw-expect: {}\r\n\r\n",
+            body.len(),
+            if saw_expect { "yes" } else { "no" }
+        );
+        if conn.write_all(resp.as_bytes()).await.is_err() || conn.write_all(&body).await.is_err() {
+            return;
+        }
+    }
+}
