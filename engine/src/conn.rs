@@ -40,21 +40,87 @@ use tokio::net::TcpStream;
 /// flushes is held no longer than Pingora would hold it.
 const WRITE_BUFFER: usize = 1460;
 
+/// Writes gathered until the next flush while they fit in [`WRITE_BUFFER`]; the
+/// buffer is freed once sent, so an idle stream holds none. Shared by [`TcpConn`]
+/// (under the HTTP codecs) and [`Gathered`] (above TLS).
+#[derive(Debug, Default)]
+struct WriteGather {
+    pending: Vec<u8>,
+    /// How much of `pending` has been sent.
+    sent: usize,
+}
+
+impl WriteGather {
+    /// Send what is pending to `w`.
+    fn poll_send<W: AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        w: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        while self.sent < self.pending.len() {
+            let n =
+                std::task::ready!(Pin::new(&mut *w).poll_write(cx, &self.pending[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.pending = Vec::new();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_write<W: AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        w: &mut W,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.pending.len() + buf.len() <= WRITE_BUFFER {
+            self.pending.extend_from_slice(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        // Too big to gather: what is pending goes first, then this one directly.
+        std::task::ready!(self.poll_send(w, cx))?;
+        if buf.len() < WRITE_BUFFER {
+            self.pending.extend_from_slice(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut *w).poll_write(cx, buf)
+    }
+
+    fn poll_flush<W: AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        w: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_send(w, cx))?;
+        Pin::new(&mut *w).poll_flush(cx)
+    }
+
+    fn poll_shutdown<W: AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        w: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_send(w, cx))?;
+        Pin::new(&mut *w).poll_shutdown(cx)
+    }
+}
+
 /// A TCP connection as a Pingora stream: see the module header.
 pub struct TcpConn {
     tcp: TcpStream,
     digest: Arc<SocketDigest>,
     /// Bytes written but not yet sent; empty (no allocation) between messages.
-    pending: Vec<u8>,
-    /// How much of `pending` has been sent.
-    sent: usize,
+    gather: WriteGather,
 }
 
 impl fmt::Debug for TcpConn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpConn")
             .field("fd", &self.tcp.as_raw_fd())
-            .field("pending", &(self.pending.len() - self.sent))
+            .field("pending", &(self.gather.pending.len() - self.gather.sent))
             .finish()
     }
 }
@@ -68,8 +134,7 @@ impl TcpConn {
         TcpConn {
             tcp,
             digest,
-            pending: Vec::new(),
-            sent: 0,
+            gather: WriteGather::default(),
         }
     }
 
@@ -92,25 +157,8 @@ impl TcpConn {
     /// The socket, for code that wants it back (a byte copy, TLS, HTTP/2). Only
     /// before anything was written: nothing may be pending.
     pub fn into_tcp(self) -> TcpStream {
-        debug_assert!(self.pending.is_empty());
+        debug_assert!(self.gather.pending.is_empty());
         self.tcp
-    }
-
-    /// Send what is pending.
-    fn poll_send_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.sent < self.pending.len() {
-            let n = std::task::ready!(
-                Pin::new(&mut self.tcp).poll_write(cx, &self.pending[self.sent..])
-            )?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.sent += n;
-        }
-        // Sent: give the buffer back, so idle connections hold none.
-        self.pending = Vec::new();
-        self.sent = 0;
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -131,27 +179,17 @@ impl AsyncWrite for TcpConn {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if this.pending.len() + buf.len() <= WRITE_BUFFER {
-            this.pending.extend_from_slice(buf);
-            return Poll::Ready(Ok(buf.len()));
-        }
-        // Too big to gather: what is pending goes first, then this one directly.
-        std::task::ready!(this.poll_send_pending(cx))?;
-        if buf.len() < WRITE_BUFFER {
-            this.pending.extend_from_slice(buf);
-            return Poll::Ready(Ok(buf.len()));
-        }
-        Pin::new(&mut this.tcp).poll_write(cx, buf)
+        this.gather.poll_write(&mut this.tcp, cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(self.poll_send_pending(cx))?;
-        Pin::new(&mut self.tcp).poll_flush(cx)
+        let this = &mut *self;
+        this.gather.poll_flush(&mut this.tcp, cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(self.poll_send_pending(cx))?;
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
+        let this = &mut *self;
+        this.gather.poll_shutdown(&mut this.tcp, cx)
     }
 }
 
@@ -198,32 +236,15 @@ impl Peek for TcpConn {}
 #[derive(Debug)]
 pub struct Gathered {
     inner: Stream,
-    pending: Vec<u8>,
-    sent: usize,
+    gather: WriteGather,
 }
 
 impl Gathered {
     pub fn new(inner: Stream) -> Gathered {
         Gathered {
             inner,
-            pending: Vec::new(),
-            sent: 0,
+            gather: WriteGather::default(),
         }
-    }
-
-    fn poll_send_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.sent < self.pending.len() {
-            let n = std::task::ready!(
-                Pin::new(&mut *self.inner).poll_write(cx, &self.pending[self.sent..])
-            )?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.sent += n;
-        }
-        self.pending = Vec::new();
-        self.sent = 0;
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -244,26 +265,17 @@ impl AsyncWrite for Gathered {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if this.pending.len() + buf.len() <= WRITE_BUFFER {
-            this.pending.extend_from_slice(buf);
-            return Poll::Ready(Ok(buf.len()));
-        }
-        std::task::ready!(this.poll_send_pending(cx))?;
-        if buf.len() < WRITE_BUFFER {
-            this.pending.extend_from_slice(buf);
-            return Poll::Ready(Ok(buf.len()));
-        }
-        Pin::new(&mut *this.inner).poll_write(cx, buf)
+        this.gather.poll_write(&mut *this.inner, cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(self.poll_send_pending(cx))?;
-        Pin::new(&mut *self.inner).poll_flush(cx)
+        let this = &mut *self;
+        this.gather.poll_flush(&mut *this.inner, cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(self.poll_send_pending(cx))?;
-        Pin::new(&mut *self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        this.gather.poll_shutdown(&mut *this.inner, cx)
     }
 }
 
@@ -452,10 +464,10 @@ mod tests {
         conn.write_all(b"content-length: 2\r\n\r\nok")
             .await
             .unwrap();
-        assert!(conn.pending.capacity() > 0);
+        assert!(conn.gather.pending.capacity() > 0);
         conn.flush().await.unwrap();
         assert_eq!(
-            conn.pending.capacity(),
+            conn.gather.pending.capacity(),
             0,
             "an idle connection holds no buffer"
         );

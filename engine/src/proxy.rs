@@ -345,6 +345,17 @@ pub(crate) struct Target {
 }
 
 impl Target {
+    /// Straight to `addr` (the inbound app, a passthrough destination): no mesh
+    /// identity, no cluster.
+    fn direct(addr: SocketAddr) -> Target {
+        Target {
+            addr,
+            mtls: None,
+            snapshot: None,
+            cluster: None,
+        }
+    }
+
     pub(crate) fn cluster_name(&self) -> &str {
         match (&self.snapshot, self.cluster) {
             (Some(s), Some(id)) => s.clusters.get(id.0 as usize).map_or("?", |c| &c.name),
@@ -409,12 +420,7 @@ impl RouterProxy {
                     .map(|d| SocketAddr::new(IpAddr::from([127, 0, 0, 1]), d.port()))
             });
             return match app {
-                Some(addr) => Decision::Forward(Target {
-                    addr,
-                    mtls: None,
-                    snapshot: None,
-                    cluster: None,
-                }),
+                Some(addr) => Decision::Forward(Target::direct(addr)),
                 None => Decision::Local(404, NO_ROUTE),
             };
         }
@@ -440,12 +446,7 @@ impl RouterProxy {
             Selection::NoRoute => {
                 return match original {
                     // Not a mesh service: to where the app was going (passthrough).
-                    Some(addr) => Decision::Forward(Target {
-                        addr,
-                        mtls: None,
-                        snapshot: None,
-                        cluster: None,
-                    }),
+                    Some(addr) => Decision::Forward(Target::direct(addr)),
                     None => Decision::Local(404, NO_ROUTE),
                 };
             }
