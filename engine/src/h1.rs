@@ -1,14 +1,17 @@
 //! Our HTTP/1.1 proxy core, on Pingora's v1 server and client sessions (the codecs
-//! stay Pingora's). It serves every HTTP/1 connection of every role; HTTP/2 (h2c
-//! prior knowledge, ALPN h2) is handed to Pingora's `ProxyHttp` service, which
-//! decides with the same [`RouterProxy::decide`].
+//! stay Pingora's). It serves every HTTP/1 connection of every role; HTTP/2 from
+//! clients (h2c prior knowledge, ALPN h2) is `h2.rs`, which shares the upstream
+//! side here ([`HttpCore`]: pool, connects, request shaping) and decides with the
+//! same [`RouterProxy::decide`].
 //!
 //! Per connection: wait until the client sends (an idle keep-alive connection holds
 //! no session and no buffer), read one request, [`RouterProxy::decide`], answer
 //! locally or forward, and loop while both sides keep the connection. Per request,
-//! compared with Pingora's `ProxyHttp`: no boxed hook futures, no channels or
-//! spawned tasks, no pool lookup while the upstream connection of the previous
-//! request still fits (it is held by the downstream connection), no `getpeername`.
+//! compared with Pingora's `ProxyHttp` (which we used before): no boxed hook
+//! futures, no channels or spawned tasks, no pool lookup while the upstream
+//! connection of the previous request still fits (the client connection holds it
+//! while it is busy, and gives it back after 50 ms of silence), no `getpeername`,
+//! the client's request header moved upstream rather than cloned.
 //!
 //! Semantics: hop-by-hop request headers are removed (RFC 9110 7.6.1, those the
 //! `Connection` header names included) and WebSocket upgrades pass; a request body

@@ -1,7 +1,9 @@
-//! The Pingora proxy engine both roles run: the snapshot holder ([`SnapshotHolder`]),
-//! the per-request routing and upstream selection ([`RouterProxy`]), and listener
-//! services started and stopped at run time ([`start_http_listener`],
-//! [`start_https_listener`] with its SNI certificate resolver [`SniResolver`]).
+//! The proxy engine every role runs, on Pingora's codecs and TLS: the snapshot
+//! holder ([`SnapshotHolder`]), the routing decision ([`RouterProxy`]), our HTTP/1.1
+//! and HTTP/2 proxy core ([`h1`], `h2`) over our TCP transport ([`conn`]) and
+//! upstream pool (`pool`), the DNS cache ([`dns`]), and listeners started and
+//! stopped at run time ([`start_http_listener`], [`start_https_listener`] with its
+//! SNI certificate resolver [`SniResolver`], [`start_inbound_listener`]).
 
 pub mod acme_challenge;
 pub mod conn;

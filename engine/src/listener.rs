@@ -3,8 +3,8 @@
 //! is an error naming the address instead of Pingora's panic, port 0 works, and
 //! the actual address is known; our accept loop gives each connection its own task
 //! and the listener's app (`App`):
-//! - plain HTTP ([`start_http_listener`]): HTTP/1.1 to our core
-//!   ([`crate::h1`]), h2c (prior knowledge) to Pingora's `ProxyHttp`;
+//! - plain HTTP ([`start_http_listener`]): HTTP/1.1 and h2c (prior knowledge) to
+//!   our core ([`crate::h1`], `h2`);
 //! - TLS ([`start_https_listener`]): the handshake with the settings
 //!   [`SniResolver`] picks by SNI (certificate, versions, suites, client
 //!   certificates; ALPN h2 and http/1.1), then HTTP as above, or a PASSTHROUGH
