@@ -318,6 +318,15 @@ impl DnsCache {
             .map(|ip| SocketAddr::new(ip, port))
     }
 
+    /// The first address of `host`'s current answer, with `port`: Envoy's
+    /// LOGICAL_DNS (Istio's `resolution: DNS_ROUND_ROBIN`), where new connections go
+    /// to whatever address the latest answer puts first.
+    pub async fn first(&self, host: &str, port: u16) -> io::Result<SocketAddr> {
+        self.get(host, |_, addrs| addrs.first().copied())
+            .await
+            .map(|ip| SocketAddr::new(ip, port))
+    }
+
     async fn get<R>(
         &self,
         host: &str,

@@ -257,7 +257,12 @@ pub(crate) async fn resolve(ep: &Endpoint) -> io::Result<SocketAddr> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, ep.port));
     }
-    crate::dns::DnsCache::system().resolve(host, ep.port).await
+    let dns = crate::dns::DnsCache::system();
+    if ep.logical_dns {
+        dns.first(host, ep.port).await
+    } else {
+        dns.resolve(host, ep.port).await
+    }
 }
 
 /// The request as the router sees it. The authority is the URI's (HTTP/2
@@ -603,6 +608,7 @@ mod tests {
             address: "10.0.0.1".into(),
             port: 8000,
             mtls: None,
+            logical_dns: false,
         };
         let s = snapshot(
             vec![(ClusterId(0), 1)],
@@ -665,6 +671,7 @@ mod tests {
             address: a.into(),
             port: 9,
             mtls: None,
+            logical_dns: false,
         };
         assert_eq!(
             resolve(&lit("10.1.2.3")).await.ok(),

@@ -243,6 +243,32 @@ async fn all_addresses_are_used() {
     .await;
 }
 
+/// LOGICAL_DNS (Istio's `DNS_ROUND_ROBIN`): every new connection goes to the first
+/// address of the current answer, the next answer's first once it changes.
+#[tokio::test]
+async fn logical_dns_uses_the_first_address_of_the_answer() {
+    bounded(async {
+        let server = DnsServer::start().await;
+        server.set("logical.test", &["10.0.2.1", "10.0.2.2"], 1);
+        let cache = DnsCache::with_nameserver(server.addr);
+        for _ in 0..4 {
+            let got = cache.first("logical.test", 80).await.expect("resolves");
+            assert_eq!(got, SocketAddr::new(ip("10.0.2.1"), 80));
+        }
+        server.set("logical.test", &["10.0.2.3", "10.0.2.1"], 1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = cache.first("logical.test", 80).await.expect("resolves");
+            if got.ip() == ip("10.0.2.3") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the new answer never came");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
 /// (b) An answer is served from the cache until its TTL expires (no query reaches the
 /// server), then the refreshed one is.
 #[tokio::test]

@@ -399,11 +399,13 @@ async fn endpoints_round_robin_and_host_names_resolve() {
         address: "localhost".into(),
         port: two.addr.port(),
         mtls: None,
+        logical_dns: false,
     };
     let first = Endpoint {
         address: one.addr.ip().to_string(),
         port: one.addr.port(),
         mtls: None,
+        logical_dns: false,
     };
     let s = snapshot(
         1,

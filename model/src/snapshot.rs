@@ -717,6 +717,10 @@ pub struct Endpoint {
     /// because it has a sidecar): the proxy presents its workload certificate and
     /// accepts only a peer with this identity. `None`: plaintext.
     pub mtls: Option<Arc<UpstreamMtls>>,
+    /// A host name resolved as Envoy's LOGICAL_DNS (Istio's `resolution:
+    /// DNS_ROUND_ROBIN`): new connections go to the first address of the latest
+    /// answer. `false`: STRICT_DNS (Istio's `DNS`), every address round robin.
+    pub logical_dns: bool,
 }
 
 impl Endpoint {
@@ -726,6 +730,7 @@ impl Endpoint {
             address: address.into(),
             port,
             mtls: None,
+            logical_dns: false,
         }
     }
 }

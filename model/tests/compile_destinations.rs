@@ -319,6 +319,60 @@ spec:
     );
 }
 
+/// Istio's two DNS resolutions: `DNS` is Envoy's STRICT_DNS (every address of the
+/// answer is an endpoint), `DNS_ROUND_ROBIN` its LOGICAL_DNS (new connections go to
+/// the first address of the latest answer).
+#[test]
+fn dns_round_robin_is_logical_dns_and_dns_is_strict() {
+    let (snap, diags) = compile(&format!(
+        "{GATEWAY}---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: strict, namespace: default}}
+spec:
+  hosts: [strict.example.com]
+  resolution: DNS
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: logical, namespace: default}}
+spec:
+  hosts: [logical.example.com]
+  resolution: DNS_ROUND_ROBIN
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: vs, namespace: default}}
+spec:
+  hosts: [\"*\"]
+  gateways: [gw]
+  http:
+  - match: [{{uri: {{prefix: /logical}}}}]
+    route: [{{destination: {{host: logical.example.com}}}}]
+  - route: [{{destination: {{host: strict.example.com}}}}]
+"
+    ));
+    assert!(warnings(&diags).is_empty(), "{diags:?}");
+    let logical = |name: &str| {
+        snap.cluster_by_name(name).map(|c| {
+            c.endpoints
+                .iter()
+                .map(|e| e.logical_dns)
+                .collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(
+        logical("outbound|80||logical.example.com"),
+        Some(vec![true])
+    );
+    assert_eq!(
+        logical("outbound|80||strict.example.com"),
+        Some(vec![false])
+    );
+}
+
 #[test]
 fn missing_subset_or_service_compiles_to_a_cluster_without_endpoints() {
     let (snap, diags) = compile(&vs(r#"

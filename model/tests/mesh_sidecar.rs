@@ -146,6 +146,7 @@ fn mesh_endpoint(port: u16) -> Endpoint {
         address: "127.0.0.1".to_string(),
         port,
         mtls: mtls(),
+        logical_dns: false,
     }
 }
 

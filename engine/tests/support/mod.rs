@@ -150,6 +150,7 @@ pub fn cluster(name: &str, endpoints: &[SocketAddr]) -> Cluster {
                 address: a.ip().to_string(),
                 port: a.port(),
                 mtls: None,
+                logical_dns: false,
             })
             .collect(),
     )

@@ -383,6 +383,9 @@ struct Candidate<'s> {
     source: &'s Resource,
     /// `location: MESH_EXTERNAL` (a ServiceEntry's default): no auto-mTLS.
     external: bool,
+    /// `resolution: DNS_ROUND_ROBIN`: the engine uses the first address of each
+    /// DNS answer (Envoy's LOGICAL_DNS).
+    logical_dns: bool,
 }
 
 impl<'s> Compiler<'s> {
@@ -508,7 +511,10 @@ impl<'s> Compiler<'s> {
                 ));
                 return None;
             }
-            return Some(Endpoint::plain(c.address.clone(), c.port));
+            return Some(Endpoint {
+                logical_dns: c.logical_dns,
+                ..Endpoint::plain(c.address.clone(), c.port)
+            });
         };
         let we = c.workload?;
         let (peer, policy) = effective_mtls(self.store, &w.namespace, &w.labels, c.port);
@@ -593,6 +599,7 @@ impl<'s> Compiler<'s> {
             address,
             port,
             mtls,
+            logical_dns: false,
         })
     }
 
@@ -624,6 +631,7 @@ impl<'s> Compiler<'s> {
             resolution,
             Resolution::Dns | Resolution::DnsRoundRobin | Resolution::DynamicDns
         );
+        let logical_dns = resolution == Resolution::DnsRoundRobin;
         if workloads.is_empty() && se.workload_selector.is_none() && dns {
             // DNS with no endpoints: the host itself, resolved by the engine.
             if !host::is_wildcard(hostname) && selector.is_none_or(|s| s.is_empty()) {
@@ -635,6 +643,7 @@ impl<'s> Compiler<'s> {
                         workload: None,
                         source: r,
                         external,
+                        logical_dns,
                     });
                 }
             }
@@ -673,6 +682,7 @@ impl<'s> Compiler<'s> {
                 workload: wr,
                 source: r,
                 external,
+                logical_dns,
             });
         }
     }
@@ -718,6 +728,7 @@ impl<'s> Compiler<'s> {
                 workload: Some(wr),
                 source: r,
                 external: false,
+                logical_dns: false,
             });
         }
     }
