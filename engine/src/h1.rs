@@ -41,9 +41,23 @@ use crate::conn::TcpConn;
 use crate::pool::{Pool, PoolKey};
 use crate::proxy::{ConnInfo, Decision, RouterProxy, Target};
 
-/// How long an idle keep-alive client connection is kept (Envoy's default
-/// `idle_timeout`).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long an idle keep-alive client connection is kept (nginx's
+/// `keepalive_timeout` is 75 s, Envoy's `idle_timeout` 1 h: a gateway on the
+/// internet keeps less for idle clients).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a client has to send a whole request head: from the connection's
+/// opening for its first request, from its first byte on a kept-alive connection
+/// (a slowloris client is closed after this).
+pub const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest request head accepted (Envoy's `max_request_headers_kb` default);
+/// above it: 431.
+pub const MAX_REQUEST_HEAD: usize = 60 * 1024;
+
+/// The most header fields a request may carry (Envoy's `max_headers_count`
+/// default); above it: 431.
+pub const MAX_REQUEST_HEADERS: usize = 100;
 
 /// How long a client connection keeps the upstream connection of its last request
 /// while it sends nothing; then the upstream connection goes back to the pool.
@@ -51,9 +65,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// clients that go idle holds few upstream connections (and descriptors) at once.
 const HOLD_UPSTREAM_WHILE_IDLE: Duration = Duration::from_millis(50);
 
-/// How long a client has to send a whole request header, and the longest silence
-/// while it sends a body (nginx's `client_header_timeout` /
-/// `client_body_timeout` are 60 s). Tokio timers, armed only when a read has to
+/// The longest silence while a client sends a request body (nginx's
+/// `client_body_timeout`). These are tokio timers, armed only when a read has to
 /// wait: Pingora's own read timeout registers a timer on its clock thread for
 /// every read.
 pub const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -95,8 +108,17 @@ impl HttpCore {
     pub(crate) async fn serve(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
         let mut shutdown = shutdown.clone();
         let mut held: Held = None;
+        // The first request's head is due within REQUEST_HEAD_TIMEOUT of the
+        // connection's opening; a connection that never sends is closed then.
+        let mut first = true;
         loop {
-            match next_request_arrives(&stream, &mut shutdown, HOLD_UPSTREAM_WHILE_IDLE).await {
+            let wait = if first {
+                REQUEST_HEAD_TIMEOUT
+            } else {
+                HOLD_UPSTREAM_WHILE_IDLE
+            };
+            match next_request_arrives(&stream, &mut shutdown, wait).await {
+                Arrival::Later if first => break,
                 Arrival::Request => {}
                 Arrival::Later => {
                     // An idle client gives its upstream connection back: idle
@@ -113,10 +135,11 @@ impl HttpCore {
             }
             // The request's work on the heap, only while it runs: an idle
             // connection's task is then the size of this loop's state alone.
-            match Box::pin(self.one_request(stream, &mut shutdown, &mut held)).await {
+            match Box::pin(self.one_request(stream, &mut shutdown, &mut held, first)).await {
                 Some(next) => stream = next,
                 None => break,
             }
+            first = false;
         }
         if let Some((key, upstream, since)) = held {
             self.pool.put(key, upstream, since);
@@ -130,24 +153,39 @@ impl HttpCore {
         stream: Stream,
         shutdown: &mut ShutdownWatch,
         held: &mut Held,
+        first: bool,
     ) -> Option<Stream> {
+        // On our TCP connections the head's first bytes are there already (see
+        // `next_request_arrives`); a TLS connection waits for them in this read,
+        // so between requests it gets the idle timeout.
+        let head_timeout = if first || stream.as_any().is::<TcpConn>() {
+            REQUEST_HEAD_TIMEOUT
+        } else {
+            IDLE_TIMEOUT
+        };
         let mut session = Downstream::new(stream);
         session.set_read_timeout(None);
         let read = tokio::select! {
-            read = tokio::time::timeout(CLIENT_READ_TIMEOUT, session.read_request()) => read,
+            read = tokio::time::timeout(head_timeout, session.read_request()) => read,
             _ = shutdown.changed() => return None,
         };
         match read {
             Ok(Ok(Some(_))) => {}
             Ok(Ok(None)) => return None,
             Err(_) => {
-                debug!("client did not send a whole request header within {CLIENT_READ_TIMEOUT:?}");
+                debug!("client did not send a whole request head within {head_timeout:?}; closed");
                 return None;
             }
             Ok(Err(e)) => {
                 refuse_request(&mut session, &e).await;
                 return None;
             }
+        }
+        if let Some((status, why)) = malformed(&session) {
+            debug!(status, "request refused: {why}");
+            session.set_server_keepalive(None);
+            let _ = local(&mut session, status, "text/plain", why.into()).await;
+            return None;
         }
         if *shutdown.borrow() {
             session.set_server_keepalive(None);
@@ -576,8 +614,40 @@ async fn next_request_arrives(
     }
 }
 
-/// A request that could not be read: 400 for a malformed one, nothing for a client
-/// that went away or timed out.
+/// What the edge refuses in a request Pingora's parser accepted: a head over
+/// [`MAX_REQUEST_HEAD`] or with more than [`MAX_REQUEST_HEADERS`] fields (431), an
+/// HTTP/1.1 request without `Host` (400, RFC 9112 3.2), `Content-Length` together
+/// with `Transfer-Encoding` (400: the smuggling shape RFC 9112 6.3 says to treat as
+/// an error; Envoy's default). Pingora drops such a `Content-Length` while
+/// parsing, so the raw head is searched, and only when `Transfer-Encoding` is
+/// there.
+fn malformed(ds: &Downstream) -> Option<(u16, &'static str)> {
+    let req = ds.req_header();
+    if req.headers.len() > MAX_REQUEST_HEADERS {
+        return Some((431, "request header fields too large: too many fields\n"));
+    }
+    let raw = ds.get_headers_raw_bytes();
+    if raw.len() > MAX_REQUEST_HEAD {
+        return Some((431, "request header fields too large\n"));
+    }
+    if req.version == Version::HTTP_11 && !req.headers.contains_key(header::HOST) {
+        return Some((400, "bad request: no Host header\n"));
+    }
+    if req.headers.contains_key(header::TRANSFER_ENCODING)
+        && raw
+            .split(|b| *b == b'\n')
+            .any(|line| line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
+    {
+        return Some((
+            400,
+            "bad request: both Content-Length and Transfer-Encoding\n",
+        ));
+    }
+    None
+}
+
+/// A request that could not be read: 400 for a malformed one (431 for one over
+/// Pingora's own header limits), nothing for a client that went away or timed out.
 async fn refuse_request(ds: &mut Downstream, e: &Error) {
     match e.etype() {
         ErrorType::ReadError | ErrorType::ConnectionClosed | ErrorType::ReadTimedout => {
@@ -586,7 +656,14 @@ async fn refuse_request(ds: &mut Downstream, e: &Error) {
         _ => {
             debug!(error = %e, "malformed request");
             ds.set_server_keepalive(None);
-            let _ = local(ds, 400, "text/plain", BAD_REQUEST.into()).await;
+            let text = format!("{e:?}");
+            let too_large = text.contains("TooManyHeaders") || text.contains("larger than");
+            let (status, body) = if too_large {
+                (431, "request header fields too large\n")
+            } else {
+                (400, BAD_REQUEST)
+            };
+            let _ = local(ds, status, "text/plain", body.into()).await;
         }
     }
 }

@@ -382,7 +382,7 @@ impl Http {
                 Ok(n) => n > 0 && first[..n] == H2C_START[..n] && n == H2C_START.len(),
                 Err(_) => return,
             },
-            _ = tokio::time::sleep(crate::h1::IDLE_TIMEOUT) => return,
+            _ = tokio::time::sleep(crate::h1::REQUEST_HEAD_TIMEOUT) => return,
         };
         if h2c {
             Box::pin(self.core.serve_h2(Box::new(conn), &shutdown)).await;

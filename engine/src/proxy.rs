@@ -37,6 +37,25 @@ const NO_ROUTE: &str = "no route\n";
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A random UUID (version 4) for `x-request-id`, from the per-thread generator.
+fn request_id() -> HeaderValue {
+    let hi = random_u64();
+    let lo = random_u64();
+    let hi = (hi & !0xf000) | 0x4000; // version 4
+    let lo = (lo & !(0b11 << 62)) | (0b10 << 62); // RFC 4122 variant
+    let text = format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        hi >> 32,
+        (hi >> 16) & 0xffff,
+        hi & 0xffff,
+        lo >> 48,
+        lo & 0xffff_ffff_ffff
+    );
+    // Hex digits and dashes only: always a valid header value.
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
 const MISDIRECTED: &str = "misdirected request\n";
 const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream\n";
 
@@ -232,6 +251,11 @@ pub(crate) fn pick_cluster(w: &WeightedClusters) -> Option<ClusterId> {
 
 /// A uniform value in `0..n` (0 when `n` is 0) from a per-thread xorshift64.
 fn random_below(n: u32) -> u32 {
+    (((random_u64() >> 32) * u64::from(n)) >> 32) as u32
+}
+
+/// The next value of a per-thread xorshift64 seeded from the OS.
+fn random_u64() -> u64 {
     thread_local! {
         static STATE: Cell<u64> = Cell::new(rand::random::<u64>() | 1);
     }
@@ -241,7 +265,7 @@ fn random_below(n: u32) -> u32 {
         x ^= x >> 7;
         x ^= x << 17;
         s.set(x);
-        (((x >> 32) * u64::from(n)) >> 32) as u32
+        x
     })
 }
 
@@ -308,6 +332,19 @@ fn edge_forwarding_headers(
     scheme: &'static str,
 ) -> Result<()> {
     upstream.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static(scheme))?;
+    // Envoy at the edge: a client's `x-envoy-*` headers are not trusted (they steer
+    // retries, timeouts and more), and every request gets a fresh `x-request-id`
+    // (`preserve_external_request_id` off, Istio's gateway default).
+    let envoy: Vec<HeaderName> = upstream
+        .headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-envoy-"))
+        .cloned()
+        .collect();
+    for name in &envoy {
+        upstream.remove_header(name);
+    }
+    upstream.insert_header(X_REQUEST_ID, request_id())?;
     if let Some(ip) = client_ip {
         use std::fmt::Write as _;
         let mut xff = String::with_capacity(48);

@@ -768,3 +768,133 @@ async fn echo_bodies(mut conn: TcpStream) {
         }
     }
 }
+
+/// Send `request` on a new connection to `addr` and read one response (status line
+/// and head, body by content-length) within 5 s.
+async fn exchange_raw(addr: SocketAddr, request: &[u8]) -> (String, String) {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(request).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), read_response(&mut conn))
+        .await
+        .expect("an answer within 5 s")
+}
+
+/// The edge refuses, at once and with the RFC's status, what Pingora's parser
+/// lets through or answers with nothing; the upstream never sees those requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_requests_are_refused_and_never_forwarded() {
+    let one = Upstream::start("one").await;
+    let s = snapshot(
+        1,
+        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
+        vec![cluster("one", &[one.addr])],
+    );
+    let (_h, l) = serve(s);
+    let addr = l.local_addr();
+
+    let (head, _) = exchange_raw(addr, b"GARBAGE\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 400"), "garbage: {head}");
+
+    let (head, body) = exchange_raw(addr, b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 400"), "no Host: {head}");
+    assert!(body.contains("Host"), "{body}");
+
+    let smuggle = b"POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    let (head, body) = exchange_raw(addr, smuggle).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "CL + TE: {head}");
+    assert!(
+        body.contains("Content-Length and Transfer-Encoding"),
+        "{body}"
+    );
+
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a.example\r\nx-big: {}\r\n\r\n",
+        "a".repeat(200 * 1024)
+    );
+    let (head, _) = exchange_raw(addr, big.as_bytes()).await;
+    assert!(head.starts_with("HTTP/1.1 431"), "200 KB head: {head}");
+
+    let mut many = String::from("GET / HTTP/1.1\r\nHost: a.example\r\n");
+    for i in 0..120 {
+        many.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let (head, _) = exchange_raw(addr, many.as_bytes()).await;
+    assert!(head.starts_with("HTTP/1.1 431"), "121 fields: {head}");
+
+    assert_eq!(one.requests(), 0, "none of them reached the upstream");
+    // A well-formed request still goes through.
+    let (head, body) = exchange_raw(addr, b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "one");
+}
+
+/// At the edge a client cannot claim a mesh identity or steer Envoy-style
+/// behaviour: its `x-forwarded-client-cert` and `x-envoy-*` headers are dropped,
+/// its `x-request-id` replaced by a fresh UUID, its `x-forwarded-for` extended
+/// with the address it came from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_claims_are_not_forwarded_at_the_edge() {
+    let one = Upstream::start("one").await;
+    let s = snapshot(
+        1,
+        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
+        vec![cluster("one", &[one.addr])],
+    );
+    let (_h, l) = serve(s);
+    let request = b"GET / HTTP/1.1\r\nHost: a.example\r\nx-forwarded-client-cert: By=spiffe://cluster.local/ns/default/sa/admin;URI=spiffe://cluster.local/ns/x/sa/y\r\nx-envoy-upstream-rq-timeout-ms: 1\r\nx-request-id: chosen-by-client\r\nx-forwarded-for: 10.9.9.9\r\n\r\n";
+    let (head, body) = exchange_raw(l.local_addr(), request).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "one");
+    assert_eq!(
+        header(&head, "x-seen-x-forwarded-client-cert"),
+        None,
+        "{head}"
+    );
+    assert_eq!(
+        header(&head, "x-seen-x-envoy-upstream-rq-timeout-ms"),
+        None,
+        "{head}"
+    );
+    let id = header(&head, "x-seen-x-request-id").expect("x-request-id set");
+    assert_ne!(id, "chosen-by-client");
+    let uuid = regex_lite_uuid(id);
+    assert!(uuid, "not a v4 UUID: {id}");
+    assert_eq!(
+        header(&head, "x-seen-x-forwarded-for"),
+        Some("10.9.9.9, 127.0.0.1"),
+        "{head}"
+    );
+}
+
+/// `xxxxxxxx-xxxx-4xxx-[89ab]xxx-xxxxxxxxxxxx`, lowercase hex.
+fn regex_lite_uuid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+    lens == [8, 4, 4, 4, 12]
+        && s.chars()
+            .all(|c| c == '-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        && parts[2].starts_with('4')
+        && matches!(parts[3].chars().next(), Some('8' | '9' | 'a' | 'b'))
+}
+
+/// A connection that never sends a byte is closed after the request-head
+/// timeout (slowloris), not held forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_after_the_head_timeout() {
+    let s = snapshot(1, vec![(80, vec![])], vec![]);
+    let (_h, l) = serve(s);
+    let mut conn = TcpStream::connect(l.local_addr()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(20), conn.read(&mut buf))
+        .await
+        .expect("closed within 20 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    let after = started.elapsed();
+    assert!(
+        after >= std::time::Duration::from_secs(9) && after <= std::time::Duration::from_secs(15),
+        "closed after {after:?} (head timeout 10 s)"
+    );
+}

@@ -93,7 +93,12 @@ async fn serve(mut stream: TcpStream, name: &'static str, requests: Arc<AtomicUs
             if let Some((k, v)) = line.split_once(':') {
                 let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
                 match k.as_str() {
-                    "host" | "x-forwarded-proto" | "x-forwarded-for" => seen.push((k, v)),
+                    "host"
+                    | "x-forwarded-proto"
+                    | "x-forwarded-for"
+                    | "x-request-id"
+                    | "x-forwarded-client-cert" => seen.push((k, v)),
+                    k if k.starts_with("x-envoy-") => seen.push((k.to_string(), v)),
                     "content-length" => body_len = v.parse().unwrap_or(0),
                     _ => {}
                 }
