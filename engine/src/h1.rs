@@ -660,12 +660,36 @@ async fn refuse_request(ds: &mut Downstream, e: &Error) {
             let too_large = text.contains("TooManyHeaders") || text.contains("larger than");
             let (status, body) = if too_large {
                 (431, "request header fields too large\n")
+            } else if unsupported_version(e) {
+                (505, "HTTP version not supported\n")
             } else {
                 (400, BAD_REQUEST)
             };
             let _ = local(ds, status, "text/plain", body.into()).await;
         }
     }
+}
+
+/// Whether a request line that could not be parsed names an HTTP version other
+/// than 1.x (`GET / HTTP/2.0` sent as text, `HTTP/3`): 505 rather than 400 (RFC
+/// 9110 15.6.6). Pingora keeps the unparsed head, escaped, in the error's context.
+fn unsupported_version(e: &Error) -> bool {
+    let Some(context) = e.context.as_ref().map(|c| c.to_string()) else {
+        return false;
+    };
+    let line = context
+        .split("\\r\\n")
+        .next()
+        .unwrap_or("")
+        .split("\\n")
+        .next()
+        .unwrap_or("");
+    line.rfind(" HTTP/").is_some_and(|i| {
+        line[i + 6..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit() && c != '1')
+    })
 }
 
 /// Answer locally. `false`: the client connection failed.

@@ -795,6 +795,14 @@ async fn malformed_and_oversized_requests_are_refused_and_never_forwarded() {
     let (head, _) = exchange_raw(addr, b"GARBAGE\r\n\r\n").await;
     assert!(head.starts_with("HTTP/1.1 400"), "garbage: {head}");
 
+    for version in ["HTTP/2.0", "HTTP/3.0"] {
+        let request = format!("GET / {version}\r\nHost: a.example\r\n\r\n");
+        let (head, _) = exchange_raw(addr, request.as_bytes()).await;
+        assert!(head.starts_with("HTTP/1.1 505"), "{version}: {head}");
+    }
+    let (head, _) = exchange_raw(addr, b"GET / FOO/1.1\r\nHost: a.example\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 400"), "not HTTP: {head}");
+
     let (head, body) = exchange_raw(addr, b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n").await;
     assert!(head.starts_with("HTTP/1.1 400"), "no Host: {head}");
     assert!(body.contains("Host"), "{body}");
