@@ -906,3 +906,64 @@ async fn a_silent_connection_is_closed_after_the_head_timeout() {
         "closed after {after:?} (head timeout 10 s)"
     );
 }
+
+/// HTTP/2 floods from one client (Debian's python3-hyperframe): rapid reset
+/// (CVE-2023-44487) and a CONTINUATION flood. The connection is ended by the
+/// server (GOAWAY or close), the flood never turns into a pile of upstream
+/// requests, and another client is served right after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_rapid_reset_and_continuation_floods_end_the_connection_only() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/h2flood/attack.py");
+    let python = "/usr/bin/python3";
+    let have = Command::new(python)
+        .args(["-c", "import hyperframe, hpack"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3-hyperframe and python3-hpack are missing (scripts/deps.sh installs them)"
+        );
+        eprintln!("skipped: python3-hyperframe / python3-hpack missing");
+        return;
+    }
+    let one = Upstream::start("one").await;
+    let s = snapshot(
+        1,
+        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
+        vec![cluster("one", &[one.addr])],
+    );
+    let (_h, l) = serve(s);
+    let addr = l.local_addr();
+    for mode in ["rapid-reset", "continuation"] {
+        let out = tokio::process::Command::new(python)
+            .args([script, &addr.to_string(), mode, "a.example"])
+            .output()
+            .await
+            .expect("run the attack");
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        eprintln!("{mode}: {}", said.trim());
+        assert!(
+            out.status.success(),
+            "{mode}: {said} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            said.starts_with("goaway") || said.starts_with("closed"),
+            "{mode}: the server kept the connection open: {said}"
+        );
+        // Another client right after.
+        let c = client("a.example", addr, true);
+        assert_eq!(
+            get(&c, &url("a.example", addr, "/")).await,
+            (200, "one".into()),
+            "after {mode}"
+        );
+    }
+    eprintln!("upstream requests: {}", one.requests());
+    assert!(
+        one.requests() < 1000,
+        "{} upstream requests from 5,000 reset streams",
+        one.requests()
+    );
+}
