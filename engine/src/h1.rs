@@ -270,6 +270,19 @@ impl HttpCore {
                 Ok(()) => break us,
                 Err(Failure::Downstream(e)) => {
                     debug!(error = %e, "client failed while sending its request body");
+                    // A body that breaks its framing (a bad chunk size) is answered
+                    // 400; the upstream connection, with its truncated request, is
+                    // dropped, never reused.
+                    if !matches!(
+                        e.etype(),
+                        ErrorType::ReadError
+                            | ErrorType::ConnectionClosed
+                            | ErrorType::ReadTimedout
+                            | ErrorType::WriteError
+                    ) {
+                        ds.set_server_keepalive(None);
+                        let _ = local(ds, 400, "text/plain", BAD_REQUEST.into()).await;
+                    }
                     return false;
                 }
                 // A pooled connection that died while idle: once more on a new one.

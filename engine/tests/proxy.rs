@@ -967,3 +967,49 @@ async fn h2_rapid_reset_and_continuation_floods_end_the_connection_only() {
         one.requests()
     );
 }
+
+/// RFC 9112's parsing rules at the edge: whitespace before a header's colon,
+/// obsolete line folding, a bare CR or a NUL in a header, and an invalid chunk size
+/// are refused with 400; the header cases never reach the upstream (a bad chunk
+/// is found after the head went upstream: that connection is dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_framing_and_header_syntax_get_400() {
+    let one = Upstream::start("one").await;
+    let s = snapshot(
+        1,
+        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
+        vec![cluster("one", &[one.addr])],
+    );
+    let (_h, l) = serve(s);
+    let addr = l.local_addr();
+    let cases: [(&str, &[u8]); 5] = [
+        ("space before colon", b"GET / HTTP/1.1\r\nHost: a.example\r\nX-A : 1\r\n\r\n"),
+        ("obs-fold", b"GET / HTTP/1.1\r\nHost: a.example\r\nX-A: 1\r\n 2\r\n\r\n"),
+        ("bare CR", b"GET / HTTP/1.1\r\nHost: a.example\r\nX-A: 1\r2\r\n\r\n"),
+        ("NUL", b"GET / HTTP/1.1\r\nHost: a.example\r\nX-A: 1\x002\r\n\r\n"),
+        (
+            "chunk size",
+            b"POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        ),
+    ];
+    for (what, request) in cases {
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(request).await.unwrap();
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            conn.read_to_end(&mut got),
+        )
+        .await
+        .expect("answered and closed within 5 s");
+        let head = String::from_utf8_lossy(&got);
+        assert!(head.starts_with("HTTP/1.1 400"), "{what}: {head:?}");
+        if what != "chunk size" {
+            assert_eq!(one.requests(), 0, "{what} reached the upstream");
+        }
+    }
+    // The body is streamed, so the bad chunk's request head went upstream before
+    // the chunk was read (nginx, which buffers bodies, would not have sent it); its
+    // connection was then dropped, the request never completed.
+    assert!(one.requests() <= 1);
+}
