@@ -496,8 +496,14 @@ async fn send(
         }
         us.finish_body().await.map_err(Failure::Upstream)?;
     }
+    read_final_response(us).await.map_err(Failure::Upstream)
+}
+
+/// Read the upstream's response header, skipping 1xx other than 101 (`100
+/// Continue` is answered to the client by the proxy itself).
+pub(crate) async fn read_final_response(us: &mut Upstream) -> Result<()> {
     loop {
-        us.read_response().await.map_err(Failure::Upstream)?;
+        us.read_response().await?;
         match us.get_status() {
             Some(s) if s.is_informational() && s.as_u16() != 101 => continue,
             _ => return Ok(()),

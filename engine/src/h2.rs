@@ -23,8 +23,8 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::h1::{
-    h1_request_framing, strip_hop_by_hop, HttpCore, BAD_GATEWAY, RETRY_COPY_AFTER,
-    UPSTREAM_CONNECT_ERROR,
+    h1_request_framing, read_final_response, strip_hop_by_hop, HttpCore, BAD_GATEWAY,
+    RETRY_COPY_AFTER, UPSTREAM_CONNECT_ERROR,
 };
 use crate::pool::PoolKey;
 use crate::proxy::{ConnInfo, Decision, Target};
@@ -266,13 +266,7 @@ async fn h2_send(
         }
         us.finish_body().await.map_err(Side::Upstream)?;
     }
-    loop {
-        us.read_response().await.map_err(Side::Upstream)?;
-        match us.get_status() {
-            Some(st) if st.is_informational() => continue,
-            _ => return Ok(()),
-        }
-    }
+    read_final_response(us).await.map_err(Side::Upstream)
 }
 
 /// Answer a stream locally.

@@ -3,13 +3,13 @@
 //!
 //! - [`WorkloadCerts`]: the proxy's own identity material (certificate chain, private
 //!   key, mesh root), swapped whole on rotation. Outbound, it is presented to peers'
-//!   sidecars (`upstream_peer` builds an mTLS peer that verifies the DNS SAN derived
+//!   sidecars (a rustls client built once per version verifies the DNS SAN derived
 //!   from the destination's identity against the mesh root only). Inbound, it
 //!   becomes a sidecar's server certificate with client certificates required and
 //!   verified against the same root ([`WorkloadCerts::inbound_termination`]).
 //! - [`InboundMode`]: the PeerAuthentication modes of a sidecar's inbound listener
 //!   (per workload port), switched in place; the listener itself is
-//!   `listener::InboundApp`.
+//!   `listener::serve_inbound`.
 //!
 //! Private keys are kept in memory only and never printed (`Debug` shows the
 //! identity and expiry).
@@ -23,7 +23,6 @@ use isthmus_model::snapshot::{
     ClientCertificate, ClientVerification, InboundMtls, TlsCredential, TlsPolicy, TlsServer,
     TlsTermination,
 };
-use pingora::utils::tls::{CertKey, WrappedX509};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -43,10 +42,6 @@ pub struct WorkloadMaterial {
     /// The leaf's notAfter, unix seconds.
     pub not_after: i64,
     key_pem: Vec<u8>,
-    /// Pingora's form of the chain and key, for upstream mTLS.
-    cert_key: Arc<CertKey>,
-    /// Pingora's form of the roots, for upstream verification.
-    roots: Arc<[WrappedX509]>,
     /// The TLS client of upstream mesh mTLS: this chain and key presented, the
     /// peer verified against the mesh roots only (and, per connection, as the DNS
     /// name derived from the destination's identity). Built once per version.
@@ -91,8 +86,8 @@ impl WorkloadMaterial {
         let leaf_info = isthmus_model::der::certificate(leaf)
             .ok_or_else(|| err("the leaf certificate cannot be read".into()))?;
         let not_after = leaf_info.not_after;
-        // Pingora parses these again and panics on what it cannot read: every DER
-        // handed over has been read by our own reader first.
+        // Every certificate is read by our own reader too, so a bad one is an error
+        // naming what it is, here.
         for der in &chain {
             if isthmus_model::der::certificate(der).is_none() {
                 return Err(err("a chain certificate cannot be read".into()));
@@ -101,18 +96,15 @@ impl WorkloadMaterial {
         let key = PrivateKeyDer::from_pem_slice(key_pem)
             .map_err(|e| err(format!("the private key is not valid PEM: {e}")))?;
         let key_der = key.secret_der().to_vec();
-        let mut roots = Vec::new();
+        let mut roots = 0;
         for der in CertificateDer::pem_slice_iter(root_pem) {
             let der = der.map_err(|e| err(format!("the mesh root is not valid PEM: {e}")))?;
             if isthmus_model::der::certificate(&der).is_none() {
                 return Err(err("a mesh root certificate cannot be read".into()));
             }
-            roots.push(WrappedX509::new(
-                der.to_vec(),
-                pingora::utils::tls::parse_x509,
-            ));
+            roots += 1;
         }
-        if roots.is_empty() {
+        if roots == 0 {
             return Err(err("no mesh root certificate".into()));
         }
         let client = mesh_client_config(&chain, &key_der, root_pem, provider).map_err(err)?;
@@ -122,8 +114,6 @@ impl WorkloadMaterial {
             root_pem: root_pem.to_vec(),
             not_after,
             key_pem: key_pem.to_vec(),
-            cert_key: Arc::new(CertKey::new(chain, key_der)),
-            roots: roots.into(),
             client,
         })
     }
@@ -138,16 +128,6 @@ impl WorkloadMaterial {
         isthmus_model::identity::Identity::parse(&self.identity)
             .ok()
             .map(|i| i.trust_domain)
-    }
-
-    /// The chain and key Pingora presents to upstream peers.
-    pub fn cert_key(&self) -> Arc<CertKey> {
-        self.cert_key.clone()
-    }
-
-    /// The roots upstream peers are verified against.
-    pub fn roots(&self) -> Arc<[WrappedX509]> {
-        self.roots.clone()
     }
 
     /// A sidecar's inbound TLS server: this certificate for any SNI, client

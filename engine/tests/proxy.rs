@@ -17,6 +17,15 @@ fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
+/// A listener whose one route sends every request for `a.example` to `upstream`.
+fn serve_to(upstream: SocketAddr) -> (SnapshotHolder, ListenerHandle) {
+    serve(snapshot(
+        1,
+        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
+        vec![cluster("up", &[upstream])],
+    ))
+}
+
 fn serve(s: Snapshot) -> (SnapshotHolder, ListenerHandle) {
     let holder = SnapshotHolder::new(Arc::new(s));
     let listener = start_http_listener(holder.clone(), any_port(), 80).expect("listener");
@@ -137,12 +146,7 @@ async fn upstream_connect_failure_gets_503_and_listener_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_keep_alive_both_sides() {
     let one = Upstream::start("one").await;
-    let s = snapshot(
-        1,
-        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
-        vec![cluster("one", &[one.addr])],
-    );
-    let (_h, l) = serve(s);
+    let (_h, l) = serve_to(one.addr);
     let mut conn = TcpStream::connect(l.local_addr()).await.unwrap();
     for i in 0..5 {
         let req = format!(
@@ -322,12 +326,7 @@ async fn h2c_prior_knowledge_with_curl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_multiplexed_with_reqwest() {
     let one = Upstream::start("one").await;
-    let s = snapshot(
-        1,
-        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
-        vec![cluster("one", &[one.addr])],
-    );
-    let (_h, l) = serve(s);
+    let (_h, l) = serve_to(one.addr);
     let addr = l.local_addr();
     let c = client("a.example", addr, true);
     let mut tasks = Vec::new();
@@ -536,12 +535,7 @@ async fn a_request_on_a_pooled_connection_the_upstream_dropped_is_sent_again() {
             });
         }
     });
-    let s = snapshot(
-        1,
-        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
-        vec![cluster("up", &[upstream])],
-    );
-    let (_h, l) = serve(s);
+    let (_h, l) = serve_to(upstream);
     let addr = l.local_addr();
     let mut conn = TcpStream::connect(addr).await.unwrap();
     conn.write_all(b"GET /1 HTTP/1.1\r\nHost: a.example\r\n\r\n")
@@ -606,12 +600,7 @@ async fn an_upgrade_passes_and_relays_bytes_both_ways() {
             }
         }
     });
-    let s = snapshot(
-        1,
-        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
-        vec![cluster("up", &[upstream])],
-    );
-    let (_h, l) = serve(s);
+    let (_h, l) = serve_to(upstream);
     let mut conn = TcpStream::connect(l.local_addr()).await.unwrap();
     conn.write_all(
         b"GET /ws HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
@@ -655,12 +644,7 @@ async fn request_bodies_with_expect_and_chunked_reach_the_upstream() {
             tokio::spawn(echo_bodies(conn));
         }
     });
-    let s = snapshot(
-        1,
-        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
-        vec![cluster("up", &[upstream])],
-    );
-    let (_h, l) = serve(s);
+    let (_h, l) = serve_to(upstream);
     let mut conn = TcpStream::connect(l.local_addr()).await.unwrap();
     let body: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     conn.write_all(
@@ -784,12 +768,7 @@ async fn exchange_raw(addr: SocketAddr, request: &[u8]) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversized_requests_are_refused_and_never_forwarded() {
     let one = Upstream::start("one").await;
-    let s = snapshot(
-        1,
-        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
-        vec![cluster("one", &[one.addr])],
-    );
-    let (_h, l) = serve(s);
+    let (_h, l) = serve_to(one.addr);
     let addr = l.local_addr();
 
     let (head, _) = exchange_raw(addr, b"GARBAGE\r\n\r\n").await;
@@ -844,12 +823,7 @@ async fn malformed_and_oversized_requests_are_refused_and_never_forwarded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_claims_are_not_forwarded_at_the_edge() {
     let one = Upstream::start("one").await;
-    let s = snapshot(
-        1,
-        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
-        vec![cluster("one", &[one.addr])],
-    );
-    let (_h, l) = serve(s);
+    let (_h, l) = serve_to(one.addr);
     let request = b"GET / HTTP/1.1\r\nHost: a.example\r\nx-forwarded-client-cert: By=spiffe://cluster.local/ns/default/sa/admin;URI=spiffe://cluster.local/ns/x/sa/y\r\nx-envoy-upstream-rq-timeout-ms: 1\r\nx-request-id: chosen-by-client\r\nx-forwarded-for: 10.9.9.9\r\n\r\n";
     let (head, body) = exchange_raw(l.local_addr(), request).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -928,12 +902,7 @@ async fn h2_rapid_reset_and_continuation_floods_end_the_connection_only() {
         return;
     }
     let one = Upstream::start("one").await;
-    let s = snapshot(
-        1,
-        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
-        vec![cluster("one", &[one.addr])],
-    );
-    let (_h, l) = serve(s);
+    let (_h, l) = serve_to(one.addr);
     let addr = l.local_addr();
     for mode in ["rapid-reset", "continuation"] {
         let out = tokio::process::Command::new(python)
@@ -975,12 +944,7 @@ async fn h2_rapid_reset_and_continuation_floods_end_the_connection_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_framing_and_header_syntax_get_400() {
     let one = Upstream::start("one").await;
-    let s = snapshot(
-        1,
-        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
-        vec![cluster("one", &[one.addr])],
-    );
-    let (_h, l) = serve(s);
+    let (_h, l) = serve_to(one.addr);
     let addr = l.local_addr();
     let cases: [(&str, &[u8]); 5] = [
         ("space before colon", b"GET / HTTP/1.1\r\nHost: a.example\r\nX-A : 1\r\n\r\n"),
