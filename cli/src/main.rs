@@ -3,6 +3,7 @@
 mod analyze;
 mod certs;
 mod demo_app;
+mod limits;
 mod mesh;
 mod up;
 

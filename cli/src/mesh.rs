@@ -361,6 +361,8 @@ pub struct ProxyArgs {
     /// A file holding the bootstrap token (else `ISTHMUS_BOOTSTRAP_TOKEN`).
     #[arg(long)]
     token_file: Option<PathBuf>,
+    #[command(flatten)]
+    limits: crate::limits::LimitArgs,
 }
 
 /// The capture ports and mark shared by `proxy --transparent` and `proxy init`.
@@ -463,6 +465,7 @@ pub async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let root_pem = std::fs::read(&root_cert)
         .with_context(|| format!("--root-cert {}", root_cert.display()))?;
     let token = bootstrap_token(args.token_file.as_deref())?;
+    let limits = args.limits.limits()?;
     let opts = isthmus_mesh_proxy::ClientOptions {
         controller: args.controller,
         root_pem,
@@ -485,29 +488,30 @@ pub async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         });
     let key = format!("{}/{}", args.namespace, name);
     let mut last = String::new();
-    let sidecar = isthmus_mesh_proxy::run_sidecar(opts, interception, move |status, identity| {
-        let inbound: Vec<String> = status
-            .inbound
-            .iter()
-            .map(|(app, addr)| format!("{addr} (app port {app})"))
-            .collect();
-        let line = format!(
-            "sidecar {key}: inbound {}; outbound {}; identity {}",
-            inbound.join(", "),
-            status
-                .outbound
-                .map_or_else(|| "none".to_string(), |a| a.to_string()),
-            if identity.is_empty() {
-                "(pending)"
-            } else {
-                identity
+    let sidecar =
+        isthmus_mesh_proxy::run_sidecar(opts, interception, limits, move |status, identity| {
+            let inbound: Vec<String> = status
+                .inbound
+                .iter()
+                .map(|(app, addr)| format!("{addr} (app port {app})"))
+                .collect();
+            let line = format!(
+                "sidecar {key}: inbound {}; outbound {}; identity {}",
+                inbound.join(", "),
+                status
+                    .outbound
+                    .map_or_else(|| "none".to_string(), |a| a.to_string()),
+                if identity.is_empty() {
+                    "(pending)"
+                } else {
+                    identity
+                }
+            );
+            if line != last {
+                println!("{line}");
+                last = line;
             }
-        );
-        if line != last {
-            println!("{line}");
-            last = line;
-        }
-    });
+        });
     tokio::select! {
         _ = sidecar => Ok(()),
         _ = crate::shutdown_signal() => Ok(()),
@@ -539,12 +543,15 @@ pub struct GatewayArgs {
     /// Added to Gateway ports below 1024.
     #[arg(long, default_value_t = 8000)]
     port_offset: u16,
+    #[command(flatten)]
+    limits: crate::limits::LimitArgs,
 }
 
 pub async fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
     use isthmus_controller::ProxyKind;
     let root_pem = std::fs::read(&args.root_cert)
         .with_context(|| format!("--root-cert {}", args.root_cert.display()))?;
+    let limits = args.limits.limits()?;
     let mut labels = isthmus_model::resources::Labels::new();
     for l in &args.labels {
         let (k, v) = l
@@ -584,6 +591,7 @@ pub async fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
         certs: Some(certs.clone()),
         // No ACME manager runs here yet: no challenge is answered.
         acme: None,
+        limits,
         ..Default::default()
     };
     let gateway = isthmus_gateway::Gateway::start(snapshots, gw_opts).await;

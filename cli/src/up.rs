@@ -67,6 +67,8 @@ pub struct UpArgs {
     acme_retry_max: u64,
     #[command(flatten)]
     mesh: MeshArgs,
+    #[command(flatten)]
+    limits: crate::limits::LimitArgs,
 }
 
 /// A demo app to start: (name, version, address, port).
@@ -93,6 +95,7 @@ fn demo_apps(store: &Store) -> Vec<(String, String, IpAddr, u16)> {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let limits = args.limits.limits()?;
     let state = match &args.state_dir {
         Some(root) => StateDir::open(root).context("--state-dir")?,
         None => StateDir::new(&args.dir.join(".isthmus")),
@@ -174,6 +177,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         bind: args.bind,
         port_offset: args.port_offset,
         acme: Some(challenges),
+        limits,
         ..Default::default()
     };
     let mut proxies = Proxies {
@@ -182,6 +186,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         control: control.clone(),
         opts,
         exe: exe.clone(),
+        limit_args: args.limits.to_args(),
     };
     let mut set = controller.proxies();
     let first = set.borrow_and_update().clone();
@@ -246,6 +251,8 @@ struct Proxies {
     control: Arc<ControlPlane>,
     opts: isthmus_gateway::GatewayOptions,
     exe: PathBuf,
+    /// `up`'s limit flags, passed on to each sidecar.
+    limit_args: Vec<std::ffi::OsString>,
 }
 
 struct RunningGateway {
@@ -417,6 +424,7 @@ impl Proxies {
             .arg("--root-cert")
             .arg(&self.control.root_file)
             .args(["--namespace", &w.namespace, "--name", &w.name])
+            .args(&self.limit_args)
             .env("ISTHMUS_BOOTSTRAP_TOKEN", token)
             .stdin(std::process::Stdio::piped())
             .kill_on_drop(true)

@@ -416,8 +416,12 @@ impl GetSocketDigest for MeshTls {
 impl Peek for MeshTls {}
 
 /// A TCP connection to `dst` with `SO_MARK` `mark` (never redirected by the
-/// interception rules), within the upstream connect timeout.
-pub async fn connect(dst: SocketAddr, mark: Option<u32>) -> io::Result<TcpStream> {
+/// interception rules), within `timeout`.
+pub async fn connect(
+    dst: SocketAddr,
+    mark: Option<u32>,
+    timeout: std::time::Duration,
+) -> io::Result<TcpStream> {
     let socket = if dst.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -426,7 +430,7 @@ pub async fn connect(dst: SocketAddr, mark: Option<u32>) -> io::Result<TcpStream
     if let Some(m) = mark {
         socket2::SockRef::from(&socket).set_mark(m)?;
     }
-    tokio::time::timeout(crate::proxy::CONNECT_TIMEOUT, socket.connect(dst))
+    tokio::time::timeout(timeout, socket.connect(dst))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
 }
@@ -453,7 +457,10 @@ mod tests {
     async fn pair() -> (TcpConn, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (client, accepted) = tokio::join!(connect(addr, None), listener.accept());
+        let (client, accepted) = tokio::join!(
+            connect(addr, None, crate::proxy::CONNECT_TIMEOUT),
+            listener.accept()
+        );
         (TcpConn::new(client.unwrap()), accepted.unwrap().0)
     }
 

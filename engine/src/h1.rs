@@ -38,26 +38,9 @@ use pingora::{Error, ErrorType, Result};
 use tracing::{debug, warn};
 
 use crate::conn::TcpConn;
+use crate::limits::Limits;
 use crate::pool::{Pool, PoolKey};
 use crate::proxy::{ConnInfo, Decision, RouterProxy, Target};
-
-/// How long an idle keep-alive client connection is kept (nginx's
-/// `keepalive_timeout` is 75 s, Envoy's `idle_timeout` 1 h: a gateway on the
-/// internet keeps less for idle clients).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// How long a client has to send a whole request head: from the connection's
-/// opening for its first request, from its first byte on a kept-alive connection
-/// (a slowloris client is closed after this).
-pub const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The largest request head accepted (Envoy's `max_request_headers_kb` default);
-/// above it: 431.
-pub const MAX_REQUEST_HEAD: usize = 60 * 1024;
-
-/// The most header fields a request may carry (Envoy's `max_headers_count`
-/// default); above it: 431.
-pub const MAX_REQUEST_HEADERS: usize = 100;
 
 /// How long a client connection keeps the upstream connection of its last request
 /// while it sends nothing; then the upstream connection goes back to the pool.
@@ -65,20 +48,22 @@ pub const MAX_REQUEST_HEADERS: usize = 100;
 /// clients that go idle holds few upstream connections (and descriptors) at once.
 const HOLD_UPSTREAM_WHILE_IDLE: Duration = Duration::from_millis(50);
 
-/// The longest silence while a client sends a request body (nginx's
-/// `client_body_timeout`). These are tokio timers, armed only when a read has to
-/// wait: Pingora's own read timeout registers a timer on its clock thread for
-/// every read.
-pub const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(60);
-
 pub(crate) const UPSTREAM_CONNECT_ERROR: &str = "upstream connect error\n";
 pub(crate) const BAD_GATEWAY: &str = "upstream error\n";
 const BAD_REQUEST: &str = "bad request\n";
+pub(crate) const BODY_TOO_LARGE: &str = "request body too large\n";
+
+/// The error a request body over [`Limits::max_request_body`] ends with.
+pub(crate) const BODY_LIMIT: ErrorType = ErrorType::Custom("request body over the limit");
 
 /// The HTTP/1.1 proxy of one listener.
 pub(crate) struct HttpCore {
     pub proxy: RouterProxy,
     pub pool: Arc<Pool>,
+    /// The listener's limits and timeouts. Timers are tokio timers, armed only
+    /// when a read has to wait (Pingora's own read timeout registers a timer on
+    /// its clock thread for every read).
+    pub limits: Arc<Limits>,
 }
 
 /// An upstream connection a downstream connection holds between its requests, and
@@ -95,10 +80,11 @@ pub(crate) const RETRY_COPY_AFTER: Duration = Duration::from_secs(1);
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 impl HttpCore {
-    pub(crate) fn new(proxy: RouterProxy) -> HttpCore {
+    pub(crate) fn new(proxy: RouterProxy, limits: Arc<Limits>) -> HttpCore {
         HttpCore {
             proxy,
             pool: Pool::new(),
+            limits,
         }
     }
 
@@ -108,12 +94,13 @@ impl HttpCore {
     pub(crate) async fn serve(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
         let mut shutdown = shutdown.clone();
         let mut held: Held = None;
-        // The first request's head is due within REQUEST_HEAD_TIMEOUT of the
+        // The first request's head is due within the head timeout of the
         // connection's opening; a connection that never sends is closed then.
         let mut first = true;
+        let mut served: u64 = 0;
         loop {
             let wait = if first {
-                REQUEST_HEAD_TIMEOUT
+                self.limits.request_head_timeout
             } else {
                 HOLD_UPSTREAM_WHILE_IDLE
             };
@@ -126,7 +113,9 @@ impl HttpCore {
                     if let Some((key, upstream, since)) = held.take() {
                         self.pool.put(key, upstream, since);
                     }
-                    match next_request_arrives(&stream, &mut shutdown, IDLE_TIMEOUT).await {
+                    match next_request_arrives(&stream, &mut shutdown, self.limits.idle_timeout)
+                        .await
+                    {
                         Arrival::Request => {}
                         Arrival::Later | Arrival::End => break,
                     }
@@ -135,7 +124,12 @@ impl HttpCore {
             }
             // The request's work on the heap, only while it runs: an idle
             // connection's task is then the size of this loop's state alone.
-            match Box::pin(self.one_request(stream, &mut shutdown, &mut held, first)).await {
+            served += 1;
+            let last = self
+                .limits
+                .max_requests_per_connection
+                .is_some_and(|max| served >= max);
+            match Box::pin(self.one_request(stream, &mut shutdown, &mut held, first, last)).await {
                 Some(next) => stream = next,
                 None => break,
             }
@@ -147,21 +141,22 @@ impl HttpCore {
     }
 
     /// Read one request on `stream`, answer it, and give the stream back if it can
-    /// carry another.
+    /// carry another (never after the `last` one the connection may carry).
     async fn one_request(
         &self,
         stream: Stream,
         shutdown: &mut ShutdownWatch,
         held: &mut Held,
         first: bool,
+        last: bool,
     ) -> Option<Stream> {
         // On our TCP connections the head's first bytes are there already (see
         // `next_request_arrives`); a TLS connection waits for them in this read,
         // so between requests it gets the idle timeout.
         let head_timeout = if first || stream.as_any().is::<TcpConn>() {
-            REQUEST_HEAD_TIMEOUT
+            self.limits.request_head_timeout
         } else {
-            IDLE_TIMEOUT
+            self.limits.idle_timeout
         };
         let mut session = Downstream::new(stream);
         session.set_read_timeout(None);
@@ -181,13 +176,13 @@ impl HttpCore {
                 return None;
             }
         }
-        if let Some((status, why)) = malformed(&session) {
+        if let Some((status, why)) = malformed(&session, &self.limits) {
             debug!(status, "request refused: {why}");
             session.set_server_keepalive(None);
             let _ = local(&mut session, status, "text/plain", why.into()).await;
             return None;
         }
-        if *shutdown.borrow() {
+        if last || *shutdown.borrow() {
             session.set_server_keepalive(None);
         }
         if !self.exchange(&mut session, held).await {
@@ -238,6 +233,11 @@ impl HttpCore {
                 .get(header::EXPECT)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let upgrade = ds.is_upgrade_req();
+        if has_body && body_over_limit(ds.req_header(), &self.limits) {
+            debug!("request refused: Content-Length over the request body limit");
+            ds.set_server_keepalive(None);
+            return local(ds, 413, "text/plain", BODY_TOO_LARGE.into()).await;
+        }
         let mut retried = false;
         let mut us = loop {
             let (stream, idle_since) = match self.upstream(&key, &target, held).await {
@@ -266,8 +266,25 @@ impl HttpCore {
                 }
             };
             let mut us = Upstream::new(stream);
-            match send(ds, &mut us, request, has_body, expect_continue).await {
+            match send(
+                ds,
+                &mut us,
+                request,
+                has_body,
+                expect_continue,
+                &self.limits,
+            )
+            .await
+            {
                 Ok(()) => break us,
+                Err(Failure::Downstream(e)) if e.etype() == &BODY_LIMIT => {
+                    // The upstream connection, with its truncated request, is
+                    // dropped; the client is told why.
+                    debug!("request refused: its body went over the limit");
+                    ds.set_server_keepalive(None);
+                    let _ = local(ds, 413, "text/plain", BODY_TOO_LARGE.into()).await;
+                    return false;
+                }
                 Err(Failure::Downstream(e)) => {
                     debug!(error = %e, "client failed while sending its request body");
                     // A body that breaks its framing (a bad chunk size) is answered
@@ -386,7 +403,7 @@ impl HttpCore {
     /// A new connection for `target`: TCP, then mesh mTLS when the endpoint has an
     /// identity (never plaintext then).
     async fn connect(&self, target: &Target) -> Result<Stream> {
-        let tcp = crate::conn::connect(target.addr, self.proxy.mark())
+        let tcp = crate::conn::connect(target.addr, self.proxy.mark(), self.limits.connect_timeout)
             .await
             .map_err(|e| Error::because(ErrorType::ConnectError, "connecting upstream", e))?;
         let tcp = TcpConn::new(tcp);
@@ -400,7 +417,7 @@ impl HttpCore {
             )
         })?;
         let tls = tokio::time::timeout(
-            crate::proxy::CONNECT_TIMEOUT,
+            self.limits.connect_timeout,
             crate::conn::MeshTls::connect(tcp, config, server_name),
         )
         .await
@@ -430,6 +447,7 @@ impl HttpCore {
             Box::new(std::mem::replace(req, stub))
         };
         up.set_version(Version::HTTP_11);
+        authority_to_host(&mut up)?;
         strip_hop_by_hop(&mut up, upgrade)?;
         h1_request_framing(&mut up, has_body)?;
         self.proxy.upstream_headers(&mut up, conn)?;
@@ -451,6 +469,80 @@ pub(crate) fn h1_request_framing(up: &mut RequestHeader, has_body: bool) -> Resu
     Ok(())
 }
 
+/// A request whose target names its authority goes upstream in origin form with
+/// that authority as its `Host`: HTTP/2 `:authority`, and HTTP/1.1 absolute form
+/// (RFC 9112 3.2.2; Pingora's parser has already refused one whose `Host` differs,
+/// or with userinfo, and keeps only the path in the URI, the raw target aside).
+/// Userinfo in the authority is refused.
+pub(crate) fn authority_to_host(up: &mut RequestHeader) -> Result<()> {
+    let Some(authority) = up.uri.authority() else {
+        if up.raw_path().first().is_some_and(|b| *b != b'/') && up.method != Method::CONNECT {
+            // Absolute form: send the path the URI kept, not the raw target.
+            let origin = up.uri.clone();
+            up.set_uri(origin);
+        }
+        return Ok(());
+    };
+    if authority.as_str().contains('@') {
+        return Error::e_explain(ErrorType::InvalidHTTPHeader, "userinfo in the authority");
+    }
+    let host = http::HeaderValue::from_str(authority.as_str())
+        .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "authority", e))?;
+    let origin = up.uri.path_and_query().map_or_else(
+        || http::Uri::from_static("/"),
+        |p| http::Uri::try_from(p.as_str()).unwrap_or_else(|_| http::Uri::from_static("/")),
+    );
+    up.insert_header(header::HOST, host)?;
+    up.set_uri(origin);
+    Ok(())
+}
+
+/// Whether a request's declared `Content-Length` is over the body limit.
+pub(crate) fn body_over_limit(req: &RequestHeader, limits: &Limits) -> bool {
+    let Some(max) = limits.max_request_body else {
+        return false;
+    };
+    req.headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|len| len > max)
+}
+
+/// What the edge refuses in any request head, HTTP/1 or HTTP/2: more header fields
+/// than allowed (431, Envoy's `max_headers_count`), a request target over the
+/// length limit (414, as nginx), an absolute-form target of another scheme than
+/// `http`/`https` or with userinfo (400).
+pub(crate) fn over_limits(req: &RequestHeader, limits: &Limits) -> Option<(u16, &'static str)> {
+    if req.headers.len() > limits.max_request_headers {
+        return Some((431, "request header fields too large: too many fields\n"));
+    }
+    if req.raw_path().len() > limits.max_uri_length {
+        return Some((414, "URI too long\n"));
+    }
+    if req
+        .uri
+        .authority()
+        .is_some_and(|a| a.as_str().contains('@'))
+    {
+        return Some((400, "bad request: userinfo in the request target\n"));
+    }
+    let scheme = req.uri.scheme_str().map(str::as_bytes).or_else(|| {
+        // HTTP/1.1 absolute form: Pingora keeps only the path in the URI.
+        let raw = req.raw_path();
+        let end = raw.windows(3).position(|w| w == b"://")?;
+        (raw.first() != Some(&b'/')).then(|| &raw[..end])
+    });
+    if scheme.is_some_and(|s| !s.eq_ignore_ascii_case(b"http") && !s.eq_ignore_ascii_case(b"https"))
+    {
+        return Some((
+            400,
+            "bad request: the request target's scheme is not http or https\n",
+        ));
+    }
+    None
+}
+
 /// Whose side failed while the request was being sent.
 enum Failure {
     Downstream(Box<Error>),
@@ -465,6 +557,7 @@ async fn send(
     request: Box<RequestHeader>,
     has_body: bool,
     expect_continue: bool,
+    limits: &Limits,
 ) -> std::result::Result<(), Failure> {
     us.write_request_header(request)
         .await
@@ -479,7 +572,8 @@ async fn send(
                 .await
                 .map_err(Failure::Downstream)?;
         }
-        while let Some(chunk) = tokio::time::timeout(CLIENT_READ_TIMEOUT, ds.read_body_bytes())
+        let mut left = limits.max_request_body.unwrap_or(u64::MAX);
+        while let Some(chunk) = tokio::time::timeout(limits.body_timeout, ds.read_body_bytes())
             .await
             .map_err(|_| {
                 Failure::Downstream(Error::explain(
@@ -489,6 +583,9 @@ async fn send(
             })?
             .map_err(Failure::Downstream)?
         {
+            left = left
+                .checked_sub(chunk.len() as u64)
+                .ok_or_else(|| Failure::Downstream(Error::new(BODY_LIMIT)))?;
             us.write_body(&chunk).await.map_err(Failure::Upstream)?;
         }
         if keepalive {
@@ -633,20 +730,19 @@ async fn next_request_arrives(
     }
 }
 
-/// What the edge refuses in a request Pingora's parser accepted: a head over
-/// [`MAX_REQUEST_HEAD`] or with more than [`MAX_REQUEST_HEADERS`] fields (431), an
-/// HTTP/1.1 request without `Host` (400, RFC 9112 3.2), `Content-Length` together
-/// with `Transfer-Encoding` (400: the smuggling shape RFC 9112 6.3 says to treat as
-/// an error; Envoy's default). Pingora drops such a `Content-Length` while
-/// parsing, so the raw head is searched, and only when `Transfer-Encoding` is
-/// there.
-fn malformed(ds: &Downstream) -> Option<(u16, &'static str)> {
+/// What the edge refuses in a request Pingora's parser accepted: [`over_limits`],
+/// a head over [`Limits::max_request_head`] (431), an HTTP/1.1 request without
+/// `Host` (400, RFC 9112 3.2), `Content-Length` together with `Transfer-Encoding`
+/// (400: the smuggling shape RFC 9112 6.3 says to treat as an error; Envoy's
+/// default). Pingora drops such a `Content-Length` while parsing, so the raw head
+/// is searched, and only when `Transfer-Encoding` is there.
+fn malformed(ds: &Downstream, limits: &Limits) -> Option<(u16, &'static str)> {
     let req = ds.req_header();
-    if req.headers.len() > MAX_REQUEST_HEADERS {
-        return Some((431, "request header fields too large: too many fields\n"));
+    if let Some(refused) = over_limits(req, limits) {
+        return Some(refused);
     }
     let raw = ds.get_headers_raw_bytes();
-    if raw.len() > MAX_REQUEST_HEAD {
+    if raw.len() > limits.max_request_head {
         return Some((431, "request header fields too large\n"));
     }
     if req.version == Version::HTTP_11 && !req.headers.contains_key(header::HOST) {
@@ -678,15 +774,25 @@ async fn refuse_request(ds: &mut Downstream, e: &Error) {
             let text = format!("{e:?}");
             let too_large = text.contains("TooManyHeaders") || text.contains("larger than");
             let (status, body) = if too_large {
-                (431, "request header fields too large\n")
+                (431, "request header fields too large\n".to_string())
             } else if unsupported_version(e) {
-                (505, "HTTP version not supported\n")
+                (505, "HTTP version not supported\n".to_string())
+            } else if let Some(why) = target_refusal(e) {
+                (400, format!("bad request: {why}\n"))
             } else {
-                (400, BAD_REQUEST)
+                (400, BAD_REQUEST.to_string())
             };
             let _ = local(ds, status, "text/plain", body.into()).await;
         }
     }
+}
+
+/// Why Pingora refused a request target or its authority (absolute form whose
+/// `Host` differs, userinfo, an ambiguous authority), to say so in the 400.
+fn target_refusal(e: &Error) -> Option<String> {
+    let why = e.context.as_ref()?.to_string();
+    let about_target = why.contains("authority") || why.contains("request target");
+    (about_target && why.len() < 120 && why.is_ascii()).then_some(why)
 }
 
 /// Whether a request line that could not be parsed names an HTTP version other

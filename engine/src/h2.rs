@@ -23,8 +23,9 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::h1::{
-    h1_request_framing, read_final_response, strip_hop_by_hop, HttpCore, BAD_GATEWAY,
-    RETRY_COPY_AFTER, UPSTREAM_CONNECT_ERROR,
+    authority_to_host, body_over_limit, h1_request_framing, over_limits, read_final_response,
+    strip_hop_by_hop, HttpCore, BAD_GATEWAY, BODY_LIMIT, BODY_TOO_LARGE, RETRY_COPY_AFTER,
+    UPSTREAM_CONNECT_ERROR,
 };
 use crate::pool::PoolKey;
 use crate::proxy::{ConnInfo, Decision, Target};
@@ -40,7 +41,9 @@ impl HttpCore {
             socket_digest: stream.get_socket_digest(),
         });
         let conn_info = Arc::new(ConnInfo::of(&digest, self.proxy.needs_original()));
-        let mut conn = match h2server::handshake(stream, None).await {
+        let mut options = h2server::default_h2_options();
+        options.max_concurrent_streams(self.limits.h2_max_concurrent_streams);
+        let mut conn = match h2server::handshake(stream, Some(options)).await {
             Ok(conn) => conn,
             Err(e) => {
                 debug!(error = %e, "HTTP/2 handshake failed");
@@ -49,6 +52,14 @@ impl HttpCore {
         };
         let mut shutdown = shutdown.clone();
         let mut draining = false;
+        // Streams in flight, and when the last one ended: a connection without
+        // streams for the idle timeout is closed (GOAWAY). One timer per idle
+        // period, not per stream.
+        let active = Arc::new(ActiveStreams::new());
+        let idle = self.limits.idle_timeout;
+        let idle_timer = tokio::time::sleep(idle);
+        tokio::pin!(idle_timer);
+        let mut streams: u64 = 0;
         loop {
             let accepted = if draining {
                 H2Session::from_h2_conn(&mut conn, digest.clone()).await
@@ -60,6 +71,18 @@ impl HttpCore {
                         draining = true;
                         continue;
                     }
+                    () = &mut idle_timer => {
+                        match active.idle_since() {
+                            Some(since) if since.elapsed() >= idle => {
+                                debug!("HTTP/2 connection without streams for {idle:?}; closed");
+                                conn.graceful_shutdown();
+                                draining = true;
+                            }
+                            Some(since) => idle_timer.as_mut().reset(since + idle),
+                            None => idle_timer.as_mut().reset(Instant::now() + idle),
+                        }
+                        continue;
+                    }
                     accepted = H2Session::from_h2_conn(&mut conn, digest.clone()) => accepted,
                 }
             };
@@ -67,7 +90,23 @@ impl HttpCore {
                 Ok(Some(H2Accept::Session(session))) => {
                     let core = self.clone();
                     let info = conn_info.clone();
-                    tokio::spawn(async move { core.h2_stream(session, &info).await });
+                    let guard = active.start();
+                    tokio::spawn(async move {
+                        core.h2_stream(session, &info).await;
+                        drop(guard);
+                    });
+                    streams += 1;
+                    if !draining
+                        && self
+                            .limits
+                            .max_requests_per_connection
+                            .is_some_and(|max| streams >= max)
+                    {
+                        // The connection's last stream: GOAWAY, the client opens
+                        // another connection for more.
+                        conn.graceful_shutdown();
+                        draining = true;
+                    }
                 }
                 Ok(Some(H2Accept::Rejected)) => continue,
                 Ok(None) => return,
@@ -80,6 +119,17 @@ impl HttpCore {
     }
 
     async fn h2_stream(&self, mut s: H2Session, conn: &ConnInfo) {
+        if let Some((status, why)) = over_limits(s.req_header(), &self.limits) {
+            debug!(status, "request refused: {why}");
+            let _ = h2_local(
+                &mut s,
+                status,
+                "text/plain",
+                Bytes::from_static(why.as_bytes()),
+            )
+            .await;
+            return;
+        }
         let decision = self.proxy.decide(s.req_header(), conn).await;
         let sent = match decision {
             Decision::Forward(target) => return self.h2_forward(&mut s, conn, target).await,
@@ -117,6 +167,11 @@ impl HttpCore {
         };
         let has_body = !s.is_body_empty();
         let head = s.req_header().method == Method::HEAD;
+        if has_body && body_over_limit(s.req_header(), &self.limits) {
+            debug!("request refused: content-length over the request body limit");
+            let _ = h2_local(s, 413, "text/plain", BODY_TOO_LARGE.into()).await;
+            return;
+        }
         let mut retried = false;
         let mut us = loop {
             let mut none = None;
@@ -140,8 +195,13 @@ impl HttpCore {
                 }
             };
             let mut us = Upstream::new(stream);
-            match h2_send(s, &mut us, request, has_body).await {
+            match h2_send(s, &mut us, request, has_body, &self.limits).await {
                 Ok(()) => break us,
+                Err(Side::Client(e)) if e.etype() == &BODY_LIMIT => {
+                    debug!("request refused: its body went over the limit");
+                    let _ = h2_local(s, 413, "text/plain", BODY_TOO_LARGE.into()).await;
+                    return;
+                }
                 Err(Side::Client(e)) => {
                     debug!(error = %e, "client failed while sending its request body");
                     return;
@@ -218,15 +278,7 @@ impl HttpCore {
             let stub = RequestHeader::build_no_case(req.method.clone(), b"/", Some(0))?;
             Box::new(std::mem::replace(req, stub))
         };
-        if let Some(authority) = up.uri.authority().map(|a| a.as_str().to_owned()) {
-            if authority.contains('@') {
-                return Error::e_explain(
-                    pingora::ErrorType::InvalidHTTPHeader,
-                    "userinfo in :authority",
-                );
-            }
-            up.insert_header(header::HOST, authority)?;
-        }
+        authority_to_host(&mut up)?;
         up.set_version(Version::HTTP_11);
         strip_hop_by_hop(&mut up, false)?;
         h1_request_framing(&mut up, has_body)?;
@@ -246,22 +298,26 @@ async fn h2_send(
     us: &mut Upstream,
     request: Box<RequestHeader>,
     has_body: bool,
+    limits: &crate::limits::Limits,
 ) -> std::result::Result<(), Side> {
     us.write_request_header(request)
         .await
         .map_err(Side::Upstream)?;
     if has_body {
-        while let Some(chunk) =
-            tokio::time::timeout(crate::h1::CLIENT_READ_TIMEOUT, s.read_body_bytes())
-                .await
-                .map_err(|_| {
-                    Side::Client(Error::explain(
-                        pingora::ErrorType::ReadTimedout,
-                        "client request body stalled",
-                    ))
-                })?
-                .map_err(Side::Client)?
+        let mut left = limits.max_request_body.unwrap_or(u64::MAX);
+        while let Some(chunk) = tokio::time::timeout(limits.body_timeout, s.read_body_bytes())
+            .await
+            .map_err(|_| {
+                Side::Client(Error::explain(
+                    pingora::ErrorType::ReadTimedout,
+                    "client request body stalled",
+                ))
+            })?
+            .map_err(Side::Client)?
         {
+            left = left
+                .checked_sub(chunk.len() as u64)
+                .ok_or_else(|| Side::Client(Error::new(BODY_LIMIT)))?;
             us.write_body(&chunk).await.map_err(Side::Upstream)?;
         }
         us.finish_body().await.map_err(Side::Upstream)?;
@@ -280,4 +336,47 @@ async fn h2_local(s: &mut H2Session, status: u16, content_type: &str, body: Byte
         s.write_body(body, true).await?;
     }
     Ok(())
+}
+
+/// The streams of one HTTP/2 connection in flight, and since when none is.
+struct ActiveStreams {
+    state: parking_lot::Mutex<(usize, Option<Instant>)>,
+}
+
+impl ActiveStreams {
+    /// A new connection: no stream, idle from now.
+    fn new() -> ActiveStreams {
+        ActiveStreams {
+            state: parking_lot::Mutex::new((0, Some(Instant::now()))),
+        }
+    }
+
+    /// A stream starts; the guard ends it.
+    fn start(self: &Arc<Self>) -> StreamGuard {
+        let mut state = self.state.lock();
+        state.0 += 1;
+        state.1 = None;
+        StreamGuard(self.clone())
+    }
+
+    /// Since when no stream is in flight (`None`: some are).
+    fn idle_since(&self) -> Option<Instant> {
+        let state = self.state.lock();
+        if state.0 > 0 {
+            return None;
+        }
+        state.1
+    }
+}
+
+struct StreamGuard(Arc<ActiveStreams>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock();
+        state.0 -= 1;
+        if state.0 == 0 {
+            state.1 = Some(Instant::now());
+        }
+    }
 }

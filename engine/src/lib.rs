@@ -11,6 +11,7 @@ pub mod dns;
 pub mod h1;
 mod h2;
 pub mod holder;
+pub mod limits;
 pub mod listener;
 pub mod mesh;
 pub mod passthrough;
@@ -20,6 +21,7 @@ pub mod tls;
 
 pub use acme_challenge::{AcmeChallenges, AlpnChallenges, ChallengeTokens};
 pub use holder::SnapshotHolder;
+pub use limits::Limits;
 pub use listener::{
     connect_marked, start_http_listener, start_https_listener, start_inbound_listener,
     start_listener, BoundListener, ListenError, ListenerConfig, ListenerHandle, STOP_GRACE,

@@ -35,6 +35,7 @@ use crate::acme_challenge::AcmeChallenges;
 use crate::conn::TcpConn;
 use crate::h1::HttpCore;
 use crate::holder::SnapshotHolder;
+use crate::limits::{ConnectionGate, Limits};
 use crate::mesh::{InboundMode, WorkloadCerts};
 use crate::passthrough;
 use crate::proxy::{ListenerRole, RouterProxy};
@@ -44,9 +45,6 @@ use crate::tls::{Accepted, SniResolver};
 /// flight are not cut: they finish on their connections; idle keep-alive
 /// connections are closed and HTTP/2 clients get a GOAWAY.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
-
-/// How long a client has to complete its TLS handshake (ClientHello included).
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
@@ -173,6 +171,8 @@ pub struct ListenerConfig {
     /// (TLS: set on its [`SniResolver`]). `None`: it answers none, as sidecar
     /// listeners must.
     pub acme: Option<AcmeChallenges>,
+    /// The limits and timeouts clients are held to.
+    pub limits: Arc<Limits>,
 }
 
 impl Default for ListenerConfig {
@@ -183,6 +183,7 @@ impl Default for ListenerConfig {
             certs: None,
             mark: None,
             acme: None,
+            limits: Arc::default(),
         }
     }
 }
@@ -213,6 +214,7 @@ pub fn start_inbound_listener(
     mode: InboundMode,
     tls: Arc<SniResolver>,
     mark: Option<u32>,
+    limits: Arc<Limits>,
 ) -> Result<ListenerHandle, ListenError> {
     let app_port = app.map_or(0, |a| a.port());
     let (runtime, listener, local_addr) =
@@ -232,12 +234,13 @@ pub fn start_inbound_listener(
     let proxy = RouterProxy::new(SnapshotHolder::default(), app_port)
         .with_role(ListenerRole::SidecarInbound { app }, Some(certs))
         .with_mark(mark);
+    let gate = limits.gate();
     let app = App::Inbound {
-        http: Http::new(proxy),
+        http: Http::new(proxy, limits),
         tls,
         mode,
     };
-    Ok(spawn_listener(runtime, listener, bound, app))
+    Ok(spawn_listener(runtime, listener, bound, app, gate))
 }
 
 /// Bind `bind` ourselves (errors name the address instead of Pingora's panic).
@@ -298,33 +301,40 @@ fn start(
     }
     let transparent_outbound = config.role == ListenerRole::SidecarOutbound { transparent: true };
     let mark = config.mark;
+    let limits = config.limits;
+    let gate = limits.gate();
     let proxy = RouterProxy::new(holder.clone(), declared_port)
         .with_role(config.role, config.certs)
         .with_mark(config.mark)
-        .with_acme(config.acme.map(|a| a.http01));
+        .with_acme(config.acme.map(|a| a.http01))
+        .with_trusted_proxies(limits.num_trusted_proxies);
     let app = match tls {
         None if transparent_outbound => App::Outbound {
-            http: Http::new(proxy),
+            http: Http::new(proxy, limits),
             mark,
         },
-        None => App::Plain(Http::new(proxy)),
+        None => App::Plain(Http::new(proxy, limits)),
         Some(servers) => App::Tls {
-            http: Http::new(proxy.https()),
+            http: Http::new(proxy.https(), limits),
             servers,
             holder,
             port: declared_port,
         },
     };
-    Ok(spawn_listener(runtime, listener, bound, app))
+    Ok(spawn_listener(runtime, listener, bound, app, gate))
 }
 
 /// Accept connections on `listener` until the handle says stop, each served by
-/// `app` in its own task.
+/// `app` in its own task. With a `gate`, a connection over the listener's or its
+/// client address's limit is closed at once (one log line per listener every few
+/// seconds says how many), so a flood from one address queues nothing and other
+/// clients keep being served.
 fn spawn_listener(
     runtime: tokio::runtime::Handle,
     listener: std::net::TcpListener,
     bound: BoundListener,
     app: App,
+    gate: Option<Arc<ConnectionGate>>,
 ) -> ListenerHandle {
     let (shutdown, mut shutdown_rx) = watch::channel(false);
     let app = Arc::new(app);
@@ -339,10 +349,24 @@ fn spawn_listener(
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((tcp, _)) => {
+                    Ok((tcp, peer)) => {
+                        let permit = match &gate {
+                            None => None,
+                            Some(gate) => match gate.admit(peer.ip()) {
+                                Ok(permit) => Some(permit),
+                                Err(why) => {
+                                    gate.refused(why, peer.ip(), &bound);
+                                    refuse(tcp);
+                                    continue;
+                                }
+                            },
+                        };
                         let app = app.clone();
                         let shutdown = shutdown_rx.clone();
-                        tokio::spawn(async move { app.serve(tcp, shutdown).await });
+                        tokio::spawn(async move {
+                            app.serve(tcp, shutdown).await;
+                            drop(permit);
+                        });
                     }
                     Err(e) => {
                         // Out of descriptors and the like: say so, let others finish.
@@ -361,16 +385,27 @@ fn spawn_listener(
     }
 }
 
+/// Close a connection over a limit at once, with a reset (`SO_LINGER` 0): the
+/// client learns right away, and no socket lingers in `TIME_WAIT` here.
+fn refuse(tcp: TcpStream) {
+    let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+    drop(tcp);
+}
+
 /// The HTTP proxy of one listener: our core, HTTP/1.1 and HTTP/2.
 struct Http {
     core: Arc<HttpCore>,
 }
 
 impl Http {
-    fn new(proxy: RouterProxy) -> Http {
+    fn new(proxy: RouterProxy, limits: Arc<Limits>) -> Http {
         Http {
-            core: Arc::new(HttpCore::new(proxy)),
+            core: Arc::new(HttpCore::new(proxy, limits)),
         }
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.core.limits
     }
 
     /// A plaintext connection: h2c (prior knowledge) or HTTP/1.1.
@@ -382,7 +417,7 @@ impl Http {
                 Ok(n) => n > 0 && first[..n] == H2C_START[..n] && n == H2C_START.len(),
                 Err(_) => return,
             },
-            _ = tokio::time::sleep(crate::h1::REQUEST_HEAD_TIMEOUT) => return,
+            _ = tokio::time::sleep(self.limits().request_head_timeout) => return,
         };
         if h2c {
             Box::pin(self.core.serve_h2(Box::new(conn), &shutdown)).await;
@@ -481,7 +516,8 @@ async fn serve_tls(
     let conn = TcpConn::new(tcp);
     let peer = peer_of(&conn);
     let stream = l4_stream(conn);
-    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, servers.handshake(stream)).await;
+    let handshake_timeout = http.limits().handshake_timeout;
+    let accepted = tokio::time::timeout(handshake_timeout, servers.handshake(stream)).await;
     match accepted {
         Ok(Ok(Accepted::Terminated(tls))) => http.serve_tls(tls, shutdown).await,
         Ok(Ok(Accepted::Passthrough { tcp, hello, sni })) => {
@@ -490,7 +526,7 @@ async fn serve_tls(
         }
         Ok(Err(refused)) => debug!(%peer, "{refused}"),
         Err(_) => {
-            debug!(%peer, "TLS handshake refused: not completed within {HANDSHAKE_TIMEOUT:?}")
+            debug!(%peer, "TLS handshake refused: not completed within {handshake_timeout:?}")
         }
     }
 }
@@ -511,12 +547,13 @@ async fn serve_inbound(
         .get_socket_digest()
         .and_then(|d| crate::proxy::redirected_to(&d))
         .map(|a| a.port());
+    let handshake_timeout = http.limits().handshake_timeout;
     let mtls = match mode.get(port) {
         InboundMtls::Disable => false,
         InboundMtls::Strict => true,
         InboundMtls::Permissive => {
             let mut first = [0u8; 1];
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.peek(&mut first)).await {
+            match tokio::time::timeout(handshake_timeout, conn.peek(&mut first)).await {
                 Ok(Ok(1)) => first[0] == TLS_HANDSHAKE,
                 _ => return,
             }
@@ -526,13 +563,13 @@ async fn serve_inbound(
         return http.serve_plain(conn.into_tcp(), shutdown).await;
     }
     let stream = l4_stream(conn);
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.handshake(stream)).await {
+    match tokio::time::timeout(handshake_timeout, tls.handshake(stream)).await {
         Ok(Ok(Accepted::Terminated(tls))) => http.serve_tls(tls, shutdown).await,
         Ok(Ok(Accepted::Passthrough { .. })) => {}
         Ok(Err(refused)) => debug!(%peer, "inbound mTLS refused: {refused}"),
         Err(_) => debug!(
             %peer,
-            "inbound mTLS refused: handshake not completed within {HANDSHAKE_TIMEOUT:?}"
+            "inbound mTLS refused: handshake not completed within {handshake_timeout:?}"
         ),
     }
 }
@@ -565,7 +602,7 @@ async fn outbound(http: &Http, mark: Option<u32>, tcp: TcpStream, shutdown: Shut
         debug!("outbound: a non-HTTP connection that was not redirected; closed");
         return;
     };
-    match connect_marked(dst, mark).await {
+    match crate::conn::connect(dst, mark, http.limits().connect_timeout).await {
         Ok(mut upstream) => {
             let mut downstream = conn.into_tcp();
             match tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
@@ -578,9 +615,9 @@ async fn outbound(http: &Http, mark: Option<u32>, tcp: TcpStream, shutdown: Shut
 }
 
 /// A TCP connection to `dst`, its socket marked with `mark` (never redirected by
-/// the interception rules), within the upstream connect timeout.
+/// the interception rules), within the default upstream connect timeout.
 pub async fn connect_marked(dst: SocketAddr, mark: Option<u32>) -> std::io::Result<TcpStream> {
-    crate::conn::connect(dst, mark).await
+    crate::conn::connect(dst, mark, crate::proxy::CONNECT_TIMEOUT).await
 }
 
 #[cfg(test)]
@@ -598,7 +635,10 @@ mod tests {
         let _client = client.unwrap();
         let (tcp, _) = accepted.unwrap();
         let (_tx, rx) = watch::channel(false);
-        let app = App::Plain(Http::new(RouterProxy::new(SnapshotHolder::default(), 80)));
+        let app = App::Plain(Http::new(
+            RouterProxy::new(SnapshotHolder::default(), 80),
+            Arc::default(),
+        ));
         let fut = app.serve(tcp, rx);
         let size = std::mem::size_of_val(&fut);
         eprintln!("App::serve future: {size} bytes");

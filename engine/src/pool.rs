@@ -151,7 +151,10 @@ mod tests {
 
     async fn conn_pair(listener: &tokio::net::TcpListener) -> (Stream, tokio::net::TcpStream) {
         let addr = listener.local_addr().unwrap();
-        let (client, accepted) = tokio::join!(connect(addr, None), listener.accept());
+        let (client, accepted) = tokio::join!(
+            connect(addr, None, crate::proxy::CONNECT_TIMEOUT),
+            listener.accept()
+        );
         (Box::new(TcpConn::new(client.unwrap())), accepted.unwrap().0)
     }
 

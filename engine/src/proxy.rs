@@ -107,6 +107,8 @@ pub struct RouterProxy {
     /// The pending HTTP-01 tokens this listener answers before routing, in the
     /// Gateway role only; none: no ACME challenge is answered.
     http01: Option<Arc<ChallengeTokens>>,
+    /// Istio's `gatewayTopology.numTrustedProxies` (Gateway role).
+    trusted_proxies: u32,
 }
 
 /// The original destination of a connection iptables redirected to this socket
@@ -134,6 +136,17 @@ impl RouterProxy {
             certs: None,
             mark: None,
             http01: None,
+            trusted_proxies: 0,
+        }
+    }
+
+    /// Trust `n` proxies in front of this gateway (Istio's
+    /// `gatewayTopology.numTrustedProxies`): their `x-forwarded-proto` and
+    /// `x-request-id` are kept.
+    pub fn with_trusted_proxies(self, n: u32) -> RouterProxy {
+        RouterProxy {
+            trusted_proxies: n,
+            ..self
         }
     }
 
@@ -327,18 +340,25 @@ fn misdirected(
 }
 
 /// Edge semantics as Envoy's `use_remote_address`: Host is preserved as received
-/// (Istio's default), `x-forwarded-proto` is ours, the peer is appended to XFF.
-/// Istio's SANITIZE at the edge (nobody claims a mesh identity from outside) is
-/// done by the caller.
+/// (Istio's default), the peer is appended to XFF. Istio's SANITIZE at the edge
+/// (nobody claims a mesh identity from outside) is done by the caller.
+///
+/// `trusted_proxies` is Istio's `gatewayTopology.numTrustedProxies`. At 0 (the
+/// edge) a client's `x-forwarded-proto` is replaced by ours and every request
+/// gets a fresh `x-request-id` (`preserve_external_request_id` off, Istio's
+/// gateway default). Behind trusted proxies their `x-forwarded-proto` and
+/// `x-request-id` are kept (set when absent). `x-envoy-*` headers steer retries,
+/// timeouts and more: dropped in every case.
 fn edge_forwarding_headers(
     client_ip: Option<IpAddr>,
     upstream: &mut RequestHeader,
     scheme: &'static str,
+    trusted_proxies: u32,
 ) -> Result<()> {
-    upstream.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static(scheme))?;
-    // Envoy at the edge: a client's `x-envoy-*` headers are not trusted (they steer
-    // retries, timeouts and more), and every request gets a fresh `x-request-id`
-    // (`preserve_external_request_id` off, Istio's gateway default).
+    let trusted = trusted_proxies > 0;
+    if !trusted || !upstream.headers.contains_key(&X_FORWARDED_PROTO) {
+        upstream.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static(scheme))?;
+    }
     let envoy: Vec<HeaderName> = upstream
         .headers
         .keys()
@@ -348,7 +368,9 @@ fn edge_forwarding_headers(
     for name in &envoy {
         upstream.remove_header(name);
     }
-    upstream.insert_header(X_REQUEST_ID, request_id())?;
+    if !trusted || !upstream.headers.contains_key(&X_REQUEST_ID) {
+        upstream.insert_header(X_REQUEST_ID, request_id())?;
+    }
     if let Some(ip) = client_ip {
         use std::fmt::Write as _;
         let mut xff = String::with_capacity(48);
@@ -542,7 +564,9 @@ impl RouterProxy {
             upstream.remove_header(&XFCC);
         }
         match &self.role {
-            ListenerRole::Gateway => edge_forwarding_headers(conn.client_ip, upstream, self.scheme),
+            ListenerRole::Gateway => {
+                edge_forwarding_headers(conn.client_ip, upstream, self.scheme, self.trusted_proxies)
+            }
             // A client cannot claim a mesh identity: only the inbound sets it.
             ListenerRole::SidecarOutbound { .. } => Ok(()),
             ListenerRole::SidecarInbound { .. } => {

@@ -35,6 +35,7 @@ fn start(
         certs: None,
         mark: None,
         acme,
+        ..ListenerConfig::default()
     };
     start_listener(holder.clone(), any_port(), 80, tls, config).expect("listener")
 }

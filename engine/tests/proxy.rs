@@ -195,47 +195,6 @@ async fn http1_keep_alive_both_sides() {
     );
 }
 
-/// The value of header `name` in a response head.
-fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
-    head.lines().skip(1).find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
-/// Read one response with a content-length body: (head, body).
-async fn read_response(conn: &mut TcpStream) -> (String, String) {
-    read_response_to(conn, false).await
-}
-
-/// Read one response; a response to HEAD has no body whatever its content-length.
-async fn read_response_to(conn: &mut TcpStream, head_request: bool) -> (String, String) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let len: usize = if head_request {
-                0
-            } else {
-                header(&head, "content-length")
-                    .and_then(|v| v.parse().ok())
-                    .expect("content-length")
-            };
-            while buf.len() < end + 4 + len {
-                let n = conn.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "connection closed mid-body");
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            assert_eq!(buf.len(), end + 4 + len, "no extra bytes");
-            return (head, String::from_utf8_lossy(&buf[end + 4..]).into_owned());
-        }
-        let n = conn.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "connection closed before a response");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_redirect_vhost_gets_301_and_head_gets_no_body() {
     let one = Upstream::start("one").await;
@@ -685,82 +644,6 @@ async fn request_bodies_with_expect_and_chunked_reach_the_upstream() {
     let (head, echoed) = read_response(&mut conn).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(echoed, "hello world");
-}
-
-/// Echo each request's body back with a `Content-Length`; `x-saw-expect` says
-/// whether the request carried `Expect`.
-async fn echo_bodies(mut conn: TcpStream) {
-    let mut buf: Vec<u8> = Vec::new();
-    let mut chunk = vec![0u8; 65536];
-    loop {
-        let end = loop {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break end;
-            }
-            match conn.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-        buf.drain(..end + 4);
-        let saw_expect = head.contains("\r\nexpect:");
-        let mut body = Vec::new();
-        if let Some(len) = header(&head, "content-length").and_then(|v| v.parse::<usize>().ok()) {
-            while buf.len() < len {
-                match conn.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-            body.extend(buf.drain(..len));
-        } else if header(&head, "transfer-encoding") == Some("chunked") {
-            loop {
-                let line_end = loop {
-                    if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
-                        break i;
-                    }
-                    match conn.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                };
-                let size =
-                    usize::from_str_radix(String::from_utf8_lossy(&buf[..line_end]).trim(), 16)
-                        .unwrap();
-                buf.drain(..line_end + 2);
-                while buf.len() < size + 2 {
-                    match conn.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                body.extend(buf.drain(..size));
-                buf.drain(..2);
-                if size == 0 {
-                    break;
-                }
-            }
-        }
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-saw-expect: {}\r\n\r\n",
-            body.len(),
-            if saw_expect { "yes" } else { "no" }
-        );
-        if conn.write_all(resp.as_bytes()).await.is_err() || conn.write_all(&body).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Send `request` on a new connection to `addr` and read one response (status line
-/// and head, body by content-length) within 5 s.
-async fn exchange_raw(addr: SocketAddr, request: &[u8]) -> (String, String) {
-    let mut conn = TcpStream::connect(addr).await.unwrap();
-    conn.write_all(request).await.unwrap();
-    tokio::time::timeout(std::time::Duration::from_secs(5), read_response(&mut conn))
-        .await
-        .expect("an answer within 5 s")
 }
 
 /// The edge refuses, at once and with the RFC's status, what Pingora's parser

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
+use isthmus_engine::Limits;
 use isthmus_engine::{
     start_listener, AcmeChallenges, ListenerConfig, ListenerHandle, ListenerRole, SnapshotHolder,
     SniResolver, WorkloadCerts,
@@ -44,6 +45,8 @@ pub struct GatewayOptions {
     /// ACME manager fills (`acme::AcmeOptions::new`). `None` (the default): no
     /// challenge is answered.
     pub acme: Option<AcmeChallenges>,
+    /// The limits and timeouts every listener holds its clients to.
+    pub limits: Arc<Limits>,
 }
 
 impl Default for GatewayOptions {
@@ -54,6 +57,7 @@ impl Default for GatewayOptions {
             port_overrides: BTreeMap::new(),
             certs: None,
             acme: None,
+            limits: Arc::default(),
         }
     }
 }
@@ -282,6 +286,7 @@ async fn reconcile(
             certs: opts.certs.clone(),
             mark: None,
             acme: opts.acme.clone(),
+            limits: opts.limits.clone(),
         };
         let started = start_listener(holder.clone(), addr, port, certificates.clone(), config);
         match started {

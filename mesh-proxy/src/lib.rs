@@ -30,13 +30,14 @@ pub use sidecar::{Interception, Sidecar, SidecarStatus};
 pub async fn run_sidecar(
     opts: ClientOptions,
     interception: Option<Interception>,
+    limits: Arc<isthmus_engine::Limits>,
     mut on_status: impl FnMut(&SidecarStatus, &str),
 ) {
     let certs = WorkloadCerts::new();
     let (tx, mut rx) = mpsc::channel(4);
     let node = opts.node.clone();
     let client = tokio::spawn(client::run(opts, certs.clone(), tx));
-    let mut sidecar = Sidecar::new(certs.clone(), interception);
+    let mut sidecar = Sidecar::new(certs.clone(), interception, limits);
     while let Some(event) = rx.recv().await {
         match event {
             Event::Certificate => {

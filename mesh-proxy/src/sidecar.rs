@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use isthmus_engine::Limits;
 use isthmus_engine::{
     start_inbound_listener, start_listener, InboundMode, ListenerConfig, ListenerHandle,
     ListenerRole, SnapshotHolder, SniResolver, WorkloadCerts,
@@ -75,17 +76,24 @@ pub struct Sidecar {
     inbound: BTreeMap<u16, Inbound>,
     outbound: Option<ListenerHandle>,
     interception: Option<Interception>,
+    limits: Arc<Limits>,
 }
 
 impl Sidecar {
-    /// A sidecar in explicit-port mode (`interception` `None`) or transparent mode.
-    pub fn new(certs: WorkloadCerts, interception: Option<Interception>) -> Sidecar {
+    /// A sidecar in explicit-port mode (`interception` `None`) or transparent mode,
+    /// its listeners holding clients to `limits`.
+    pub fn new(
+        certs: WorkloadCerts,
+        interception: Option<Interception>,
+        limits: Arc<Limits>,
+    ) -> Sidecar {
         Sidecar {
             holder: SnapshotHolder::default(),
             certs,
             inbound: BTreeMap::new(),
             outbound: None,
             interception,
+            limits,
         }
     }
 
@@ -161,6 +169,7 @@ impl Sidecar {
                 mode.clone(),
                 tls.clone(),
                 None,
+                self.limits.clone(),
             );
             match started {
                 Ok(handle) => {
@@ -200,6 +209,7 @@ impl Sidecar {
                     certs: Some(self.certs.clone()),
                     mark: None,
                     acme: None,
+                    limits: self.limits.clone(),
                 };
                 match start_listener(self.holder.clone(), bind, 0, None, config) {
                     Ok(h) => {
@@ -258,6 +268,7 @@ impl Sidecar {
                 mode.clone(),
                 tls.clone(),
                 i.mark,
+                self.limits.clone(),
             ) {
                 Ok(handle) => {
                     info!(
@@ -288,6 +299,7 @@ impl Sidecar {
                 certs: Some(self.certs.clone()),
                 mark: i.mark,
                 acme: None,
+                limits: self.limits.clone(),
             };
             match start_listener(self.holder.clone(), bind, 0, None, config) {
                 Ok(h) => {
