@@ -39,6 +39,7 @@ use tracing::{debug, warn};
 
 use crate::conn::TcpConn;
 use crate::limits::Limits;
+use crate::overload::{Overflow, Slot};
 use crate::pool::{Pool, PoolKey};
 use crate::proxy::{ConnInfo, Decision, RouterProxy, Target};
 
@@ -238,6 +239,12 @@ impl HttpCore {
             ds.set_server_keepalive(None);
             return local(ds, 413, "text/plain", BODY_TOO_LARGE.into()).await;
         }
+        let Ok(_slot) = self.admit(&target).await else {
+            if has_body {
+                ds.set_server_keepalive(None);
+            }
+            return overflow(ds).await;
+        };
         let mut retried = false;
         let mut us = loop {
             let (stream, idle_since) = match self.upstream(&key, &target, held).await {
@@ -377,6 +384,17 @@ impl HttpCore {
             }
         }
         true
+    }
+
+    /// A place for a request to `target`'s cluster under its DestinationRule
+    /// `connectionPool` limits (`None`: the cluster has none), or refused.
+    pub(crate) async fn admit(&self, target: &Target) -> Result<Option<Slot>, Overflow> {
+        match target.limited_pool() {
+            None => Ok(None),
+            Some((name, pool)) => {
+                crate::overload::admit(name, pool, self.limits.connect_timeout).await
+            }
+        }
     }
 
     /// A connection to `key`: the one this client connection held, else a pooled
@@ -835,6 +853,22 @@ async fn local(ds: &mut Downstream, status: u16, content_type: &str, body: bytes
             false
         }
     }
+}
+
+/// 503 for a request a circuit breaker refused, as Envoy answers it (flag `UO`).
+async fn overflow(ds: &mut Downstream) -> bool {
+    let sent = async {
+        let body = crate::overload::OVERFLOW;
+        let mut resp = ResponseHeader::build(503, Some(4))?;
+        resp.insert_header(header::CONTENT_TYPE, "text/plain")?;
+        resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+        resp.insert_header("x-envoy-overloaded", "true")?;
+        ds.write_response_header(Box::new(resp)).await?;
+        ds.write_body(body.as_bytes()).await?;
+        ds.finish_body().await?;
+        Ok::<_, Box<Error>>(())
+    };
+    sent.await.is_ok()
 }
 
 /// 301 to `location`, empty body.

@@ -172,6 +172,25 @@ impl HttpCore {
             let _ = h2_local(s, 413, "text/plain", BODY_TOO_LARGE.into()).await;
             return;
         }
+        let Ok(_slot) = self.admit(&target).await else {
+            let sent = async {
+                let body = crate::overload::OVERFLOW;
+                let mut resp = ResponseHeader::build(503, Some(4))?;
+                resp.insert_header(header::CONTENT_TYPE, "text/plain")?;
+                resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+                resp.insert_header("x-envoy-overloaded", "true")?;
+                s.write_response_header(Box::new(resp), head)?;
+                if !head {
+                    s.write_body(Bytes::from_static(body.as_bytes()), true)
+                        .await?;
+                }
+                Ok::<_, Box<Error>>(())
+            };
+            if let Err(e) = sent.await {
+                debug!(error = %e, "cannot answer the HTTP/2 client");
+            }
+            return;
+        };
         let mut retried = false;
         let mut us = loop {
             let mut none = None;

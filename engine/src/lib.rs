@@ -14,6 +14,7 @@ pub mod holder;
 pub mod limits;
 pub mod listener;
 pub mod mesh;
+mod overload;
 pub mod passthrough;
 mod pool;
 pub mod proxy;

@@ -424,6 +424,19 @@ impl Target {
         }
     }
 
+    /// The cluster's name and `connectionPool` limits, when it has any.
+    pub(crate) fn limited_pool(&self) -> Option<(&str, &isthmus_model::snapshot::ConnectionPool)> {
+        let cluster = self
+            .snapshot
+            .as_ref()?
+            .clusters
+            .get(self.cluster?.0 as usize)?;
+        cluster
+            .pool
+            .is_limited()
+            .then_some((cluster.name.as_str(), &cluster.pool))
+    }
+
     pub(crate) fn cluster_name(&self) -> &str {
         match (&self.snapshot, self.cluster) {
             (Some(s), Some(id)) => s.clusters.get(id.0 as usize).map_or("?", |c| &c.name),
@@ -626,6 +639,7 @@ mod tests {
             subset: None,
             endpoints,
             cursor: AtomicUsize::new(0),
+            pool: Default::default(),
         }
     }
 

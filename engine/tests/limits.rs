@@ -481,3 +481,112 @@ async fn h2_control_frame_floods_and_malformed_frames() {
         "only the normal client's requests reached the upstream"
     );
 }
+
+/// An upstream that reads each request head, counts it in `heads`, and answers
+/// only once `open` is set.
+async fn gated_upstream(
+    open: tokio::sync::watch::Receiver<bool>,
+    heads: Arc<std::sync::atomic::AtomicUsize>,
+) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut open = open.clone();
+            let heads = heads.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.clear();
+                    heads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if open.wait_for(|o| *o).await.is_err() {
+                        return;
+                    }
+                    let resp = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow";
+                    if conn.write_all(resp).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A DestinationRule `connectionPool` (maxConnections 1, http1MaxPendingRequests
+/// 1): with one request in flight, of two more one waits and the other is answered
+/// 503 at once with `x-envoy-overloaded` (Envoy's `UO`), not queued; the waiting
+/// one completes when the upstream answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_upstream_gets_a_fast_503_uo() {
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let heads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let upstream = gated_upstream(gate, heads.clone()).await;
+    let mut up = cluster("up", &[upstream]);
+    up.pool = isthmus_model::snapshot::ConnectionPool {
+        max_connections: Some(1),
+        http1_max_pending_requests: Some(1),
+        http2_max_requests: None,
+    };
+    let holder = SnapshotHolder::new(Arc::new(snapshot(
+        1,
+        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
+        vec![up],
+    )));
+    let l = start_listener(
+        holder,
+        "127.0.0.1:0".parse().unwrap(),
+        80,
+        None,
+        ListenerConfig::default(),
+    )
+    .unwrap();
+    let addr = l.local_addr();
+    let request = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n";
+    let in_flight = tokio::spawn(exchange_raw_within(addr, request, 30));
+    eventually(Duration::from_secs(5), "the first request upstream", || {
+        let n = heads.load(std::sync::atomic::Ordering::SeqCst);
+        async move { n == 1 }
+    })
+    .await;
+    let started = Instant::now();
+    let mut b = tokio::spawn(exchange_raw_within(addr, request, 30));
+    let mut c = tokio::spawn(exchange_raw_within(addr, request, 30));
+    // The upstream answers nothing yet: the first answer is the refusal.
+    let (refused, waiting) = tokio::select! {
+        r = &mut b => (r.unwrap(), c),
+        r = &mut c => (r.unwrap(), b),
+    };
+    let (head, body) = refused;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(started.elapsed() < Duration::from_secs(2), "at once");
+    assert_eq!(header(&head, "x-envoy-overloaded"), Some("true"), "{head}");
+    assert!(body.contains("overflow"), "{body}");
+    assert_eq!(
+        heads.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one upstream"
+    );
+    open.send_replace(true);
+    for task in [in_flight, waiting] {
+        let (head, body) = task.await.unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body, "slow");
+    }
+}
+
+/// [`exchange_raw`] with a longer wait, for requests held by the upstream.
+async fn exchange_raw_within(addr: SocketAddr, request: &[u8], secs: u64) -> (String, String) {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(request).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(secs), read_response(&mut conn))
+        .await
+        .expect("an answer")
+}

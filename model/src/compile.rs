@@ -1524,6 +1524,7 @@ impl<'s> Compiler<'s> {
             return id;
         }
         let endpoints = self.endpoints(r, path, &hostname, port, subset);
+        let pool = self.connection_pool(r, &hostname, port, subset);
         let id = ClusterId(self.clusters.len() as u32);
         self.clusters.push(Cluster {
             name: name.clone(),
@@ -1532,6 +1533,7 @@ impl<'s> Compiler<'s> {
             subset: subset.map(str::to_string),
             endpoints,
             cursor: AtomicUsize::new(0),
+            pool,
         });
         self.cluster_ids.insert(name, id);
         id

@@ -695,6 +695,28 @@ pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
     /// Round-robin cursor (endpoint selection state; not part of equality).
     pub cursor: AtomicUsize,
+    /// The DestinationRule's `connectionPool` limits (Envoy's circuit breakers).
+    pub pool: ConnectionPool,
+}
+
+/// A DestinationRule's `trafficPolicy.connectionPool` as the proxy enforces it for
+/// a cluster, as Envoy's circuit breakers: at most `max_connections` requests in
+/// flight (HTTP/1.1 needs a connection each), up to `http1_max_pending_requests`
+/// more waiting for one, at most `http2_max_requests` in flight in all; beyond
+/// that a request is answered 503 at once (flag `UO`). `None`: no limit (Istio's
+/// default, 2^32-1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionPool {
+    pub max_connections: Option<u32>,
+    pub http1_max_pending_requests: Option<u32>,
+    pub http2_max_requests: Option<u32>,
+}
+
+impl ConnectionPool {
+    /// Whether any limit is set.
+    pub fn is_limited(&self) -> bool {
+        *self != ConnectionPool::default()
+    }
 }
 
 impl Cluster {

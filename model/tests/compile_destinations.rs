@@ -537,3 +537,59 @@ spec:
         [("127.0.0.1".to_string(), 18002)]
     );
 }
+
+/// A DestinationRule's `connectionPool` reaches the cluster (Envoy's circuit
+/// breakers): the top-level policy for every subset, a matching port-level entry
+/// over it, a subset's own `connectionPool` over both; no policy, no limits.
+#[test]
+fn connection_pool_limits_reach_the_clusters() {
+    let yaml = vs(r#"
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 50}
+    - {destination: {host: reviews, subset: v2}, weight: 50}
+"#)
+    .replace(
+        "  host: reviews\n  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v2, labels: {version: v2}}",
+        "  host: reviews
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 100}
+      http: {http1MaxPendingRequests: 10, http2MaxRequests: 1000}
+    portLevelSettings:
+    - port: {number: 9080}
+      connectionPool:
+        tcp: {maxConnections: 50}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      connectionPool:
+        tcp: {maxConnections: 1}
+        http: {http1MaxPendingRequests: 1}",
+    );
+    let (snap, diags) = compile(&yaml);
+    assert!(warnings(&diags).is_empty(), "{diags:?}");
+    let pool = |name: &str| snap.cluster_by_name(name).expect(name).pool;
+    let v1 = pool("outbound|9080|v1|reviews.default.svc.cluster.local");
+    assert_eq!(
+        v1.max_connections,
+        Some(50),
+        "the port-level entry wins whole"
+    );
+    assert_eq!(v1.http1_max_pending_requests, None);
+    let v2 = pool("outbound|9080|v2|reviews.default.svc.cluster.local");
+    assert_eq!(v2.max_connections, Some(1));
+    assert_eq!(v2.http1_max_pending_requests, Some(1));
+    assert_eq!(v2.http2_max_requests, None);
+
+    let (plain, _) = compile(&vs(r#"
+  - route:
+    - {destination: {host: reviews, subset: v1}}
+"#));
+    assert!(!plain
+        .cluster_by_name("outbound|9080|v1|reviews.default.svc.cluster.local")
+        .unwrap()
+        .pool
+        .is_limited());
+}

@@ -169,6 +169,7 @@ pub fn cluster_of(name: &str, endpoints: Vec<Endpoint>) -> Cluster {
         subset: None,
         endpoints,
         cursor: AtomicUsize::new(0),
+        pool: Default::default(),
     }
 }
 

@@ -48,9 +48,9 @@ use crate::resources::networking::{
     DestinationRuleSpec, Labels, Location, Resolution, ServiceEntrySpec, Subset, TrafficPolicy,
     WorkloadEntrySpec,
 };
-use crate::resources::policy::{ClientTlsMode, ClientTlsSettings};
+use crate::resources::policy::{ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings};
 use crate::resources::{Resource, Store};
-use crate::snapshot::{Endpoint, InboundMtls, UpstreamMtls};
+use crate::snapshot::{ConnectionPool, Endpoint, InboundMtls, UpstreamMtls};
 
 /// Warning: a mesh endpoint is left out because it cannot be reached with the TLS
 /// chosen for it (DestinationRule `tls.mode` against the workload's
@@ -338,6 +338,62 @@ impl<'s> RuleIndex<'s> {
     }
 }
 
+impl<'s> RuleIndex<'s> {
+    /// The `connectionPool` the rules set for a cluster: the top-level policy's,
+    /// replaced by a matching `portLevelSettings` entry's, replaced by the subset's
+    /// (Istio's merge: the most specific `connectionPool` wins whole).
+    pub(super) fn connection_pool(
+        &self,
+        hostname: &str,
+        subset: Option<&str>,
+        port: u16,
+        order: &[&str],
+    ) -> ConnectionPool {
+        let rules = self.deciding(hostname, order);
+        let mut chosen = rules
+            .iter()
+            .find_map(|(_, dr)| dr.traffic_policy.as_ref())
+            .and_then(|p| policy_pool(p, port));
+        if let Some(name) = subset {
+            let policy = rules.iter().find_map(|(_, dr)| {
+                dr.subsets
+                    .iter()
+                    .find(|s| s.name == name)
+                    .and_then(|s| s.traffic_policy.as_ref())
+            });
+            if let Some(p) = policy.and_then(|p| policy_pool(p, port)) {
+                chosen = Some(p);
+            }
+        }
+        let Some(cp) = chosen else {
+            return ConnectionPool::default();
+        };
+        // Validation reports negative values; they mean no limit here.
+        let limit = |v: Option<i32>| v.and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0);
+        ConnectionPool {
+            max_connections: limit(cp.tcp.as_ref().and_then(|t| t.max_connections)),
+            http1_max_pending_requests: limit(
+                cp.http.as_ref().and_then(|h| h.http1_max_pending_requests),
+            ),
+            http2_max_requests: limit(cp.http.as_ref().and_then(|h| h.http2_max_requests)),
+        }
+    }
+}
+
+/// A traffic policy's `connectionPool` for `port` (a matching port-level entry's
+/// wins).
+fn policy_pool(p: &TrafficPolicy, port: u16) -> Option<&ConnectionPoolSettings> {
+    p.port_level_settings
+        .iter()
+        .find(|pl| {
+            pl.port
+                .as_ref()
+                .is_some_and(|s| s.number == u32::from(port))
+        })
+        .and_then(|pl| pl.connection_pool.as_ref())
+        .or(p.connection_pool.as_ref())
+}
+
 /// What one traffic policy says about `tls` for `port`: `None` nothing; `Some(None)`
 /// back to the default (a matching port entry without `tls`); `Some(Some(..))` the
 /// settings and their path. A matching `portLevelSettings` entry replaces the
@@ -389,6 +445,22 @@ struct Candidate<'s> {
 }
 
 impl<'s> Compiler<'s> {
+    /// The DestinationRule `connectionPool` of a cluster (none for a host no
+    /// registry knows: it has no endpoints anyway).
+    pub(super) fn connection_pool(
+        &self,
+        r: &Resource,
+        hostname: &str,
+        port: u16,
+        subset: Option<&str>,
+    ) -> ConnectionPool {
+        let Some(service_ns) = self.registry.services.get(hostname).map(|s| s.namespace) else {
+            return ConnectionPool::default();
+        };
+        let order = [r.namespace(), service_ns, ROOT_NAMESPACE];
+        self.rules.connection_pool(hostname, subset, port, &order)
+    }
+
     /// The endpoints of a cluster, with the mesh's TLS decided per endpoint. An
     /// unknown host, port or subset gives none, with a Warning.
     pub(super) fn endpoints(
