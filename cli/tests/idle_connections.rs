@@ -7,6 +7,11 @@
 //! version of our core ~9 KB before its per-request work was boxed; now ~2.3 KB in
 //! a debug build).
 //!
+//! A second test opens 10,000 connections from one client address against a
+//! per-address limit of 1,000 (`--max-connections-per-ip`): the first 1,000 are
+//! served, the other 9,000 are refused at once (reset), another address
+//! (127.0.0.2) is served meanwhile, and the 1,000 kept connections still work.
+//!
 //! The upstream is this test's own minimal HTTP/1.1 server, and it answers with
 //! `Connection: close`, so the gateway holds one descriptor per idle client from
 //! the start (with a keep-alive upstream, an idle client gives its upstream
@@ -407,6 +412,130 @@ fn ten_thousand_idle_keep_alive_connections_are_kept_in_bounded_memory() {
             per_conn_kib <= PER_CONNECTION_LIMIT_KIB,
             "{per_conn_kib:.2} KB per idle connection (limit {PER_CONNECTION_LIMIT_KIB} KB)"
         );
+    });
+    drop(up);
+}
+
+/// Connections a single client address may hold in the per-address test.
+const PER_IP_LIMIT: usize = 1_000;
+
+/// A connection to `to` from the local address `from`.
+async fn connect_from(from: &str, to: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{from}:0").parse().expect("address"))?;
+    socket.connect(to).await
+}
+
+/// Whether a new connection is refused: reset while connecting, or closed (EOF or
+/// reset) without a byte of response within 2 s of sending a request.
+async fn refused(to: std::net::SocketAddr) -> Result<Duration, String> {
+    let started = Instant::now();
+    let mut tcp = match connect_from("127.0.0.1", to).await {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            return Ok(started.elapsed());
+        }
+        Err(e) => return Err(format!("connect: {e}")),
+        Ok(tcp) => tcp,
+    };
+    let _ = tcp
+        .write_all(b"GET /over HTTP/1.1\r\nHost: idle.test\r\n\r\n")
+        .await;
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut byte)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => Ok(started.elapsed()),
+        Ok(Ok(_)) => Err("served over the per-address limit".into()),
+        Err(_) => Err("neither served nor closed within 2 s".into()),
+    }
+}
+
+#[test]
+fn ten_thousand_connections_from_one_address_stop_at_the_per_address_limit() {
+    raise_nofile();
+    let ports = free_ports(2);
+    let (gw_port, upstream_port) = (ports[0], ports[1]);
+    let dir = ConfigDir::new();
+    dir.write(
+        "gateway.yaml",
+        &gateway("gw", &server(gw_port, "http", "HTTP", r#"["*"]"#, None)),
+    );
+    dir.write(
+        "routes.yaml",
+        &(route_all("all", "gw", "up.default.svc.cluster.local")
+            + &http_service("up", "up", upstream_port)),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let listener = rt
+        .block_on(TcpListener::bind(("127.0.0.1", upstream_port)))
+        .expect("bind the upstream");
+    rt.spawn(upstream(listener));
+    let limit = PER_IP_LIMIT.to_string();
+    let up = Up::start(
+        Path::new(BIN),
+        dir.path(),
+        &["--no-demo-apps", "--max-connections-per-ip", &limit],
+    );
+    let addr = up.addr(gw_port);
+    let pid = gateway_pid(&up);
+    rt.block_on(async move {
+        let held = bounded(
+            "held connections",
+            vec![addr; PER_IP_LIMIT],
+            |i, addr| async move {
+                let mut tcp = connect_from("127.0.0.1", addr)
+                    .await
+                    .map_err(|e| format!("connection {i}: connect: {e}"))?;
+                check(i, "first", get(&mut tcp, &format!("/first/{i}")).await)?;
+                Ok(tcp)
+            },
+        )
+        .await;
+        let over = CONNECTIONS - PER_IP_LIMIT;
+        let times = bounded(
+            "refused connections",
+            vec![addr; over],
+            |i, addr| async move {
+                refused(addr)
+                    .await
+                    .map_err(|e| format!("connection {i}: {e}"))
+            },
+        )
+        .await;
+        let slowest = times.iter().max().copied().unwrap_or_default();
+        let mut sorted = times.clone();
+        sorted.sort();
+        eprintln!(
+            "{over} connections over the limit refused: median {:?}, slowest {slowest:?}",
+            sorted[sorted.len() / 2]
+        );
+        assert!(
+            slowest < Duration::from_secs(1),
+            "a refusal took {slowest:?}"
+        );
+
+        // Another client address is served meanwhile.
+        let mut other = connect_from("127.0.0.2", addr)
+            .await
+            .expect("connect from 127.0.0.2");
+        check(0, "127.0.0.2", get(&mut other, "/other").await).unwrap();
+
+        let rss = status_kib(pid, "VmRSS");
+        eprintln!(
+            "gateway VmRSS {:.1} MB after the flood",
+            rss as f64 / 1024.0
+        );
+        assert!(rss < RSS_LIMIT_KIB, "gateway VmRSS {rss} KiB");
+
+        // The kept connections still carry requests.
+        let held = bounded("held, second request", held, |i, mut tcp| async move {
+            check(i, "second", get(&mut tcp, &format!("/second/{i}")).await)?;
+            Ok(tcp)
+        })
+        .await;
+        drop(held);
     });
     drop(up);
 }

@@ -243,6 +243,26 @@ pub fn start_inbound_listener(
     Ok(spawn_listener(runtime, listener, bound, app, gate))
 }
 
+/// The listen backlog: connections the kernel completes before we accept them.
+/// Linux caps it at `net.core.somaxconn` (4096 by default); std's 128 overflows
+/// under a burst of connections, and the clients of the dropped SYNs wait a
+/// second for their retransmission.
+const BACKLOG: i32 = 1024;
+
+/// A non-blocking listening socket on `bind` (`SO_REUSEADDR`, as std sets it).
+fn listen(bind: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(bind),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&bind.into())?;
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
 /// Bind `bind` ourselves (errors name the address instead of Pingora's panic).
 fn bind_socket(
     bind: SocketAddr,
@@ -257,8 +277,7 @@ fn bind_socket(
         addr: bind,
         declared_port,
     })?;
-    let socket = std::net::TcpListener::bind(bind).map_err(bind_err)?;
-    socket.set_nonblocking(true).map_err(bind_err)?;
+    let socket = listen(bind).map_err(bind_err)?;
     let local_addr = socket.local_addr().map_err(bind_err)?;
     Ok((runtime, socket, local_addr))
 }
