@@ -2,7 +2,7 @@
 # Install the Debian packages isthmus builds and tests with, when missing.
 # Usage: scripts/deps.sh [extra-package...]
 set -euo pipefail
-want=(cmake curl openssl pebble iptables python3-hyperframe python3-hpack "$@")
+want=(cmake curl openssl pebble iptables python3-hyperframe python3-hpack slowhttptest "$@")
 missing=()
 for p in "${want[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

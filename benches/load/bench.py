@@ -59,7 +59,8 @@ class Scenario:
     tool: str  # wrk | h2load | rate | idle
     close: bool = False  # one request per connection (full TLS handshakes)
     per: str = "req"  # what CPU time is divided by: "req", "handshake" or "connection"
-    conns: int = 0  # idle: keep-alive connections held open at once
+    conns: int = 0  # idle: keep-alive connections held open at once; attack: its connections
+    attack: str = ""  # "slowloris": slowhttptest -H against the target during the run
 
 
 SCENARIOS = [
@@ -77,6 +78,9 @@ SCENARIOS = [
     Scenario("pt-hs", "TLS passthrough by SNI: full TLS 1.3 handshake with the upstream per "
              "request, ECDSA P-256 (wrk -t1 -c50, Connection: close)", "pass", "/0", "wrk",
              close=True, per="connection"),
+    Scenario("rate-1k-slowloris", "fixed 1000 req/s as rate-1k while slowhttptest holds 1,000 "
+             "slowloris connections (-H -c 1000 -r 500 -i 5)", "http", "/1k", "rate",
+             conns=1000, attack="slowloris"),
     Scenario("idle-5k", "5,000 idle HTTP/1.1 keep-alive connections, one 1 KiB request each",
              "http", "/1k", "idle", conns=5000),
     Scenario("idle-10k", "10,000 idle HTTP/1.1 keep-alive connections, one 1 KiB request each",
@@ -84,9 +88,10 @@ SCENARIOS = [
 ]
 BY_KEY = {s.key: s for s in SCENARIOS}
 QUICK = ["h1-1k", "h2c-0", "rate-1k", "tls-0", "tls-hs", "pt-0", "pt-hs"]
-# The idle-connection scenarios (idle-*) only when asked for (--scenarios): they
-# raise connection limits in the peers' configurations (see idle_limits).
-FULL = [s.key for s in SCENARIOS if s.tool != "idle"]
+# The idle-connection scenarios (idle-*) and the attack ones only when asked for
+# (--scenarios): they raise connection limits in the peers' configurations (see
+# idle_limits).
+FULL = [s.key for s in SCENARIOS if s.tool != "idle" and not s.attack]
 # The SNI the passthrough routes match. wrk sends the URL's host as SNI; Istio
 # wants a fully qualified name there, so the URL names this one and pass-sni.lua
 # makes wrk connect to 127.0.0.1 (curl: --resolve).
@@ -703,7 +708,7 @@ async def idle_run(port: int, path: str, n: int, pids: list[int],
 
 def idle_limits(scenarios: list[str]) -> int:
     """The most connections an idle scenario of `scenarios` holds (0: none)."""
-    return max((BY_KEY[k].conns for k in scenarios if BY_KEY[k].tool == "idle"), default=0)
+    return max((BY_KEY[k].conns for k in scenarios), default=0)
 
 
 # --------------------------------------------------------------------------- the bench
@@ -1021,6 +1026,17 @@ class Bench:
         env = dict(os.environ)
         if s.close and self.shim is not None:
             env["LD_PRELOAD"] = str(self.shim)
+        attack = None
+        if s.attack == "slowloris":
+            # 1,000 slowloris connections (a header line every 5 s), opened at 500/s
+            # before the measured load starts; they stay on for the whole run.
+            attack = subprocess.Popen(
+                ["taskset", "-c", LOADGEN_CPU, "slowhttptest", "-H", "-c", "1000", "-r", "500",
+                 "-i", "5", "-l", str(self.args.duration + 20), "-p", "5", "-u", url],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                preexec_fn=die_with_parent)
+            time.sleep(3)
+            cell["attack"] = "slowhttptest -H -c 1000 -r 500 -i 5"
         sampler = MemSampler(t.pids) if t.pids else None
         cell["rss_before_kib"] = tree_mem(t.pids)[0] if t.pids else 0
         cpu0 = tree_cpu(t.pids) if t.pids else (0, 0)
@@ -1040,6 +1056,12 @@ class Bench:
             out = f"timed out: {e}"
             r = None
         wall = time.monotonic() - t0
+        if attack is not None:
+            attack.terminate()
+            try:
+                attack.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                attack.kill()
         peak = sampler.stop() if sampler else 0
         cpu1 = tree_cpu(t.pids) if t.pids else (0, 0)
         up1 = tree_cpu(self.upstream_pids)

@@ -32,7 +32,7 @@ log() { echo "bench: $*" >&2; }
 # 1. Debian packages (taskset is in util-linux, always present). libnginx-mod-stream:
 # nginx's stream module (ssl_preread) for the TLS passthrough scenarios.
 missing=()
-for pkg in wrk nghttp2-client nginx libnginx-mod-stream haproxy openssl curl gcc libc6-dev; do
+for pkg in wrk nghttp2-client nginx libnginx-mod-stream haproxy openssl curl gcc libc6-dev slowhttptest; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
