@@ -65,6 +65,8 @@ pub(crate) struct HttpCore {
     /// when a read has to wait (Pingora's own read timeout registers a timer on
     /// its clock thread for every read).
     pub limits: Arc<Limits>,
+    /// Requests refused (malformed, over a limit): one warning per period.
+    refusals: crate::limits::RateLog,
 }
 
 /// An upstream connection a downstream connection holds between its requests, and
@@ -86,6 +88,21 @@ impl HttpCore {
             proxy,
             pool: Pool::new(),
             limits,
+            refusals: Default::default(),
+        }
+    }
+
+    /// A request refused with `status` for `why`: a debug line each, and one
+    /// warning (with the count) per period.
+    pub(crate) fn refused(&self, status: u16, why: &str) {
+        debug!(status, "request refused: {}", why.trim_end());
+        if let Some(n) = self.refusals.due() {
+            warn!(
+                status,
+                refused = n,
+                "request refused: {} (one line per 10 s; the count is since the last)",
+                why.trim_end()
+            );
         }
     }
 
@@ -173,12 +190,14 @@ impl HttpCore {
                 return None;
             }
             Ok(Err(e)) => {
-                refuse_request(&mut session, &e).await;
+                if let Some(status) = refuse_request(&mut session, &e).await {
+                    self.refused(status, "malformed request");
+                }
                 return None;
             }
         }
         if let Some((status, why)) = malformed(&session, &self.limits) {
-            debug!(status, "request refused: {why}");
+            self.refused(status, why);
             session.set_server_keepalive(None);
             let _ = local(&mut session, status, "text/plain", why.into()).await;
             return None;
@@ -235,7 +254,7 @@ impl HttpCore {
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let upgrade = ds.is_upgrade_req();
         if has_body && body_over_limit(ds.req_header(), &self.limits) {
-            debug!("request refused: Content-Length over the request body limit");
+            self.refused(413, "Content-Length over the request body limit");
             ds.set_server_keepalive(None);
             return local(ds, 413, "text/plain", BODY_TOO_LARGE.into()).await;
         }
@@ -287,7 +306,7 @@ impl HttpCore {
                 Err(Failure::Downstream(e)) if e.etype() == &BODY_LIMIT => {
                     // The upstream connection, with its truncated request, is
                     // dropped; the client is told why.
-                    debug!("request refused: its body went over the limit");
+                    self.refused(413, "the request body went over the limit");
                     ds.set_server_keepalive(None);
                     let _ = local(ds, 413, "text/plain", BODY_TOO_LARGE.into()).await;
                     return false;
@@ -781,10 +800,12 @@ fn malformed(ds: &Downstream, limits: &Limits) -> Option<(u16, &'static str)> {
 
 /// A request that could not be read: 400 for a malformed one (431 for one over
 /// Pingora's own header limits), nothing for a client that went away or timed out.
-async fn refuse_request(ds: &mut Downstream, e: &Error) {
+/// The status sent, if any.
+async fn refuse_request(ds: &mut Downstream, e: &Error) -> Option<u16> {
     match e.etype() {
         ErrorType::ReadError | ErrorType::ConnectionClosed | ErrorType::ReadTimedout => {
             debug!(error = %e, "client connection ended before a whole request");
+            None
         }
         _ => {
             debug!(error = %e, "malformed request");
@@ -801,6 +822,7 @@ async fn refuse_request(ds: &mut Downstream, e: &Error) {
                 (400, BAD_REQUEST.to_string())
             };
             let _ = local(ds, status, "text/plain", body.into()).await;
+            Some(status)
         }
     }
 }

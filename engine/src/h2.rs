@@ -120,7 +120,7 @@ impl HttpCore {
 
     async fn h2_stream(&self, mut s: H2Session, conn: &ConnInfo) {
         if let Some((status, why)) = over_limits(s.req_header(), &self.limits) {
-            debug!(status, "request refused: {why}");
+            self.refused(status, why);
             let _ = h2_local(
                 &mut s,
                 status,
@@ -168,7 +168,7 @@ impl HttpCore {
         let has_body = !s.is_body_empty();
         let head = s.req_header().method == Method::HEAD;
         if has_body && body_over_limit(s.req_header(), &self.limits) {
-            debug!("request refused: content-length over the request body limit");
+            self.refused(413, "content-length over the request body limit");
             let _ = h2_local(s, 413, "text/plain", BODY_TOO_LARGE.into()).await;
             return;
         }
@@ -217,7 +217,7 @@ impl HttpCore {
             match h2_send(s, &mut us, request, has_body, &self.limits).await {
                 Ok(()) => break us,
                 Err(Side::Client(e)) if e.etype() == &BODY_LIMIT => {
-                    debug!("request refused: its body went over the limit");
+                    self.refused(413, "the request body went over the limit");
                     let _ = h2_local(s, 413, "text/plain", BODY_TOO_LARGE.into()).await;
                     return;
                 }

@@ -92,8 +92,7 @@ impl Limits {
                 max_per_ip: self.max_connections_per_ip,
                 open: AtomicUsize::new(0),
                 per_ip: Mutex::new(HashMap::new()),
-                refused: AtomicU64::new(0),
-                last_report: Mutex::new(None),
+                refusals: RateLog::default(),
             })
         })
     }
@@ -107,9 +106,30 @@ pub struct ConnectionGate {
     max_per_ip: Option<usize>,
     open: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
-    /// Connections refused since the last log line.
-    refused: AtomicU64,
-    last_report: Mutex<Option<std::time::Instant>>,
+    refusals: RateLog,
+}
+
+/// One log line per [`REPORT_EVERY`] for events that come in floods (refused
+/// connections and requests), with the count since the last line.
+#[derive(Debug, Default)]
+pub(crate) struct RateLog {
+    count: AtomicU64,
+    last: Mutex<Option<std::time::Instant>>,
+}
+
+impl RateLog {
+    /// Count one event: `Some(n)` when a line is due (`n` events since the last).
+    pub(crate) fn due(&self) -> Option<u64> {
+        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = std::time::Instant::now();
+        let mut last = self.last.lock();
+        if last.is_some_and(|t| now.duration_since(t) < REPORT_EVERY) {
+            return None;
+        }
+        *last = Some(now);
+        self.count.store(0, Ordering::Relaxed);
+        Some(n)
+    }
 }
 
 /// Why a connection was refused.
@@ -119,9 +139,9 @@ pub enum Refusal {
     ClientAddress,
 }
 
-/// How often a listener says it refuses connections: one line, with a count,
-/// rather than one per connection under a flood.
-const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// How often a listener says it refuses connections or requests: one line, with a
+/// count, rather than one per refusal under a flood.
+pub(crate) const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 impl ConnectionGate {
     /// Admit a connection from `ip`: a permit that counts it until dropped, or
@@ -154,15 +174,9 @@ impl ConnectionGate {
     /// Count a refusal and log one line (with the count) at most every
     /// [`REPORT_EVERY`] per listener.
     pub fn refused(&self, why: Refusal, ip: IpAddr, listener: &dyn std::fmt::Display) {
-        let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-        let now = std::time::Instant::now();
-        let mut last = self.last_report.lock();
-        if last.is_some_and(|t| now.duration_since(t) < REPORT_EVERY) {
+        let Some(n) = self.refusals.due() else {
             return;
-        }
-        *last = Some(now);
-        drop(last);
-        self.refused.store(0, Ordering::Relaxed);
+        };
         let limit = match why {
             Refusal::Listener => format!("the listener's {} connections", self.max.unwrap_or(0)),
             Refusal::ClientAddress => format!(

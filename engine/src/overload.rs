@@ -11,14 +11,16 @@
 //! Clusters without limits (the default) take nothing: one branch per request.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use isthmus_model::snapshot::ConnectionPool;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tracing::warn;
+
+use crate::limits::RateLog;
 
 /// Envoy's body for a request refused by a circuit breaker.
 pub(crate) const OVERFLOW: &str =
@@ -30,9 +32,7 @@ struct Breaker {
     active: AtomicU32,
     pending: AtomicU32,
     freed: Notify,
-    /// Refusals since the last log line, and when that was.
-    refused: AtomicU64,
-    last_report: Mutex<Option<Instant>>,
+    refusals: RateLog,
 }
 
 /// A request in flight to a limited cluster; dropping it frees its place.
@@ -49,9 +49,6 @@ impl Drop for Slot {
 /// The request is refused: the cluster is over its limits.
 #[derive(Debug)]
 pub(crate) struct Overflow;
-
-/// How often a cluster's refusals are logged: one line with a count.
-const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 fn breaker(cluster: &str) -> Arc<Breaker> {
     static BREAKERS: OnceLock<Mutex<HashMap<String, Arc<Breaker>>>> = OnceLock::new();
@@ -116,16 +113,9 @@ fn try_take(b: &Arc<Breaker>, max: u32) -> Option<Slot> {
         .map(|_| Slot(b.clone()))
 }
 
-/// Count a refusal; one warning (with the count) per cluster every
-/// [`REPORT_EVERY`].
+/// Count a refusal; one warning (with the count) per cluster every 10 s.
 fn refuse(b: &Breaker, cluster: &str, limit: &str) -> Overflow {
-    let n = b.refused.fetch_add(1, Ordering::Relaxed) + 1;
-    let now = Instant::now();
-    let mut last = b.last_report.lock();
-    if !last.is_some_and(|t| now.duration_since(t) < REPORT_EVERY) {
-        *last = Some(now);
-        drop(last);
-        b.refused.store(0, Ordering::Relaxed);
+    if let Some(n) = b.refusals.due() {
         warn!(
             cluster,
             flags = "UO",
@@ -176,7 +166,7 @@ mod tests {
             ..ConnectionPool::default()
         };
         let _first = admit("c2", &p, Duration::from_secs(5)).await.unwrap();
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         assert!(admit("c2", &p, Duration::from_secs(5)).await.is_err());
         assert!(started.elapsed() < Duration::from_secs(1));
     }
