@@ -12,3 +12,4 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+scripts/fuzz.sh 5

@@ -127,6 +127,21 @@ impl ChallengeDir {
         &self.root
     }
 
+    /// The file an HTTP-01 `token` is published in, `None` when it is not a valid
+    /// token (the check every read and write of the directory goes through). Public
+    /// for the fuzz targets.
+    #[doc(hidden)]
+    pub fn token_file(&self, token: &str) -> Option<PathBuf> {
+        self.path(Published::Token(token))
+    }
+
+    /// The file a TLS-ALPN-01 `domain` is published in, `None` when it is not a
+    /// valid domain. Public for the fuzz targets.
+    #[doc(hidden)]
+    pub fn domain_file(&self, domain: &str) -> Option<PathBuf> {
+        self.path(Published::Domain(domain))
+    }
+
     /// The file of a token or domain, `None` when the name is not one (so a request
     /// path cannot name a file outside the directory).
     fn path(&self, what: Published<'_>) -> Option<PathBuf> {
@@ -525,8 +540,10 @@ fn challenge_token<'a>(scheme: &str, method: &Method, path: &'a str) -> Option<&
 }
 
 /// The key authorization to answer `req` with, when it asks for a pending HTTP-01
-/// challenge of `tokens` (`None`: something else, routing goes on).
-pub(crate) fn answer(
+/// challenge of `tokens` (`None`: something else, routing goes on). Public for the
+/// fuzz targets; the request path calls it first thing.
+#[doc(hidden)]
+pub fn answer(
     scheme: &str,
     req: &pingora::http::RequestHeader,
     tokens: &ChallengeTokens,

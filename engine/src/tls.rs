@@ -1,8 +1,9 @@
 //! TLS termination for HTTPS listeners: each handshake gets the settings of the
-//! Gateway server its SNI names. [`SniResolver`] reads the ClientHello itself (rustls'
-//! `Acceptor`, then the bytes are replayed), picks the server, and completes the
-//! handshake with that server's own rustls `ServerConfig`: its certificate, protocol
-//! versions, cipher suites and client-certificate checks ([`TlsPolicy`]). So servers
+//! Gateway server its SNI names. [`SniResolver`] reads the ClientHello itself
+//! ([`ClientHelloReader`]: rustls' `Acceptor` without I/O, fuzzed in `fuzz/`; then
+//! the bytes are replayed), picks the server, and completes the handshake with that
+//! server's own rustls `ServerConfig`: its certificate, protocol versions, cipher
+//! suites and client-certificate checks ([`TlsPolicy`]). So servers
 //! with different TLS modes, CAs or versions share a port, which one Pingora
 //! `TlsSettings` per listener cannot do. The SNI map is built from a snapshot's
 //! [`TlsTermination`] (PEM in, parsed here) and swapped atomically: new handshakes see
@@ -316,9 +317,9 @@ impl SniResolver {
             .map_err(|_| Refused::new(None, "not a TCP connection"))?;
         let hello = match read_client_hello(&mut tcp).await {
             Ok(read) => read,
-            Err((reason, alert)) => {
-                send(&mut tcp, &alert).await;
-                return Err(Refused::new(None, reason));
+            Err(bad) => {
+                send(&mut tcp, &bad.alert).await;
+                return Err(Refused::new(None, bad.reason));
             }
         };
         let sni = hello.sni;
@@ -444,60 +445,147 @@ pub(crate) fn looks_like_plain_http(first: &[u8]) -> bool {
     METHODS.iter().any(|m| first.starts_with(m))
 }
 
+/// How many bytes [`read_client_hello`] asks the socket for at a time.
+const READ_SIZE: usize = 4096;
+
 /// A ClientHello read off a connection.
-struct Hello {
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
     /// Everything read so far, to replay.
-    bytes: Vec<u8>,
-    sni: Option<String>,
+    pub bytes: Vec<u8>,
+    pub sni: Option<String>,
     /// ALPN is `acme-tls/1` alone (a TLS-ALPN-01 validation).
-    acme_tls_alpn: bool,
+    pub acme_tls_alpn: bool,
 }
 
-/// Read until a whole ClientHello is in. On error, the reason and the alert to send
-/// (possibly empty).
-async fn read_client_hello(tcp: &mut L4Stream) -> Result<Hello, (String, Vec<u8>)> {
-    let mut acceptor = rustls::server::Acceptor::default();
-    let mut read = Vec::new();
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let n = match tcp.read(&mut buf).await {
-            Ok(0) => return Err(("closed before its ClientHello".into(), Vec::new())),
-            Ok(n) => n,
-            Err(e) => return Err((format!("reading the ClientHello: {e}"), Vec::new())),
-        };
-        read.extend_from_slice(&buf[..n]);
-        if looks_like_plain_http(&read) {
-            return Err((
-                "plain HTTP on a TLS port (answered 400)".into(),
+/// Why the first bytes of a connection are no ClientHello we serve, and what to
+/// write back before closing: an alert record, the plain-HTTP 400, or nothing.
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct BadHello {
+    pub reason: String,
+    /// Bytes to send before closing (possibly none).
+    pub alert: Vec<u8>,
+}
+
+impl BadHello {
+    fn new(reason: impl Into<String>, alert: Vec<u8>) -> BadHello {
+        BadHello {
+            reason: reason.into(),
+            alert,
+        }
+    }
+}
+
+/// The ClientHello peek without I/O: the bytes of a connection go in as they are
+/// read ([`ClientHelloReader::feed`]) until a whole ClientHello is in (its SNI and
+/// ALPN, and every byte read, to replay), or the bytes are refused: plain HTTP
+/// (answered with a 400), not TLS, a bad ClientHello (a rustls alert), or more than
+/// [`ClientHelloReader::MAX_BYTES`] without a whole ClientHello. Public for the fuzz
+/// targets; the listener's path is [`SniResolver::handshake`].
+#[doc(hidden)]
+pub struct ClientHelloReader {
+    acceptor: rustls::server::Acceptor,
+    /// Everything fed so far.
+    read: Vec<u8>,
+}
+
+impl Default for ClientHelloReader {
+    fn default() -> ClientHelloReader {
+        ClientHelloReader::new()
+    }
+}
+
+impl fmt::Debug for ClientHelloReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientHelloReader")
+            .field("buffered", &self.read.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientHelloReader {
+    /// More bytes than this without a whole ClientHello are refused (so at most
+    /// this plus one read is ever buffered).
+    pub const MAX_BYTES: usize = MAX_CLIENT_HELLO;
+
+    pub fn new() -> ClientHelloReader {
+        ClientHelloReader {
+            acceptor: rustls::server::Acceptor::default(),
+            read: Vec::new(),
+        }
+    }
+
+    /// How many bytes are held (everything fed since the start).
+    pub fn buffered(&self) -> usize {
+        self.read.len()
+    }
+
+    /// The next bytes read off the connection: `Ok(None)` until a whole ClientHello
+    /// is in, then the hello (holding every byte fed). Once it has answered
+    /// `Ok(Some)` or `Err`, the reader is done: feed it no more.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<Option<Hello>, BadHello> {
+        self.read.extend_from_slice(bytes);
+        if looks_like_plain_http(&self.read) {
+            return Err(BadHello::new(
+                "plain HTTP on a TLS port (answered 400)",
                 PLAIN_HTTP_ANSWER.to_vec(),
             ));
         }
-        let mut chunk = &buf[..n];
-        while !chunk.is_empty() {
-            match acceptor.read_tls(&mut chunk) {
+        while !bytes.is_empty() {
+            match self.acceptor.read_tls(&mut bytes) {
                 Ok(0) => break,
                 Ok(_) => {}
-                Err(e) => return Err((format!("not a TLS ClientHello: {e}"), Vec::new())),
+                Err(e) => {
+                    return Err(BadHello::new(
+                        format!("not a TLS ClientHello: {e}"),
+                        Vec::new(),
+                    ))
+                }
             }
         }
-        match acceptor.accept() {
-            Ok(None) if read.len() <= MAX_CLIENT_HELLO => {}
-            Ok(None) => return Err(("ClientHello too large".into(), Vec::new())),
+        match self.acceptor.accept() {
+            Ok(None) if self.read.len() <= MAX_CLIENT_HELLO => Ok(None),
+            Ok(None) => Err(BadHello::new("ClientHello too large", Vec::new())),
             Ok(Some(accepted)) => {
                 let hello = accepted.client_hello();
                 let sni = hello.server_name().map(str::to_owned);
                 let acme_tls_alpn = hello.alpn().is_some_and(is_tls_alpn_challenge);
-                return Ok(Hello {
-                    bytes: read,
+                Ok(Some(Hello {
+                    bytes: std::mem::take(&mut self.read),
                     sni,
                     acme_tls_alpn,
-                });
+                }))
             }
             Err((e, mut alert)) => {
                 let mut bytes = Vec::new();
                 let _ = alert.write_all(&mut bytes);
-                return Err((format!("bad ClientHello: {e}"), bytes));
+                Err(BadHello::new(format!("bad ClientHello: {e}"), bytes))
             }
+        }
+    }
+}
+
+/// Read until a whole ClientHello is in ([`ClientHelloReader`] over the socket's
+/// reads). On error, the reason and the alert to send (possibly empty).
+async fn read_client_hello(tcp: &mut L4Stream) -> Result<Hello, BadHello> {
+    let mut reader = ClientHelloReader::new();
+    let mut buf = vec![0u8; READ_SIZE];
+    loop {
+        let n = match tcp.read(&mut buf).await {
+            Ok(0) => return Err(BadHello::new("closed before its ClientHello", Vec::new())),
+            Ok(n) => n,
+            Err(e) => {
+                return Err(BadHello::new(
+                    format!("reading the ClientHello: {e}"),
+                    Vec::new(),
+                ))
+            }
+        };
+        if let Some(hello) = reader.feed(&buf[..n])? {
+            return Ok(hello);
         }
     }
 }
@@ -841,6 +929,7 @@ pub(crate) fn certified_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::acme_challenge::ACME_TLS_ALPN;
     use isthmus_model::snapshot::TlsServer;
     use pingora::tls::TlsConnector;
     use rustls::pki_types::ServerName;
@@ -1484,5 +1573,80 @@ mod tests {
         }
         // The listener's resolver still serves a real client afterwards.
         assert!(r.certificate_for(Some("a.test")).is_some());
+    }
+
+    /// A ClientHello as rustls writes it for `sni` with the ALPN protocols `alpn`.
+    fn client_hello(sni: &str, alpn: &[&[u8]]) -> Vec<u8> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(RootCertStore::empty())
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let name = ServerName::try_from(sni.to_string()).expect("name");
+        let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+        let mut out = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut out).expect("write_tls");
+        }
+        out
+    }
+
+    #[test]
+    fn the_client_hello_reader_takes_bytes_in_any_pieces() {
+        let hello = client_hello("A.Example.com", &[b"h2", b"http/1.1"]);
+        for size in [1, 5, 7, 100, hello.len()] {
+            let mut reader = ClientHelloReader::new();
+            let mut got = None;
+            for chunk in hello.chunks(size) {
+                assert!(got.is_none(), "answered before the last piece");
+                got = reader.feed(chunk).expect("a ClientHello");
+                assert!(reader.buffered() <= ClientHelloReader::MAX_BYTES);
+            }
+            let got = got.expect("complete");
+            assert_eq!(got.sni.as_deref(), Some("a.example.com"), "{size}");
+            assert_eq!(got.bytes, hello, "every byte kept for the replay");
+            assert!(!got.acme_tls_alpn);
+        }
+        let acme = client_hello("a.test", &[ACME_TLS_ALPN]);
+        let got = ClientHelloReader::new().feed(&acme).expect("ok");
+        assert!(got.expect("complete").acme_tls_alpn);
+
+        // Plain HTTP: the 400, whatever follows the method.
+        let bad = ClientHelloReader::new()
+            .feed(b"GET / HTTP/1.1\r\n")
+            .expect_err("plain HTTP");
+        assert_eq!(bad.alert, PLAIN_HTTP_ANSWER);
+        // A ClientHello of rustls' largest size, in records of 100 bytes: the
+        // record headers take the bytes read past 64 KiB before it is whole, and it
+        // is refused (by rustls' own buffer limit, which comes first, or by ours).
+        let mut message = vec![0x01, 0x00, 0xff, 0xfb];
+        message.resize(0xffff, 0);
+        let mut stream = Vec::new();
+        for piece in message.chunks(100) {
+            stream.extend_from_slice(&[0x16, 0x03, 0x01, 0x00, piece.len() as u8]);
+            stream.extend_from_slice(piece);
+        }
+        let mut reader = ClientHelloReader::new();
+        let mut refused = None;
+        for chunk in stream.chunks(READ_SIZE) {
+            match reader.feed(chunk) {
+                Ok(None) => assert!(reader.buffered() <= ClientHelloReader::MAX_BYTES),
+                Ok(Some(h)) => panic!("{h:?}"),
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        let refused = refused.expect("refused");
+        assert!(
+            refused.reason == "ClientHello too large"
+                || refused.reason.ends_with("message buffer full"),
+            "{refused:?}"
+        );
+        assert!(refused.alert.is_empty());
+        assert!(reader.buffered() <= ClientHelloReader::MAX_BYTES + READ_SIZE);
     }
 }
