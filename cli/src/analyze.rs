@@ -1,6 +1,7 @@
 //! `isthmus analyze PATH...`: load, validate and analyze, print findings like
 //! `istioctl analyze`, and exit non-zero when a finding reaches the failure threshold.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -48,10 +49,10 @@ pub fn run(args: AnalyzeArgs) -> ExitCode {
             Ok(report) => {
                 // Printed like findings; an unusable pair fails the run as an Error does.
                 for e in &report.errors {
-                    println!("Error [cert-dir] {e}");
+                    let _ = writeln!(std::io::stdout(), "Error [cert-dir] {e}");
                 }
                 for w in &report.warnings {
-                    println!("Warning [cert-dir] {w}");
+                    let _ = writeln!(std::io::stdout(), "Warning [cert-dir] {w}");
                 }
                 cert_dir_failed = !report.errors.is_empty();
             }
@@ -80,13 +81,18 @@ pub fn run(args: AnalyzeArgs) -> ExitCode {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    if shown.is_empty() && !cert_dir_failed {
-        println!("\u{2714} No validation issues found when analyzing {what}.");
+    // Written, not println!: a closed pipe (`isthmus analyze DIR | head -1`) ends the
+    // output quietly instead of panicking.
+    let mut stdout = std::io::stdout().lock();
+    let written = if shown.is_empty() && !cert_dir_failed {
+        writeln!(
+            stdout,
+            "\u{2714} No validation issues found when analyzing {what}."
+        )
     } else {
-        for d in &shown {
-            println!("{d}");
-        }
-    }
+        shown.iter().try_for_each(|d| writeln!(stdout, "{d}"))
+    };
+    let _ = written.and_then(|()| stdout.flush());
     if cert_dir_failed || findings.iter().any(|d| d.level >= args.failure_threshold) {
         ExitCode::from(EXIT_FOUND_ISSUES)
     } else {

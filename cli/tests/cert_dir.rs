@@ -261,8 +261,8 @@ fn expired_tls_certificate_is_reported_by_analyze_and_logged_once_by_the_gateway
     );
     assert!(text.lines().any(|l| l == expected), "{text}");
     assert!(!text.contains("new-cert"), "{text}");
-    // A warning: below the default failure threshold.
-    assert_eq!(analyzed.status.code(), Some(0), "{text}");
+    // istioctl: an expired credential is IST0161, an Error (Istio grid case 17).
+    assert_eq!(analyzed.status.code(), Some(79), "{text}");
 
     let mut up = up(dir.path(), port, &[]);
     assert_eq!(status(port, "new.test", &root, &[]), 200);

@@ -191,6 +191,10 @@ fn load_document(file: &Arc<str>, doc: Document<'_>, out: &mut Loaded) {
         ));
         return;
     };
+    if is_list(&obj) {
+        load_list_items(file, doc, &positions, &obj, out);
+        return;
+    }
     let (api_version, kind_str) = match (obj.get("apiVersion"), obj.get("kind")) {
         (Some(Value::String(a)), Some(Value::String(k))) => (a.clone(), k.clone()),
         (a, k) => {
@@ -300,6 +304,75 @@ fn load_document(file: &Arc<str>, doc: Document<'_>, out: &mut Loaded) {
         origin,
         positions: Arc::new(positions),
     });
+}
+
+/// `apiVersion: v1, kind: List` (what `kubectl get -o yaml` writes): a wrapper
+/// whose `items` are resources.
+fn is_list(obj: &Map<String, Value>) -> bool {
+    obj.get("apiVersion").and_then(Value::as_str) == Some("v1")
+        && obj.get("kind").and_then(Value::as_str) == Some("List")
+}
+
+/// Load each item of a `kind: List` as a document of its own, cut out of the
+/// document's text so that every item keeps its file lines.
+fn load_list_items(
+    file: &Arc<str>,
+    doc: Document<'_>,
+    positions: &Positions,
+    obj: &Map<String, Value>,
+    out: &mut Loaded,
+) {
+    let n = obj
+        .get("items")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let lines: Vec<&str> = doc.text.split_inclusive('\n').collect();
+    let starts: Vec<Option<u32>> = (0..n)
+        .map(|i| positions.exact(&format!("items[{i}]")))
+        .collect();
+    for i in 0..n {
+        let Some(start) = starts[i] else { continue };
+        let end = starts[i + 1..]
+            .iter()
+            .flatten()
+            .next()
+            .copied()
+            .unwrap_or_else(|| {
+                doc.first_line
+                    .saturating_add(u32::try_from(lines.len()).unwrap_or(u32::MAX))
+            });
+        let from = start.saturating_sub(doc.first_line) as usize;
+        let to = (end.saturating_sub(doc.first_line) as usize).min(lines.len());
+        let Some(block) = lines.get(from..to) else {
+            continue;
+        };
+        let text = dedent_item(block);
+        load_document(
+            file,
+            Document {
+                text: &text,
+                first_line: start,
+            },
+            out,
+        );
+    }
+}
+
+/// A sequence item's lines as a document of its own: the `- ` that opens it becomes
+/// spaces, then the item's indentation is removed from every line.
+fn dedent_item(block: &[&str]) -> String {
+    let Some(first) = block.first() else {
+        return String::new();
+    };
+    let dash = first.find('-').unwrap_or(0);
+    let rest = &first[dash + 1..];
+    let col = dash + 1 + (rest.len() - rest.trim_start_matches(' ').len());
+    let mut text = first.get(col..).unwrap_or("").to_string();
+    for l in &block[1..] {
+        let indent = l.len() - l.trim_start_matches(' ').len();
+        text.push_str(&l[indent.min(col)..]);
+    }
+    text
 }
 
 /// Unknown top-level keys (for kinds that report unknown fields) and keys written
@@ -517,6 +590,20 @@ mod tests {
             "invalid value (not shown for Secrets), expected a string"
         );
         assert_eq!(redact("missing field `x`"), "missing field `x`");
+    }
+
+    #[test]
+    fn list_items_load_with_their_lines() {
+        let text = "apiVersion: v1\nkind: List\nitems:\n  - apiVersion: v1\n    kind: Namespace\n    metadata:\n      name: a\n  -   apiVersion: v1\n      kind: Namespace\n      metadata:\n        name: b\n";
+        let l = load_str("f.yaml", text);
+        assert!(l.diagnostics.is_empty(), "{:?}", l.diagnostics);
+        let names: Vec<(&str, u32)> = l
+            .resources
+            .iter()
+            .map(|r| (r.name(), r.origin.line))
+            .collect();
+        assert_eq!(names, [("a", 4), ("b", 8)]);
+        assert_eq!(l.resources[1].origin_at("metadata.name").line, 11);
     }
 
     #[test]

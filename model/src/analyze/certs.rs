@@ -77,6 +77,29 @@ pub(super) fn check_pairs(ix: &Index, now: Option<i64>, out: &mut Vec<Diagnostic
                     out.push(on_secret(CODE_KEY_MISMATCH, secret, &field, &named, e));
                 }
                 if let Some(why) = now.and_then(|now| pair.validity_problem(now)) {
+                    // istioctl: a certificate expired or not yet valid makes the
+                    // credential invalid (IST0161, on the Gateway, once per server).
+                    let gw_ref = gw.display_ref();
+                    let said = out.iter().any(|d| {
+                        d.code == "IST0161"
+                            && d.resource.as_deref() == Some(gw_ref.as_str())
+                            && d.field.as_deref() == Some(c.path.as_str())
+                    });
+                    if !said {
+                        out.push(finding(
+                            "IST0161",
+                            gw,
+                            &c.path,
+                            format!(
+                                "The credential referenced by the Gateway {} in namespace {} is invalid, \
+                                 which can cause the traffic not to work as expected. Secret {}/{}: {why}.",
+                                gw.name(),
+                                gw.namespace(),
+                                c.namespace,
+                                c.name
+                            ),
+                        ));
+                    }
                     let code = CODE_NOT_CURRENTLY_VALID;
                     out.push(on_secret(code, secret, &field, &named, why));
                 }
@@ -313,9 +336,11 @@ mod tests {
         assert_eq!(crate::analyze::analyze_at(&store, during), []);
         assert_eq!(crate::analyze::analyze(&store), []);
         let ds = crate::analyze::analyze_at(&store, after);
-        let [d] = ds.as_slice() else {
+        // istioctl's IST0161 on the Gateway, and the detail on the Secret.
+        let [invalid, d] = ds.as_slice() else {
             panic!("{ds:#?}")
         };
+        assert_eq!(invalid.code, "IST0161", "{ds:#?}");
         assert_eq!(
             d.to_string(),
             "Warning [ISM0104] (Secret istio-system/a-cert tls.yaml:16) stringData.tls.crt: \

@@ -6,10 +6,10 @@ use crate::diag::Diagnostic;
 use crate::host;
 use crate::resources::networking::DestinationRuleSpec;
 use crate::resources::policy::{ClientTlsMode, ClientTlsSettings};
-use crate::resources::Resource;
+use crate::resources::{Labels, Resource};
 
 use super::index::Index;
-use super::{finding, full_name, selector_string, selects};
+use super::{finding, full_name, selector_string};
 
 pub(super) fn check(ix: &Index, out: &mut Vec<Diagnostic>) {
     for (r, dr) in ix.store.destination_rules() {
@@ -125,7 +125,7 @@ fn subsets(ix: &Index, r: &Resource, dr: &DestinationRuleSpec, out: &mut Vec<Dia
     };
     let backing = ix.backing_labels(svc);
     for (i, s) in dr.subsets.iter().enumerate() {
-        if s.labels.is_empty() || backing.iter().any(|l| selects(&s.labels, l)) {
+        if s.labels.is_empty() || backing.iter().any(|l| subset_selects(&s.labels, l)) {
             continue;
         }
         let seen = if backing.is_empty() {
@@ -157,4 +157,26 @@ fn subsets(ix: &Index, r: &Resource, dr: &DestinationRuleSpec, out: &mut Vec<Dia
             ),
         ));
     }
+}
+
+/// Labels Istio adds to a pod's labels from its Node (locality and host name) before
+/// matching subsets (`label.AugmentLabels`).
+const NODE_TOPOLOGY_LABELS: &[&str] = &[
+    "topology.kubernetes.io/region",
+    "topology.kubernetes.io/zone",
+    "topology.istio.io/subzone",
+    "kubernetes.io/hostname",
+];
+
+/// `super::selects`, where a node topology label with a value is taken as satisfied:
+/// isthmus does not read Nodes, and Istio matches it against the pod's Node. An
+/// empty value never matches (Istio adds no empty topology label).
+fn subset_selects(subset: &Labels, labels: &Labels) -> bool {
+    subset.iter().all(|(k, v)| {
+        if NODE_TOPOLOGY_LABELS.contains(&k.as_str()) && labels.get(k).is_none() {
+            !v.is_empty()
+        } else {
+            labels.get(k) == Some(v)
+        }
+    })
 }

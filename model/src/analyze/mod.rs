@@ -5,7 +5,7 @@
 //! checks (IST0106) belong to the loader and validator, not here.
 //!
 //! Submodules: [`index`] (what analyzers look things up in), [`virtualservice`],
-//! [`rules`] (shadowed VirtualService rules), [`gateway`], [`certs`] (credential
+//! [`rules`] and [`rules_istio`] (shadowed VirtualService rules), [`gateway`], [`certs`] (credential
 //! secrets and cert-manager Certificates), [`destinationrule`], [`authz`].
 
 mod authz;
@@ -14,6 +14,7 @@ mod destinationrule;
 mod gateway;
 mod index;
 mod rules;
+mod rules_istio;
 mod virtualservice;
 
 use crate::diag::{self, Diagnostic, Level};
@@ -57,6 +58,7 @@ pub const CODES: &[(&str, &str, Level)] = &[
         Level::Warning,
     ),
     ("IST0138", "GatewayDuplicateCertificate", Level::Warning),
+    ("IST0165", "ReferencedInternalGateway", Level::Warning),
     ("IST0145", "ConflictingGateways", Level::Error),
     (
         "IST0149",
@@ -98,6 +100,16 @@ pub const CODES: &[(&str, &str, Level)] = &[
     ),
     // A credential's private key is not its certificate's (`certs::CODE_KEY_MISMATCH`).
     ("ISM0105", "GatewayCredentialKeyMismatch", Level::Error),
+    // A gateway in a match block that does not exist (istioctl checks only
+    // spec.gateways): `virtualservice::CODE_MATCH_GATEWAY_NOT_FOUND`.
+    ("ISM0106", "MatchGatewayNotFound", Level::Warning),
+    // Shadowed VirtualService rules and match blocks istioctl's check misses
+    // (`rules::CODE_*`): coverage decided field by field, not only identical blocks.
+    ("ISM0107", "VirtualServiceRuleNeverUsed", Level::Warning),
+    ("ISM0108", "VirtualServiceMatchNeverUsed", Level::Info),
+    // A rule without matches before other rules (emitted by the validator,
+    // `validate::virtualservice::CODE_CATCH_ALL_NOT_LAST`).
+    ("ISM0109", "VirtualServiceCatchAllNotLast", Level::Warning),
     // Emitted by the gateway compiler (`compile::CODE_*`), logged when a snapshot is built.
     ("ISM0201", "GatewayServerNotServed", Level::Info),
     ("ISM0202", "RouteNotCompiled", Level::Error),

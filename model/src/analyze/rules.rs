@@ -1,14 +1,14 @@
-//! Shadowed VirtualService rules: IST0130 (VirtualServiceUnreachableRule) and IST0131
-//! (VirtualServiceIneffectiveMatch).
+//! Shadowed VirtualService rules. IST0130 (VirtualServiceUnreachableRule) and
+//! IST0131 (VirtualServiceIneffectiveMatch) come from [`super::rules_istio`], which
+//! follows istioctl exactly; this module adds what istioctl misses, under isthmus
+//! codes: ISM0107 (a rule never used) and ISM0108 (a match block never used).
 //!
 //! Rules are tried in order and the first match wins, so a match block is dead when
 //! an earlier block matches every request it matches (the earlier block *covers* it),
 //! and a whole rule is dead when every one of its blocks is covered by earlier rules.
-//! A rule without `match` covers everything after it. Istio's own check
-//! (`pkg/config/validation` `analyzeUnreachableHTTPRules`) spots identical blocks, rules
-//! after a rule without match, and some prefix overlaps (IST0131 only); this one decides
-//! coverage field by field, so `prefix: /api/v1/product` in rule 0 also makes a rule
-//! whose only block is `prefix: /api/v1/products` (same other conditions) unreachable.
+//! A rule without `match` covers everything after it. This check decides coverage
+//! field by field, so `prefix: /api/v1/product` in rule 0 also makes a rule whose
+//! only block is `prefix: /api/v1/products` (same other conditions) unreachable.
 //! Coverage is conservative: when unsure (regexes, `withoutHeaders`), it says no.
 //!
 //! On a Gateway, Istio moves catch-all routes (`prefix: /` or no match, and no header,
@@ -16,7 +16,7 @@
 //! (`SortVHostRoutes`), so for a VirtualService bound only to gateways a catch-all
 //! shadows other catch-alls only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use regex::Regex;
 
@@ -25,9 +25,20 @@ use crate::resources::networking::{HttpMatchRequest, StringMatch, VirtualService
 use crate::resources::Resource;
 
 use super::virtualservice::bound_to_mesh;
-use super::{finding, selects};
+use super::{finding, rules_istio, selects};
+
+/// A rule no request reaches, beyond istioctl's IST0130.
+pub(super) const CODE_UNREACHABLE_RULE: &str = "ISM0107";
+/// A match block no request reaches, beyond istioctl's IST0131.
+pub(super) const CODE_INEFFECTIVE_MATCH: &str = "ISM0108";
 
 pub(super) fn check(r: &Resource, vs: &VirtualServiceSpec, out: &mut Vec<Diagnostic>) {
+    let istio = rules_istio::check(vs);
+    let said: HashSet<String> = istio.iter().map(|f| f.path.clone()).collect();
+    for f in istio {
+        out.push(finding(f.code, r, &f.path, f.message));
+    }
+    let out = &mut Reporter { said: &said, out };
     let gateway_only = !bound_to_mesh(vs);
     let http: Vec<Vec<Option<&HttpMatchRequest>>> =
         vs.http.iter().map(|h| blocks(&h.match_)).collect();
@@ -84,6 +95,12 @@ pub(super) fn check(r: &Resource, vs: &VirtualServiceSpec, out: &mut Vec<Diagnos
         &|_, j| format!("#{j}"),
         out,
     );
+}
+
+/// Where the findings go, and the paths istioctl's check already reported on.
+struct Reporter<'a> {
+    said: &'a HashSet<String>,
+    out: &'a mut Vec<Diagnostic>,
 }
 
 /// The match blocks of a rule; a rule without `match` is one block matching all.
@@ -144,7 +161,7 @@ fn report(
     matchless: &[bool],
     names: &[String],
     match_name: &dyn Fn(usize, usize) -> String,
-    out: &mut Vec<Diagnostic>,
+    out: &mut Reporter<'_>,
 ) {
     for s in found {
         match s {
@@ -176,10 +193,14 @@ fn report(
                         format!("all matches used by prior rules: {}", detail.join(", "))
                     }
                 };
-                out.push(finding(
-                    "IST0130",
+                let path = format!("spec.{section}[{i}]");
+                if out.said.contains(&path) {
+                    continue;
+                }
+                out.out.push(finding(
+                    CODE_UNREACHABLE_RULE,
                     r,
-                    &format!("spec.{section}[{i}]"),
+                    &path,
                     format!(
                         "VirtualService rule {} not used ({reason}). Remove it, or move it before the \
                          rule that takes its traffic.",
@@ -189,10 +210,14 @@ fn report(
             }
             Shadow::Match((i, j), (k, l)) => {
                 let inner = if k == i { " (the same rule)" } else { "" };
-                out.push(finding(
-                    "IST0131",
+                let path = format!("spec.{section}[{i}].match[{j}]");
+                if out.said.contains(&path) || out.said.contains(&format!("spec.{section}[{i}]")) {
+                    continue;
+                }
+                out.out.push(finding(
+                    CODE_INEFFECTIVE_MATCH,
                     r,
-                    &format!("spec.{section}[{i}].match[{j}]"),
+                    &path,
                     format!(
                         "VirtualService rule {} match {} is not used (duplicate/overlapping match in rule \
                          {}{inner}: its match {} already takes every such request).",

@@ -3,6 +3,10 @@
 //! rewrites, weights, timeouts), TLS and TCP rules, and catch-all rules that are not last.
 
 use super::*;
+
+/// A rule without matches that is not the last rule (the rules after it are
+/// IST0130).
+const CODE_CATCH_ALL_NOT_LAST: &str = "ISM0109";
 use crate::resources::core::decode_base64;
 use crate::resources::networking::{
     Destination, HeaderOperations, Headers, HttpFaultInjection, HttpMatchRequest, HttpRoute,
@@ -167,6 +171,8 @@ impl V<'_> {
             self.route_destinations(&format!("{path}.route"), &t.route);
         }
         // A rule without matches catches everything: whatever follows it is dead.
+        // istioctl reports the rules after it (IST0130, `analyze::rules_istio`);
+        // this names the catch-all itself, under an isthmus code.
         let last = vs.http.len().saturating_sub(1);
         for (i, h) in vs.http.iter().enumerate().take(last) {
             if h.match_.is_empty() {
@@ -174,7 +180,9 @@ impl V<'_> {
                     .name
                     .as_deref()
                     .map_or(format!("#{i}"), |n| format!("{n:?}"));
-                self.warn(
+                self.push(
+                    Level::Warning,
+                    CODE_CATCH_ALL_NOT_LAST,
                     &format!("spec.http[{i}]"),
                     format!("only the last rule can have no matches: rule {name} matches every request, so the {} rule(s) after it are never used", last - i),
                 );
@@ -183,7 +191,9 @@ impl V<'_> {
         let last = vs.tcp.len().saturating_sub(1);
         for (i, t) in vs.tcp.iter().enumerate().take(last) {
             if t.match_.is_empty() {
-                self.warn(
+                self.push(
+                    Level::Warning,
+                    CODE_CATCH_ALL_NOT_LAST,
                     &format!("spec.tcp[{i}]"),
                     format!("only the last rule can have no matches: rule #{i} matches every connection, so the {} rule(s) after it are never used", last - i),
                 );
