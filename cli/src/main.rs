@@ -108,7 +108,16 @@ fn init_tracing() {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // `analyze` exits as istioctl does on a bad command line (64).
+            let code = analyze::usage_exit_code(&e)
+                .unwrap_or_else(|| u8::try_from(e.exit_code()).unwrap_or(2));
+            return ExitCode::from(code);
+        }
+    };
     match cli.command {
         Command::Analyze(args) => analyze::run(args),
         Command::Certs(args) => certs::run(args),
