@@ -116,17 +116,6 @@ struct IsthmusSection {
     limits: Option<FileLimits>,
 }
 
-/// A ConfigMap holding the mesh config under `data.mesh`.
-#[derive(Deserialize)]
-struct ConfigMap {
-    data: ConfigMapData,
-}
-
-#[derive(Deserialize)]
-struct ConfigMapData {
-    mesh: String,
-}
-
 /// A duration as Istio writes them (`10s`, `1.5s`, `500ms`, `1m`, `1h`).
 #[derive(Debug, Clone, Copy)]
 struct Dur(Duration);
@@ -386,39 +375,9 @@ fn apply_file(limits: &mut Limits, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The MeshConfig in `text`: the document itself, or the `data.mesh` of a
-/// ConfigMap. Errors name the line and the field.
+/// The MeshConfig in `text` (the document, or the `istio` ConfigMap holding it).
 fn parse_mesh_config(text: &str) -> Result<MeshConfig, String> {
-    let value: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(text).map_err(|e| located(&e, None))?;
-    if value.get("kind").and_then(|k| k.as_str()) == Some("ConfigMap") {
-        let cm: ConfigMap = serde_yaml_ng::from_str(text).map_err(|e| located(&e, None))?;
-        return decode(&cm.data.mesh).map_err(|e| format!("in data.mesh, {e}"));
-    }
-    decode(text)
-}
-
-fn decode(text: &str) -> Result<MeshConfig, String> {
-    let de = serde_yaml_ng::Deserializer::from_str(text);
-    let mut track = serde_path_to_error::Track::new();
-    let de = serde_path_to_error::Deserializer::new(de, &mut track);
-    MeshConfig::deserialize(de).map_err(|e| located(&e, Some(track.path().to_string())))
-}
-
-/// `line N: field a.b: message`.
-fn located(e: &serde_yaml_ng::Error, field: Option<String>) -> String {
-    let mut out = String::new();
-    if let Some(loc) = e.location() {
-        out.push_str(&format!("line {}: ", loc.line()));
-    }
-    if let Some(f) = field.filter(|f| !f.is_empty() && f != ".") {
-        out.push_str(&format!("field {f}: "));
-    }
-    let msg = e.to_string();
-    // serde_yaml_ng appends " at line L column C": said already.
-    let msg = msg.split(" at line ").next().unwrap_or(&msg);
-    out.push_str(msg);
-    out
+    crate::mesh_config::parse(text)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ mod certs;
 mod demo_app;
 mod limits;
 mod mesh;
+mod mesh_config;
 mod up;
 
 use std::net::{IpAddr, SocketAddr};

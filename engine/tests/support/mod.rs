@@ -364,3 +364,23 @@ pub async fn exchange_raw(addr: SocketAddr, request: &[u8]) -> (String, String) 
         .await
         .expect("an answer within 5 s")
 }
+
+/// Debian's python3 with hyperframe and hpack (the raw HTTP/2 frame scripts), or
+/// `None` when they are missing: the caller skips, except under `CI`, where a
+/// missing peer fails the test.
+pub fn hyperframe_python() -> Option<&'static str> {
+    let python = "/usr/bin/python3";
+    let have = std::process::Command::new(python)
+        .args(["-c", "import hyperframe, hpack"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3-hyperframe and python3-hpack are missing (scripts/deps.sh installs them)"
+        );
+        eprintln!("skipped: python3-hyperframe / python3-hpack missing");
+        return None;
+    }
+    Some(python)
+}
