@@ -318,9 +318,9 @@ where
     out.into_iter().map(|o| o.expect("every result")).collect()
 }
 
-#[test]
-fn ten_thousand_idle_keep_alive_connections_are_kept_in_bounded_memory() {
-    let limit = raise_nofile();
+/// A config directory with one gateway port routing everything to [`upstream`],
+/// which runs on the returned runtime: (directory, Gateway port, runtime).
+fn gateway_to_upstream() -> (ConfigDir, u16, tokio::runtime::Runtime) {
     let ports = free_ports(2);
     let (gw_port, upstream_port) = (ports[0], ports[1]);
     let dir = ConfigDir::new();
@@ -333,7 +333,6 @@ fn ten_thousand_idle_keep_alive_connections_are_kept_in_bounded_memory() {
         &(route_all("all", "gw", "up.default.svc.cluster.local")
             + &http_service("up", "up", upstream_port)),
     );
-
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -343,6 +342,13 @@ fn ten_thousand_idle_keep_alive_connections_are_kept_in_bounded_memory() {
         .block_on(TcpListener::bind(("127.0.0.1", upstream_port)))
         .expect("bind the upstream");
     rt.spawn(upstream(listener));
+    (dir, gw_port, rt)
+}
+
+#[test]
+fn ten_thousand_idle_keep_alive_connections_are_kept_in_bounded_memory() {
+    let limit = raise_nofile();
+    let (dir, gw_port, rt) = gateway_to_upstream();
 
     let up = Up::start(Path::new(BIN), dir.path(), &["--no-demo-apps"]);
     let addr = up.addr(gw_port);
@@ -451,27 +457,7 @@ async fn refused(to: std::net::SocketAddr) -> Result<Duration, String> {
 #[test]
 fn ten_thousand_connections_from_one_address_stop_at_the_per_address_limit() {
     raise_nofile();
-    let ports = free_ports(2);
-    let (gw_port, upstream_port) = (ports[0], ports[1]);
-    let dir = ConfigDir::new();
-    dir.write(
-        "gateway.yaml",
-        &gateway("gw", &server(gw_port, "http", "HTTP", r#"["*"]"#, None)),
-    );
-    dir.write(
-        "routes.yaml",
-        &(route_all("all", "gw", "up.default.svc.cluster.local")
-            + &http_service("up", "up", upstream_port)),
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let listener = rt
-        .block_on(TcpListener::bind(("127.0.0.1", upstream_port)))
-        .expect("bind the upstream");
-    rt.spawn(upstream(listener));
+    let (dir, gw_port, rt) = gateway_to_upstream();
     let limit = PER_IP_LIMIT.to_string();
     let up = Up::start(
         Path::new(BIN),
