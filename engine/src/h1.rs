@@ -440,7 +440,10 @@ impl HttpCore {
     /// A new connection for `target`: TCP, then mesh mTLS when the endpoint has an
     /// identity (never plaintext then).
     async fn connect(&self, target: &Target) -> Result<Stream> {
-        let tcp = crate::conn::connect(target.addr, self.proxy.mark(), self.limits.connect_timeout)
+        let timeout = target
+            .connect_timeout()
+            .unwrap_or(self.limits.connect_timeout);
+        let tcp = crate::conn::connect(target.addr, self.proxy.mark(), timeout)
             .await
             .map_err(|e| Error::because(ErrorType::ConnectError, "connecting upstream", e))?;
         let tcp = TcpConn::new(tcp);
@@ -454,7 +457,7 @@ impl HttpCore {
             )
         })?;
         let tls = tokio::time::timeout(
-            self.limits.connect_timeout,
+            timeout,
             crate::conn::MeshTls::connect(tcp, config, server_name),
         )
         .await

@@ -135,6 +135,7 @@ mod tests {
             max_connections: Some(conns),
             http1_max_pending_requests: Some(pending),
             http2_max_requests: None,
+            connect_timeout: None,
         }
     }
 

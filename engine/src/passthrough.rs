@@ -63,7 +63,8 @@ pub async fn forward(
         let addr = resolve(endpoint).await?;
         TcpStream::connect(addr).await
     };
-    let mut upstream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+    let timeout = cluster.pool.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
+    let mut upstream = match tokio::time::timeout(timeout, connect).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             debug!(sni = sni_text, cluster = %cluster.name, "passthrough: connecting to {}:{}: {e}", endpoint.address, endpoint.port);

@@ -424,6 +424,17 @@ impl Target {
         }
     }
 
+    /// The cluster's own connect timeout (DestinationRule
+    /// `connectionPool.tcp.connectTimeout`), if it sets one.
+    pub(crate) fn connect_timeout(&self) -> Option<std::time::Duration> {
+        let cluster = self
+            .snapshot
+            .as_ref()?
+            .clusters
+            .get(self.cluster?.0 as usize)?;
+        cluster.pool.connect_timeout
+    }
+
     /// The cluster's name and `connectionPool` limits, when it has any.
     pub(crate) fn limited_pool(&self) -> Option<(&str, &isthmus_model::snapshot::ConnectionPool)> {
         let cluster = self

@@ -521,6 +521,7 @@ async fn a_saturated_upstream_gets_a_fast_503_uo() {
         max_connections: Some(1),
         http1_max_pending_requests: Some(1),
         http2_max_requests: None,
+        connect_timeout: None,
     };
     let holder = SnapshotHolder::new(Arc::new(snapshot(
         1,
@@ -576,4 +577,51 @@ async fn exchange_raw_within(addr: SocketAddr, request: &[u8], secs: u64) -> (St
     tokio::time::timeout(Duration::from_secs(secs), read_response(&mut conn))
         .await
         .expect("an answer")
+}
+
+/// DestinationRule `connectionPool.tcp.connectTimeout` replaces the mesh-wide
+/// connect timeout for its cluster: an upstream whose accept queue is full (its
+/// SYNs dropped) gets a 503 after the cluster's 300 ms, not the default 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_connect_timeout_replaces_the_default() {
+    // A listener that never accepts, its queue filled: new connects hang.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.listen(0).unwrap();
+    let full: SocketAddr = socket.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    loop {
+        let attempt = tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(full));
+        match attempt.await {
+            Ok(Ok(conn)) => fillers.push(conn),
+            _ => break,
+        }
+        assert!(fillers.len() < 64, "the accept queue never filled");
+    }
+    let mut up = cluster("up", &[full]);
+    up.pool.connect_timeout = Some(Duration::from_millis(300));
+    let holder = SnapshotHolder::new(Arc::new(snapshot(
+        1,
+        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
+        vec![up],
+    )));
+    let l = start_listener(
+        holder,
+        "127.0.0.1:0".parse().unwrap(),
+        80,
+        None,
+        ListenerConfig::default(),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let (head, _) =
+        exchange_raw(l.local_addr(), b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n").await;
+    let took = started.elapsed();
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "503 after {took:?}"
+    );
 }

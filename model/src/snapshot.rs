@@ -704,18 +704,22 @@ pub struct Cluster {
 /// flight (HTTP/1.1 needs a connection each), up to `http1_max_pending_requests`
 /// more waiting for one, at most `http2_max_requests` in flight in all; beyond
 /// that a request is answered 503 at once (flag `UO`). `None`: no limit (Istio's
-/// default, 2^32-1).
+/// default, 2^32-1). `connect_timeout` (`tcp.connectTimeout`) replaces the
+/// mesh-wide connect timeout for this cluster.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConnectionPool {
     pub max_connections: Option<u32>,
     pub http1_max_pending_requests: Option<u32>,
     pub http2_max_requests: Option<u32>,
+    pub connect_timeout: Option<std::time::Duration>,
 }
 
 impl ConnectionPool {
-    /// Whether any limit is set.
+    /// Whether any circuit-breaker limit is set.
     pub fn is_limited(&self) -> bool {
-        *self != ConnectionPool::default()
+        self.max_connections.is_some()
+            || self.http1_max_pending_requests.is_some()
+            || self.http2_max_requests.is_some()
     }
 }
 

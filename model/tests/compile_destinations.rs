@@ -553,7 +553,7 @@ fn connection_pool_limits_reach_the_clusters() {
         "  host: reviews
   trafficPolicy:
     connectionPool:
-      tcp: {maxConnections: 100}
+      tcp: {maxConnections: 100, connectTimeout: 250ms}
       http: {http1MaxPendingRequests: 10, http2MaxRequests: 1000}
     portLevelSettings:
     - port: {number: 9080}
@@ -578,10 +578,31 @@ fn connection_pool_limits_reach_the_clusters() {
         "the port-level entry wins whole"
     );
     assert_eq!(v1.http1_max_pending_requests, None);
+    assert_eq!(
+        v1.connect_timeout, None,
+        "the port-level entry replaces it too"
+    );
     let v2 = pool("outbound|9080|v2|reviews.default.svc.cluster.local");
     assert_eq!(v2.max_connections, Some(1));
     assert_eq!(v2.http1_max_pending_requests, Some(1));
     assert_eq!(v2.http2_max_requests, None);
+    let (timed, _) = compile(&vs(r#"
+  - route:
+    - {destination: {host: reviews, subset: v3}}
+"#)
+    .replace(
+        "  host: reviews\n  subsets:",
+        "  host: reviews\n  trafficPolicy:\n    connectionPool:\n      tcp: {connectTimeout: 250ms}\n  subsets:",
+    ));
+    let v3 = timed
+        .cluster_by_name("outbound|9080|v3|reviews.default.svc.cluster.local")
+        .unwrap()
+        .pool;
+    assert_eq!(
+        v3.connect_timeout,
+        Some(std::time::Duration::from_millis(250))
+    );
+    assert!(!v3.is_limited(), "a connect timeout is no circuit breaker");
 
     let (plain, _) = compile(&vs(r#"
   - route:

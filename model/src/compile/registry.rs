@@ -376,6 +376,13 @@ impl<'s> RuleIndex<'s> {
                 cp.http.as_ref().and_then(|h| h.http1_max_pending_requests),
             ),
             http2_max_requests: limit(cp.http.as_ref().and_then(|h| h.http2_max_requests)),
+            // Validation reports a bad duration; it means the default here.
+            connect_timeout: cp
+                .tcp
+                .as_ref()
+                .and_then(|t| t.connect_timeout.as_deref())
+                .and_then(|d| crate::validate::parse_duration(d).ok())
+                .filter(|d| !d.is_zero()),
         }
     }
 }
