@@ -69,9 +69,9 @@ pub(crate) struct HttpCore {
     refusals: crate::limits::RateLog,
 }
 
-/// An upstream connection a downstream connection holds between its requests, and
-/// since when it is idle.
-type Held = Option<(PoolKey, Stream, Instant)>;
+/// An upstream connection a downstream connection holds between its requests,
+/// since when it is idle, and how many requests it carried.
+type Held = Option<(PoolKey, Stream, Instant, u32)>;
 
 /// A request that goes out on a connection idle at least this long keeps a copy
 /// of its header, to be sent again on a new connection should that one turn out
@@ -128,8 +128,8 @@ impl HttpCore {
                 Arrival::Later => {
                     // An idle client gives its upstream connection back: idle
                     // clients hold one descriptor each, and the pool serves others.
-                    if let Some((key, upstream, since)) = held.take() {
-                        self.pool.put(key, upstream, since);
+                    if let Some((key, upstream, since, uses)) = held.take() {
+                        self.pool.put(key, upstream, since, uses);
                     }
                     match next_request_arrives(&stream, &mut shutdown, self.limits.idle_timeout)
                         .await
@@ -153,8 +153,8 @@ impl HttpCore {
             }
             first = false;
         }
-        if let Some((key, upstream, since)) = held {
-            self.pool.put(key, upstream, since);
+        if let Some((key, upstream, since, uses)) = held {
+            self.pool.put(key, upstream, since, uses);
         }
     }
 
@@ -265,8 +265,8 @@ impl HttpCore {
             return overflow(ds).await;
         };
         let mut retried = false;
-        let mut us = loop {
-            let (stream, idle_since) = match self.upstream(&key, &target, held).await {
+        let (mut us, uses) = loop {
+            let (stream, idle_since, uses) = match self.upstream(&key, &target, held).await {
                 Ok(found) => found,
                 Err(e) => {
                     warn!(
@@ -302,7 +302,7 @@ impl HttpCore {
             )
             .await
             {
-                Ok(()) => break us,
+                Ok(()) => break (us, uses),
                 Err(Failure::Downstream(e)) if e.etype() == &BODY_LIMIT => {
                     // The upstream connection, with its truncated request, is
                     // dropped; the client is told why.
@@ -397,9 +397,15 @@ impl HttpCore {
             return false;
         }
         us.respect_keepalive();
-        if let Some(stream) = us.reuse().await {
-            if let Some((old_key, old, since)) = held.replace((key, stream, Instant::now())) {
-                self.pool.put(old_key, old, since);
+        let uses = uses + 1;
+        if target.may_reuse_after(uses) {
+            if let Some(stream) = us.reuse().await {
+                let now = Instant::now();
+                if let Some((old_key, old, since, old_uses)) =
+                    held.replace((key, stream, now, uses))
+                {
+                    self.pool.put(old_key, old, since, old_uses);
+                }
             }
         }
         true
@@ -417,24 +423,25 @@ impl HttpCore {
     }
 
     /// A connection to `key`: the one this client connection held, else a pooled
-    /// one (with since when it is idle), else a new one.
+    /// one (with since when it is idle), else a new one; and the requests it
+    /// carried.
     pub(crate) async fn upstream(
         &self,
         key: &PoolKey,
         target: &Target,
         held: &mut Held,
-    ) -> Result<(Stream, Option<Instant>)> {
-        if let Some((k, mut stream, since)) = held.take() {
+    ) -> Result<(Stream, Option<Instant>, u32)> {
+        if let Some((k, mut stream, since, uses)) = held.take() {
             if k != *key {
-                self.pool.put(k, stream, since);
+                self.pool.put(k, stream, since, uses);
             } else if crate::conn::idle_alive(&mut stream) {
-                return Ok((stream, Some(since)));
+                return Ok((stream, Some(since), uses));
             }
         }
-        if let Some((stream, since)) = self.pool.take(key) {
-            return Ok((stream, Some(since)));
+        if let Some((stream, since, uses)) = self.pool.take(key) {
+            return Ok((stream, Some(since), uses));
         }
-        Ok((self.connect(target).await?, None))
+        Ok((self.connect(target).await?, None, 0))
     }
 
     /// A new connection for `target`: TCP, then mesh mTLS when the endpoint has an

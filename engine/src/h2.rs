@@ -193,9 +193,9 @@ impl HttpCore {
             return;
         };
         let mut retried = false;
-        let mut us = loop {
+        let (mut us, uses) = loop {
             let mut none = None;
-            let (stream, idle_since) = match self.upstream(&key, &target, &mut none).await {
+            let (stream, idle_since, uses) = match self.upstream(&key, &target, &mut none).await {
                 Ok(found) => found,
                 Err(e) => {
                     warn!(cluster = target.cluster_name(), upstream = %target.addr, error = %e, "upstream connect failed");
@@ -216,7 +216,7 @@ impl HttpCore {
             };
             let mut us = Upstream::new(stream);
             match h2_send(s, &mut us, request, has_body, &self.limits).await {
-                Ok(()) => break us,
+                Ok(()) => break (us, uses),
                 Err(Side::Client(e)) if e.etype() == &BODY_LIMIT => {
                     self.refused(413, "the request body went over the limit");
                     let _ = h2_local(s, 413, "text/plain", BODY_TOO_LARGE.into()).await;
@@ -275,8 +275,11 @@ impl HttpCore {
             }
         }
         us.respect_keepalive();
-        if let Some(stream) = us.reuse().await {
-            self.pool.put(key, stream, Instant::now());
+        let uses = uses + 1;
+        if target.may_reuse_after(uses) {
+            if let Some(stream) = us.reuse().await {
+                self.pool.put(key, stream, Instant::now(), uses);
+            }
         }
     }
 

@@ -136,6 +136,7 @@ mod tests {
             http1_max_pending_requests: Some(pending),
             http2_max_requests: None,
             connect_timeout: None,
+            max_requests_per_connection: None,
         }
     }
 

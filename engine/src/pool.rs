@@ -62,6 +62,8 @@ impl Hash for PoolKey {
 struct Idle {
     stream: Stream,
     since: Instant,
+    /// Requests the connection has carried.
+    uses: u32,
 }
 
 /// See the module header.
@@ -82,24 +84,30 @@ impl Pool {
     }
 
     /// The most recently released live connection for `key`, if any, with since
-    /// when it is idle; dead ones met on the way are closed.
-    pub(crate) fn take(&self, key: &PoolKey) -> Option<(Stream, Instant)> {
+    /// when it is idle and how many requests it carried; dead ones met on the way
+    /// are closed.
+    pub(crate) fn take(&self, key: &PoolKey) -> Option<(Stream, Instant, u32)> {
         let mut idle = self.idle.lock();
         let list = idle.get_mut(key)?;
         while let Some(mut conn) = list.pop() {
             if idle_alive(&mut conn.stream) {
-                return Some((conn.stream, conn.since));
+                return Some((conn.stream, conn.since, conn.uses));
             }
         }
         None
     }
 
-    /// Keep `stream`, idle since `since`, for the next request to `key`.
-    pub(crate) fn put(&self, key: PoolKey, stream: Stream, since: Instant) {
+    /// Keep `stream`, idle since `since` after carrying `uses` requests, for the
+    /// next request to `key`.
+    pub(crate) fn put(&self, key: PoolKey, stream: Stream, since: Instant, uses: u32) {
         let mut idle = self.idle.lock();
         let list = idle.entry(key).or_default();
         if list.len() < MAX_IDLE_PER_KEY {
-            list.push(Idle { stream, since });
+            list.push(Idle {
+                stream,
+                since,
+                uses,
+            });
         }
     }
 
@@ -169,8 +177,8 @@ mod tests {
         let (live, _live_peer) = conn_pair(&listener).await;
         let (dead, dead_peer) = conn_pair(&listener).await;
         let live_id = live.id();
-        pool.put(key.clone(), live, Instant::now());
-        pool.put(key.clone(), dead, Instant::now());
+        pool.put(key.clone(), live, Instant::now(), 0);
+        pool.put(key.clone(), dead, Instant::now(), 0);
         drop(dead_peer);
         // Wait (bounded) until the close has reached the reactor, the way a pool
         // user would meet it later.
@@ -187,7 +195,7 @@ mod tests {
             assert!(Instant::now() < deadline, "close never seen");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        let (got, _) = pool.take(&key).expect("the live connection");
+        let (got, _, _) = pool.take(&key).expect("the live connection");
         assert_eq!(got.id(), live_id);
         assert!(pool.take(&key).is_none());
         assert_eq!(pool.idle_count(), 0);
@@ -207,13 +215,13 @@ mod tests {
         };
         let pool = Pool::new();
         let (c, _p) = conn_pair(&listener).await;
-        pool.put(plain.clone(), c, Instant::now());
+        pool.put(plain.clone(), c, Instant::now(), 0);
         assert!(
             pool.take(&mesh).is_none(),
             "a plaintext connection is not mTLS"
         );
         let (c2, _p2) = conn_pair(&listener).await;
-        pool.put(mesh.clone(), c2, Instant::now());
+        pool.put(mesh.clone(), c2, Instant::now(), 0);
         assert_eq!(pool.idle_count(), 2);
         pool.sweep(Instant::now() - IDLE_TIMEOUT);
         assert_eq!(pool.idle_count(), 2, "fresh connections stay");

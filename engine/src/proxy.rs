@@ -424,6 +424,24 @@ impl Target {
         }
     }
 
+    /// Whether an upstream connection that carried `uses` requests may carry
+    /// another (DestinationRule `http.maxRequestsPerConnection`; 1 turns
+    /// keep-alive off).
+    pub(crate) fn may_reuse_after(&self, uses: u32) -> bool {
+        let Some(cluster) = self
+            .snapshot
+            .as_ref()
+            .zip(self.cluster)
+            .and_then(|(s, id)| s.clusters.get(id.0 as usize))
+        else {
+            return true;
+        };
+        cluster
+            .pool
+            .max_requests_per_connection
+            .is_none_or(|max| uses < max)
+    }
+
     /// The cluster's own connect timeout (DestinationRule
     /// `connectionPool.tcp.connectTimeout`), if it sets one.
     pub(crate) fn connect_timeout(&self) -> Option<std::time::Duration> {

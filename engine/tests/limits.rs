@@ -522,6 +522,7 @@ async fn a_saturated_upstream_gets_a_fast_503_uo() {
         http1_max_pending_requests: Some(1),
         http2_max_requests: None,
         connect_timeout: None,
+        max_requests_per_connection: None,
     };
     let holder = SnapshotHolder::new(Arc::new(snapshot(
         1,
@@ -624,4 +625,44 @@ async fn a_cluster_connect_timeout_replaces_the_default() {
         took >= Duration::from_millis(250) && took < Duration::from_secs(3),
         "503 after {took:?}"
     );
+}
+
+/// DestinationRule `http.maxRequestsPerConnection`: an upstream connection carries
+/// at most that many requests (1 turns upstream keep-alive off); the client's own
+/// connection is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_carry_at_most_max_requests_per_connection() {
+    for (max, want) in [(1u32, 4usize), (2, 2)] {
+        let one = Upstream::start("one").await;
+        let mut up = cluster("up", &[one.addr]);
+        up.pool.max_requests_per_connection = Some(max);
+        let holder = SnapshotHolder::new(Arc::new(snapshot(
+            1,
+            vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
+            vec![up],
+        )));
+        let l = start_listener(
+            holder,
+            "127.0.0.1:0".parse().unwrap(),
+            80,
+            None,
+            ListenerConfig::default(),
+        )
+        .unwrap();
+        let mut conn = TcpStream::connect(l.local_addr()).await.unwrap();
+        for _ in 0..4 {
+            conn.write_all(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+                .await
+                .unwrap();
+            let (head, body) = read_response(&mut conn).await;
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            assert_eq!(body, "one");
+        }
+        assert_eq!(one.requests(), 4);
+        assert_eq!(
+            one.connections(),
+            want,
+            "maxRequestsPerConnection {max}: upstream connections for 4 requests"
+        );
+    }
 }

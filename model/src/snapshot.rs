@@ -705,13 +705,17 @@ pub struct Cluster {
 /// more waiting for one, at most `http2_max_requests` in flight in all; beyond
 /// that a request is answered 503 at once (flag `UO`). `None`: no limit (Istio's
 /// default, 2^32-1). `connect_timeout` (`tcp.connectTimeout`) replaces the
-/// mesh-wide connect timeout for this cluster.
+/// mesh-wide connect timeout for this cluster; `max_requests_per_connection`
+/// bounds the requests of each upstream connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConnectionPool {
     pub max_connections: Option<u32>,
     pub http1_max_pending_requests: Option<u32>,
     pub http2_max_requests: Option<u32>,
     pub connect_timeout: Option<std::time::Duration>,
+    /// `http.maxRequestsPerConnection`: requests an upstream connection carries
+    /// before it is closed (1: no keep-alive).
+    pub max_requests_per_connection: Option<u32>,
 }
 
 impl ConnectionPool {

@@ -566,7 +566,7 @@ fn connection_pool_limits_reach_the_clusters() {
     trafficPolicy:
       connectionPool:
         tcp: {maxConnections: 1}
-        http: {http1MaxPendingRequests: 1}",
+        http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}",
     );
     let (snap, diags) = compile(&yaml);
     assert!(warnings(&diags).is_empty(), "{diags:?}");
@@ -586,6 +586,7 @@ fn connection_pool_limits_reach_the_clusters() {
     assert_eq!(v2.max_connections, Some(1));
     assert_eq!(v2.http1_max_pending_requests, Some(1));
     assert_eq!(v2.http2_max_requests, None);
+    assert_eq!(v2.max_requests_per_connection, Some(1));
     let (timed, _) = compile(&vs(r#"
   - route:
     - {destination: {host: reviews, subset: v3}}

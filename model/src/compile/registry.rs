@@ -376,6 +376,9 @@ impl<'s> RuleIndex<'s> {
                 cp.http.as_ref().and_then(|h| h.http1_max_pending_requests),
             ),
             http2_max_requests: limit(cp.http.as_ref().and_then(|h| h.http2_max_requests)),
+            max_requests_per_connection: limit(
+                cp.http.as_ref().and_then(|h| h.max_requests_per_connection),
+            ),
             // Validation reports a bad duration; it means the default here.
             connect_timeout: cp
                 .tcp
