@@ -140,12 +140,14 @@ pub fn run(args: AnalyzeArgs) -> ExitCode {
             Err(e) => return error(e),
         }
     }
+    let mut mesh_settings = analyze::MeshSettings::default();
     if let Some(path) = &args.mesh_config_file {
         match mesh_config::read(path) {
             Ok(mesh) => {
                 for note in mesh.notes() {
                     eprintln!("Warning: --meshConfigFile {}: {note}", path.display());
                 }
+                mesh_settings = mesh.settings();
             }
             Err(e) => return error(e),
         }
@@ -191,7 +193,7 @@ pub fn run(args: AnalyzeArgs) -> ExitCode {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    findings.extend(analyze::analyze_at(&store, now));
+    findings.extend(analyze::analyze_with(&store, Some(now), &mesh_settings));
     diag::sort(&mut findings);
     cert_dir_findings.append(&mut findings);
     // As istioctl: the namespace filter and both kinds of suppression apply before

@@ -57,6 +57,18 @@ fn ist0101_analyzer(d: &Diagnostic) -> Option<&'static str> {
 
 /// Whether isthmus's finding `d` can come from Istio analyzer `analyzer`.
 fn from_analyzer(d: &Diagnostic, analyzer: &str) -> bool {
+    if d.code == "IST0002" {
+        // Telemetry: the Lightstep analyzer; other kinds: the deprecated fields one.
+        let telemetry = d
+            .resource
+            .as_deref()
+            .is_some_and(|r| r.starts_with("Telemetry "));
+        return if telemetry {
+            analyzer == "telemetry.LightstepAnalyzer"
+        } else {
+            analyzer == "deprecation.FieldAnalyzer"
+        };
+    }
     if d.code != "IST0101" {
         return true;
     }
@@ -143,7 +155,7 @@ impl Outcome {
 }
 
 /// The (code, resource) pairs isthmus reports for a case's files.
-fn run_case(files: &[PathBuf]) -> Vec<Diagnostic> {
+fn run_case(files: &[PathBuf], mesh: &analyze::MeshSettings) -> Vec<Diagnostic> {
     let loaded = isthmus_controller::load_paths(files).expect("read case files");
     let mut resources = loaded.resources;
     let mut findings = loaded.diagnostics;
@@ -167,7 +179,7 @@ fn run_case(files: &[PathBuf]) -> Vec<Diagnostic> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    findings.extend(analyze::analyze_at(&store, now));
+    findings.extend(analyze::analyze_with(&store, Some(now), mesh));
     for d in &mut findings {
         if let Some(r) = &d.resource {
             if unnamespaced.contains(r) {
@@ -254,6 +266,10 @@ fn istio_analyzer_grid() {
             "gateway.SecretAnalyzer",
             "gateway.IngressGatewayPortAnalyzer",
             "authz.AuthorizationPoliciesAnalyzer",
+            "sidecar.SelectorAnalyzer",
+            "telemetry.SelectorAnalyzer",
+            "telemetry.LightstepAnalyzer",
+            "deprecation.FieldAnalyzer",
         ]
         .contains(&analyzer);
         codes_of.get(analyzer).is_some_and(|codes| {
@@ -306,7 +322,16 @@ fn istio_analyzer_grid() {
                 .map(|f| base.join(f.as_str().unwrap()))
                 .collect();
             let codes = codes_of.get(&analyzer).cloned().unwrap_or_default();
-            let reported: Vec<(String, String)> = run_case(&files)
+            // The case's mesh config, as `istioctl analyze --meshConfigFile` reads it.
+            let mesh = case["mesh_config_file"].as_str().map_or_else(
+                analyze::MeshSettings::default,
+                |f| {
+                    let text = std::fs::read_to_string(base.join(f)).expect("read mesh config");
+                    let value: Value = serde_yaml_ng::from_str(&text).expect("mesh config YAML");
+                    analyze::MeshSettings::from_mesh_config(&value)
+                },
+            );
+            let reported: Vec<(String, String)> = run_case(&files, &mesh)
                 .iter()
                 .filter(|d| codes.contains(d.code) && from_analyzer(d, &analyzer))
                 .map(|d| (d.code.to_string(), d.resource.clone().unwrap_or_default()))

@@ -21,7 +21,9 @@ use serde_json::{Map, Value};
 
 use crate::diag::{Diagnostic, Level};
 use crate::position::{join_key, Positions};
-use crate::resources::{Kind, ObjectMeta, Origin, Resource, Spec, DEFAULT_NAMESPACE};
+use crate::resources::{
+    Kind, ObjectMeta, Origin, Resource, Spec, StatusCondition, DEFAULT_NAMESPACE,
+};
 
 /// Result of loading one or more files: what loaded, and what did not.
 #[derive(Debug, Default)]
@@ -116,6 +118,16 @@ fn reports_unknown_fields(kind: Kind) -> bool {
             | Kind::Deployment
             | Kind::Pod
             | Kind::ServiceAccount
+            | Kind::ConfigMap
+            // Typed only in part (`resources::extensions`).
+            | Kind::Telemetry
+            | Kind::EnvoyFilter
+            | Kind::WasmPlugin
+            | Kind::ProxyConfig
+            | Kind::GrpcRoute
+            | Kind::CustomResourceDefinition
+            | Kind::MutatingWebhookConfiguration
+            | Kind::ValidatingWebhookConfiguration
     )
 }
 
@@ -279,6 +291,18 @@ fn load_document(file: &Arc<str>, doc: Document<'_>, out: &mut Loaded) {
             None
         }
     };
+    // Status conditions (read by the analyzers only); unreadable ones are left out.
+    let conditions = status
+        .as_ref()
+        .map(|s| status_conditions(kind, s))
+        .unwrap_or_default();
+    // Addresses Istio allocated to a ServiceEntry (read by the analyzers only).
+    if let (Some(Spec::ServiceEntry(se)), Some(status)) = (spec.as_mut(), &status) {
+        se.status_addresses = status
+            .get("addresses")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+    }
     // A Pod's status sits beside its spec.
     if let (Some(Spec::Pod(pod)), Some(mut status)) = (spec.as_mut(), status) {
         strip_nulls(&mut status);
@@ -303,7 +327,27 @@ fn load_document(file: &Arc<str>, doc: Document<'_>, out: &mut Loaded) {
         spec,
         origin,
         positions: Arc::new(positions),
+        conditions,
     });
+}
+
+/// `status.conditions`, or for routes `status.parents[].conditions`.
+fn status_conditions(kind: Kind, status: &Value) -> Vec<StatusCondition> {
+    let lists: Vec<&Value> = if matches!(kind, Kind::HttpRoute | Kind::GrpcRoute) {
+        status
+            .get("parents")
+            .and_then(Value::as_array)
+            .map(|ps| ps.iter().filter_map(|p| p.get("conditions")).collect())
+            .unwrap_or_default()
+    } else {
+        status.get("conditions").into_iter().collect()
+    };
+    lists
+        .into_iter()
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter_map(|c| serde_json::from_value(c.clone()).ok())
+        .collect()
 }
 
 /// `apiVersion: v1, kind: List` (what `kubectl get -o yaml` writes): a wrapper
@@ -409,7 +453,11 @@ fn envelope_warnings(ctx: &Ctx<'_>, kind: Kind, obj: &Map<String, Value>) -> Vec
 /// `spec`, or for a Secret the whole object minus the envelope.
 fn take_body(kind: Kind, mut obj: Map<String, Value>) -> (&'static str, Value) {
     match kind {
-        Kind::Secret | Kind::ServiceAccount => {
+        Kind::Secret
+        | Kind::ServiceAccount
+        | Kind::ConfigMap
+        | Kind::MutatingWebhookConfiguration
+        | Kind::ValidatingWebhookConfiguration => {
             for k in ENVELOPE {
                 obj.remove(*k);
             }
@@ -502,6 +550,15 @@ fn decode_spec(kind: Kind, v: &Value) -> Result<(Spec, Vec<String>), (String, St
         Kind::Deployment => spec!(Deployment),
         Kind::Pod => spec!(Pod),
         Kind::ServiceAccount => spec!(ServiceAccount),
+        Kind::ConfigMap => spec!(ConfigMap),
+        Kind::Telemetry => spec!(Telemetry),
+        Kind::EnvoyFilter => spec!(EnvoyFilter),
+        Kind::WasmPlugin => spec!(WasmPlugin),
+        Kind::ProxyConfig => spec!(ProxyConfig),
+        Kind::GrpcRoute => spec!(GrpcRoute),
+        Kind::CustomResourceDefinition => spec!(CustomResourceDefinition),
+        Kind::MutatingWebhookConfiguration => spec!(MutatingWebhookConfiguration),
+        Kind::ValidatingWebhookConfiguration => spec!(ValidatingWebhookConfiguration),
     }
 }
 

@@ -137,6 +137,16 @@ fn spec_json(spec: &Spec) -> Result<serde_json::Value, serde_json::Error> {
         Spec::Deployment(s) => serde_json::to_value(s),
         Spec::Pod(s) => serde_json::to_value(s),
         Spec::ServiceAccount(s) => serde_json::to_value(s),
+        Spec::ConfigMap(s) => serde_json::to_value(s),
+        Spec::Telemetry(s) => serde_json::to_value(s),
+        Spec::EnvoyFilter(s) => serde_json::to_value(s),
+        Spec::WasmPlugin(s) => serde_json::to_value(s),
+        Spec::ProxyConfig(s) => serde_json::to_value(s),
+        Spec::GrpcRoute(s) => serde_json::to_value(s),
+        Spec::CustomResourceDefinition(s) => serde_json::to_value(s),
+        Spec::MutatingWebhookConfiguration(s) | Spec::ValidatingWebhookConfiguration(s) => {
+            serde_json::to_value(s)
+        }
     }
 }
 

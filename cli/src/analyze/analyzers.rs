@@ -9,9 +9,39 @@
 /// (name, description, codes).
 const ANALYZERS: &[(&str, &str, &[&str])] = &[
     (
+        "annotations.K8sAnalyzer",
+        "Istio annotations on Namespaces, Services, Pods and Deployments: unknown, deprecated, misplaced or invalid",
+        &["IST0107", "IST0108", "IST0125", "IST0135"],
+    ),
+    (
+        "applicationUID.Analyzer",
+        "Application containers or pods running as UID 1337, reserved for the sidecar proxy",
+        &["IST0144"],
+    ),
+    (
+        "authn.BlockedCIDRsAnalyzer",
+        "RequestAuthentications while istiod does not restrict where JWKS URIs are fetched from",
+        &["IST0175"],
+    ),
+    (
         "auth.AuthorizationPoliciesAnalyzer",
         "Authorization policies: selectors that match no workload, sources naming missing namespaces",
         &["IST0101", "IST0127"],
+    ),
+    (
+        "conditions.ConditionAnalyzer",
+        "Negative conditions written in resources' status",
+        &["IST0171"],
+    ),
+    (
+        "deprecation.FieldAnalyzer",
+        "Deprecated fields: fault delay percent, Sidecar egressProxy",
+        &["IST0002"],
+    ),
+    (
+        "deployment.MultiServiceAnalyzer",
+        "Deployments in the mesh behind Services that give one port different protocols, or one targetPort different ports",
+        &["IST0116", "IST0137"],
     ),
     (
         "destinationrule.CaCertificateAnalyzer",
@@ -22,6 +52,16 @@ const ANALYZERS: &[(&str, &str, &[&str])] = &[
         "destinationrule.SubsetSelectPodAnalyzer",
         "Destination rule subsets that select no pod, and hosts that match no service",
         &["IST0173", "IST0174"],
+    ),
+    (
+        "envoyfilter.EnvoyPatchAnalyzer",
+        "EnvoyFilter patch operations that depend on filter order without a priority, or that Envoy ignores",
+        &["IST0151", "IST0152", "IST0153", "IST0154", "IST0155"],
+    ),
+    (
+        "externalcontrolplane.ExternalControlPlaneAnalyzer",
+        "Istio webhooks of an external control plane: blank or unparsable URLs, IP addresses for hostnames",
+        &["IST0163", "IST0164"],
     ),
     (
         "gateway.CertificateAnalyzer",
@@ -35,13 +75,28 @@ const ANALYZERS: &[(&str, &str, &[&str])] = &[
     ),
     (
         "gateway.IngressGatewayPortAnalyzer",
-        "Gateway selectors that match no gateway workload",
-        &["IST0101"],
+        "Gateway selectors that match no gateway workload; server ports the workload's Services do not offer",
+        &["IST0101", "IST0162"],
     ),
     (
         "gateway.SecretAnalyzer",
         "Gateway TLS credentials: missing, unusable or expired secrets",
         &["IST0101", "IST0161"],
+    ),
+    (
+        "injection.ImageAutoAnalyzer",
+        "`image: auto` proxies in pods that were not injected, or in Deployments no injection webhook selects",
+        &["IST0146", "IST0147"],
+    ),
+    (
+        "injection.ImageAnalyzer",
+        "Pods whose proxy image is not the one their namespace's injector configuration names",
+        &["IST0158"],
+    ),
+    (
+        "injection.Analyzer",
+        "Namespaces without (or with conflicting) injection labels, pods in injected namespaces without the proxy",
+        &["IST0102", "IST0103", "IST0123", "IST0148"],
     ),
     (
         "isthmus.AcmeCertificateAnalyzer",
@@ -66,6 +121,11 @@ const ANALYZERS: &[(&str, &str, &[&str])] = &[
         &["ISM0001"],
     ),
     (
+        "isthmus.KindNotAppliedAnalyzer",
+        "EnvoyFilters, WasmPlugins, Telemetries, ProxyConfigs and GRPCRoutes: analyzed, but not applied by isthmus",
+        &["ISM0002"],
+    ),
+    (
         "isthmus.MeshAnalyzer",
         "Mesh endpoints that chosen TLS settings cannot reach; port annotations that cannot be used",
         &["ISM0210", "ISM0211"],
@@ -79,6 +139,16 @@ const ANALYZERS: &[(&str, &str, &[&str])] = &[
         "isthmus.VirtualServiceRulesAnalyzer",
         "Gateways named in match blocks, rules and matches never used (field-by-field coverage), catch-all rules before others",
         &["ISM0106", "ISM0107", "ISM0108", "ISM0109"],
+    ),
+    (
+        "k8sgateway.CRDVersionAnalyzer",
+        "Gateway API CRDs older than the version Istio needs",
+        &["IST0176"],
+    ),
+    (
+        "k8sgateway.SelectorAnalyzer",
+        "Policy selectors that pick Gateway API gateway pods (use targetRef instead)",
+        &["IST0166"],
     ),
     (
         "schema.ValidationAnalyzer.AuthorizationPolicy",
@@ -126,14 +196,59 @@ const ANALYZERS: &[(&str, &str, &[&str])] = &[
         &["IST0106", "IST0133"],
     ),
     (
+        "serviceentry.Analyzer",
+        "ServiceEntries with TCP ports but no addresses (unless the mesh allocates them)",
+        &["IST0134"],
+    ),
+    (
+        "serviceentry.ConflictingServiceEntryProtocolAnalyzer",
+        "ServiceEntries giving one host and port different protocols",
+        &["IST0177"],
+    ),
+    (
+        "service.PortNameAnalyzer",
+        "Service port names that do not tell Istio the protocol",
+        &["IST0118", "IST0150"],
+    ),
+    (
+        "sidecar.SelectorAnalyzer",
+        "Sidecar selectors that match no workload or overlap; several namespace-wide Sidecars; Sidecars in ambient mode",
+        &["IST0101", "IST0110", "IST0111", "IST0167"],
+    ),
+    (
+        "telemetry.DefaultSelectorAnalyzer",
+        "Several Telemetries without a selector in one namespace",
+        &["IST0160"],
+    ),
+    (
+        "telemetry.LightstepAnalyzer",
+        "Telemetries tracing to a Lightstep provider (deprecated)",
+        &["IST0002"],
+    ),
+    (
+        "telemetry.ProviderAnalyzer",
+        "Telemetry access logging without providers when the mesh has no default provider",
+        &["IST0157"],
+    ),
+    (
+        "telemetry.SelectorAnalyzer",
+        "Telemetry selectors that match no workload, or overlap",
+        &["IST0101", "IST0159"],
+    ),
+    (
+        "webhook.Analyzer",
+        "Sidecar injector webhooks that overlap, or whose service is not loaded",
+        &["IST0139"],
+    ),
+    (
         "virtualservice.ConflictingMeshGatewayHostsAnalyzer",
         "Virtual services bound to the mesh gateway with overlapping hosts",
         &["IST0109"],
     ),
     (
         "virtualservice.DestinationHostAnalyzer",
-        "Route destinations: hosts that resolve to no service, ports required but not given",
-        &["IST0101", "IST0112"],
+        "Route destinations: hosts that resolve to no service, ports required but not given; gateway routes without subsets next to subset routes",
+        &["IST0101", "IST0112", "IST0140"],
     ),
     (
         "virtualservice.DestinationRuleAnalyzer",

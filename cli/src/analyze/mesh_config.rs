@@ -27,6 +27,11 @@ pub struct MeshConfig {
     pub ingress_controller_mode: Option<IngressControllerMode>,
     #[allow(dead_code)]
     pub ingress_service: Option<String>,
+    /// Read by the telemetry and ServiceEntry analyzers
+    /// (`isthmus_model::analyze::MeshSettings`).
+    pub default_providers: Option<serde_json::Value>,
+    pub extension_providers: Option<serde_json::Value>,
+    pub default_config: Option<serde_json::Value>,
 }
 
 /// `MeshConfig.ingressControllerMode`.
@@ -40,6 +45,21 @@ pub enum IngressControllerMode {
 }
 
 impl MeshConfig {
+    /// The settings the analyzers read.
+    pub fn settings(&self) -> isthmus_model::analyze::MeshSettings {
+        let mut mesh = serde_json::Map::new();
+        for (key, value) in [
+            ("defaultProviders", &self.default_providers),
+            ("extensionProviders", &self.extension_providers),
+            ("defaultConfig", &self.default_config),
+        ] {
+            if let Some(v) = value {
+                mesh.insert(key.to_string(), v.clone());
+            }
+        }
+        isthmus_model::analyze::MeshSettings::from_mesh_config(&serde_json::Value::Object(mesh))
+    }
+
     /// What the analysis does differently from the file, one sentence each.
     pub fn notes(&self) -> Vec<String> {
         let mut notes = Vec::new();

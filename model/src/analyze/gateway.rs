@@ -1,24 +1,90 @@
 //! Gateway findings: selectors that select no workload and `credentialName` secrets
 //! that are missing or unusable (IST0101, IST0161, with the cert-manager hints of
 //! [`super::certs`]), one certificate on several Gateways (IST0138), and Gateways that
-//! claim the same port and host on the same workloads (IST0145).
+//! claim the same port and host on the same workloads (IST0145); server ports their
+//! workloads' Services do not offer (IST0162).
 
 use std::collections::BTreeSet;
 
 use crate::diag::Diagnostic;
-use crate::resources::core::SecretData;
+use crate::resources::core::{IntOrString, SecretData};
 use crate::resources::networking::{GatewaySpec, Server, ServerTlsMode, ServerTlsSettings};
 use crate::resources::{Kind, Labels, Resource, Spec};
 
-use super::index::{describe_selector, GatewayHome, Index};
+use super::index::{describe_selector, GatewayHome, Index, WorkloadKind};
 use super::{certs, finding, full_name, selector_string, selects};
 
 pub(super) fn check(ix: &Index, out: &mut Vec<Diagnostic>) {
     for (r, gw) in ix.store.gateways() {
         credentials(ix, r, gw, out);
+        service_ports(ix, r, gw, out);
     }
     duplicate_certificates(ix, out);
     conflicts(ix, out);
+}
+
+/// IST0162, as istioctl's `gateway.IngressGatewayPortAnalyzer`: a server port that no
+/// TCP port (or targetPort) of the Services selecting the Gateway's workloads
+/// offers. Not reported when no loaded Service selects those workloads at all, or
+/// when the workload is the assumed default ingress gateway (their Services are
+/// then unknown, not missing).
+fn service_ports(ix: &Index, r: &Resource, gw: &GatewaySpec, out: &mut Vec<Diagnostic>) {
+    let empty = Labels::default();
+    let sel = gw.selector.as_ref().unwrap_or(&empty);
+    let mut offered: BTreeSet<u32> = BTreeSet::new();
+    let mut any_workload = false;
+    let mut any_service = false;
+    for w in ix.workloads.iter().filter(|w| selects(sel, &w.labels)) {
+        any_workload = true;
+        if w.kind == WorkloadKind::ImplicitIngress {
+            // Assumed, not loaded: its Service (and where it sends each port) is
+            // unknown. Istio's stand-in Service maps 80 to 80, but installed ingress
+            // gateways listen on 8080 and 8443.
+            return;
+        }
+        for (s, svc) in ix.store.services() {
+            if s.namespace() != w.namespace
+                || !selects(svc.selector.as_ref().unwrap_or(&empty), &w.labels)
+            {
+                continue;
+            }
+            any_service = true;
+            for p in &svc.ports {
+                // Kubernetes defaults the protocol to TCP.
+                if p.protocol.as_deref().is_some_and(|x| x != "TCP") {
+                    continue;
+                }
+                let target = match &p.target_port {
+                    Some(IntOrString::Int(i)) => u32::try_from(*i).unwrap_or(0),
+                    Some(IntOrString::Str(s)) => s.parse().unwrap_or(0),
+                    None => 0,
+                };
+                offered.insert(p.port);
+                if target != 0 {
+                    offered.insert(target);
+                }
+            }
+        }
+    }
+    if !any_workload || !any_service {
+        return;
+    }
+    for (i, server) in gw.servers.iter().enumerate() {
+        let port = server.port.number;
+        if !offered.contains(&port) {
+            out.push(finding(
+                "IST0162",
+                r,
+                &format!("spec.servers[{i}].port.number"),
+                format!(
+                    "The gateway is listening on a target port (port {port}) that is not defined in the \
+                     Service associated with its workload instances (Pod selector {}). If you need to \
+                     access the gateway port through the gateway Service, it will not be available.",
+                    selector_string(sel)
+                ),
+            ));
+        }
+    }
 }
 
 /// A `credentialName` as written, and the Secret it names once resolved.

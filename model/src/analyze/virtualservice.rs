@@ -21,6 +21,58 @@ pub(super) fn check(ix: &Index, out: &mut Vec<Diagnostic>) {
         rules::check(r, vs, out);
     }
     mesh_host_conflicts(ix, out);
+    ingress_subsets(ix, out);
+}
+
+/// IST0140, as istioctl: a VirtualService bound to gateways routes to a host without
+/// a subset, while another VirtualService for that host splits it by subsets; those
+/// subset rules do not apply to the gateway's requests. Hosts are compared as
+/// written.
+fn ingress_subsets(ix: &Index, out: &mut Vec<Diagnostic>) {
+    // VirtualServices with a subset route to one of their own hosts: (name, hosts).
+    let mut with_subsets: Vec<(String, Vec<&str>)> = Vec::new();
+    for (r, vs) in ix.store.virtual_services() {
+        let hosts: Vec<&str> = vs
+            .http
+            .iter()
+            .flat_map(|h| h.route.iter())
+            .map(|rd| &rd.destination)
+            .filter(|d| d.subset.as_deref().is_some_and(|s| !s.is_empty()))
+            .filter(|d| vs.hosts.contains(&d.host))
+            .map(|d| d.host.as_str())
+            .collect();
+        if !hosts.is_empty() {
+            with_subsets.push((full_name(r), hosts));
+        }
+    }
+    for (r, vs) in ix.store.virtual_services() {
+        if vs.gateways.is_empty() {
+            continue;
+        }
+        let mut seen = BTreeSet::new();
+        for (i, http) in vs.http.iter().enumerate() {
+            for (j, rd) in http.route.iter().enumerate() {
+                let d = &rd.destination;
+                if d.subset.as_deref().is_some_and(|s| !s.is_empty()) {
+                    continue;
+                }
+                for (other, hosts) in &with_subsets {
+                    if hosts.contains(&d.host.as_str()) && seen.insert(other.clone()) {
+                        out.push(finding(
+                            "IST0140",
+                            r,
+                            &format!("spec.http[{i}].route[{j}].destination.host"),
+                            format!(
+                                "Subset in virtual service {other} has no effect on ingress gateway {} \
+                                 requests",
+                                full_name(r)
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Whether the VirtualService applies to sidecars (`gateways` empty or has `mesh`).
@@ -278,13 +330,29 @@ fn all_destinations(vs: &VirtualServiceSpec) -> Vec<Dest<'_>> {
 /// multi-port destination without a port.
 fn destinations(ix: &Index, r: &Resource, vs: &VirtualServiceSpec, out: &mut Vec<Diagnostic>) {
     let ns = r.namespace();
+    // As istioctl: the host must be visible from a namespace the VirtualService is
+    // exported to (its own when `exportTo` is empty).
+    let scopes: Vec<&str> = if vs.export_to.is_empty() {
+        vec![ns]
+    } else {
+        vs.export_to
+            .iter()
+            .map(|e| if e == "." { ns } else { e.as_str() })
+            .collect()
+    };
     for Dest { path, what, d } in all_destinations(vs) {
         let fqdn = host::expand_short_name(&d.host, ns);
-        let Some(svc) = ix.find_service(&fqdn, ns) else {
+        let found = scopes.iter().find_map(|s| ix.find_service(&fqdn, s));
+        let Some(svc) = found else {
             let msg = format!(
                 "Referenced {what} not found: {:?} ({}){}",
                 d.host,
-                if fqdn == d.host {
+                if !vs.export_to.is_empty() && ix.find_service(&fqdn, ns).is_some() {
+                    format!(
+                        "{fqdn} is not visible from the namespaces this VirtualService is exported to: {}",
+                        scopes.join(", ")
+                    )
+                } else if fqdn == d.host {
                     "no Service or ServiceEntry provides it".to_string()
                 } else {
                     format!("no Service or ServiceEntry provides {fqdn}")
@@ -523,7 +591,7 @@ fn mesh_host_conflicts(ix: &Index, out: &mut Vec<Diagnostic>) {
     let mut reported: BTreeSet<String> = BTreeSet::new();
     for (h, entries) in &by_host {
         for MeshHost { r, index: i, scope } in entries {
-            let others: Vec<&Resource> = entries
+            let mut others: Vec<(&Resource, usize)> = entries
                 .iter()
                 .filter(|o| {
                     !std::ptr::eq(o.r, *r)
@@ -531,26 +599,46 @@ fn mesh_host_conflicts(ix: &Index, out: &mut Vec<Diagnostic>) {
                             .iter()
                             .any(|a| a == "*" || scope.iter().any(|b| b == "*" || b == a))
                 })
-                .map(|o| o.r)
+                .map(|o| (o.r, o.index))
                 .collect();
-            if others.is_empty() || !reported.insert(full_name(r)) {
+            // As istioctl: a host exported to some namespaces also conflicts with the
+            // hosts exported to all namespaces that overlap it (`*.d` and `*.c.d`).
+            if scope.iter().any(|s| s != "*") {
+                for (h2, entries2) in by_host.iter().filter(|(h2, _)| *h2 != h) {
+                    if !host::matches(h, h2) {
+                        continue;
+                    }
+                    others.extend(
+                        entries2
+                            .iter()
+                            .filter(|o| !std::ptr::eq(o.r, *r) && o.scope.iter().any(|s| s == "*"))
+                            .map(|o| (o.r, o.index)),
+                    );
+                }
+            }
+            if others.is_empty() {
                 continue;
             }
-            let mut names: Vec<String> = others.iter().map(|o| full_name(o)).collect();
+            let mut names: Vec<String> = others.iter().map(|(o, _)| full_name(o)).collect();
             names.push(full_name(r));
             names.sort();
             names.dedup();
-            out.push(finding(
-                "IST0109",
-                r,
-                &format!("spec.hosts[{i}]"),
-                format!(
-                    "The VirtualServices {} associated with mesh gateway define the same host {h} which \
-                     can lead to undefined behavior. This can be fixed by merging the conflicting \
-                     VirtualServices into a single resource.",
-                    names.join(",")
-                ),
-            ));
+            for (vs, index) in std::iter::once((*r, *i)).chain(others.iter().copied()) {
+                if !reported.insert(full_name(vs)) {
+                    continue;
+                }
+                out.push(finding(
+                    "IST0109",
+                    vs,
+                    &format!("spec.hosts[{index}]"),
+                    format!(
+                        "The VirtualServices {} associated with mesh gateway define the same host {h} which \
+                         can lead to undefined behavior. This can be fixed by merging the conflicting \
+                         VirtualServices into a single resource.",
+                        names.join(",")
+                    ),
+                ));
+            }
         }
     }
 }

@@ -121,6 +121,15 @@ pub struct ServiceAccountSpec {
     pub image_pull_secrets: Vec<serde_json::Value>,
 }
 
+/// A ConfigMap's `data` (its other fields are accepted and ignored). Read for the
+/// sidecar injector settings (`istio-sidecar-injector`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapData {
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+}
+
 // ---------------------------------------------------------------- Service
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,6 +310,8 @@ pub struct PodSpec {
     pub hostname: Option<String>,
     #[serde(default)]
     pub subdomain: Option<String>,
+    #[serde(default)]
+    pub security_context: Option<SecurityContext>,
     /// `Pod.status`; never part of a pod template.
     #[serde(skip)]
     pub status: Option<PodStatus>,
@@ -331,6 +342,16 @@ pub struct Container {
     pub ports: Vec<ContainerPort>,
     #[serde(default)]
     pub env: Vec<EnvVar>,
+    #[serde(default)]
+    pub security_context: Option<SecurityContext>,
+}
+
+/// The part of a pod's or container's `securityContext` the analyzers read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityContext {
+    #[serde(default)]
+    pub run_as_user: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,8 +2,10 @@
 //! spec, and where the resource came from. Also the [`Store`]: the set of loaded
 //! resources that validation, analyzers and compilation read.
 
+pub mod admission;
 pub mod certmanager;
 pub mod core;
+pub mod extensions;
 pub mod gatewayapi;
 pub mod networking;
 pub mod policy;
@@ -79,6 +81,7 @@ pub enum Kind {
     RequestAuthentication,
     KubeGateway,
     HttpRoute,
+    GrpcRoute,
     ReferenceGrant,
     Issuer,
     ClusterIssuer,
@@ -89,6 +92,14 @@ pub enum Kind {
     Deployment,
     Pod,
     ServiceAccount,
+    ConfigMap,
+    Telemetry,
+    EnvoyFilter,
+    WasmPlugin,
+    ProxyConfig,
+    MutatingWebhookConfiguration,
+    ValidatingWebhookConfiguration,
+    CustomResourceDefinition,
 }
 
 impl Kind {
@@ -103,11 +114,16 @@ impl Kind {
             ("networking.istio.io", "ServiceEntry") => Kind::ServiceEntry,
             ("networking.istio.io", "WorkloadEntry") => Kind::WorkloadEntry,
             ("networking.istio.io", "Sidecar") => Kind::Sidecar,
+            ("networking.istio.io", "EnvoyFilter") => Kind::EnvoyFilter,
+            ("networking.istio.io", "ProxyConfig") => Kind::ProxyConfig,
+            ("telemetry.istio.io", "Telemetry") => Kind::Telemetry,
+            ("extensions.istio.io", "WasmPlugin") => Kind::WasmPlugin,
             ("security.istio.io", "PeerAuthentication") => Kind::PeerAuthentication,
             ("security.istio.io", "AuthorizationPolicy") => Kind::AuthorizationPolicy,
             ("security.istio.io", "RequestAuthentication") => Kind::RequestAuthentication,
             ("gateway.networking.k8s.io", "Gateway") => Kind::KubeGateway,
             ("gateway.networking.k8s.io", "HTTPRoute") => Kind::HttpRoute,
+            ("gateway.networking.k8s.io", "GRPCRoute") => Kind::GrpcRoute,
             ("gateway.networking.k8s.io", "ReferenceGrant") => Kind::ReferenceGrant,
             ("cert-manager.io", "Issuer") => Kind::Issuer,
             ("cert-manager.io", "ClusterIssuer") => Kind::ClusterIssuer,
@@ -117,7 +133,15 @@ impl Kind {
             ("", "Secret") if version == "v1" => Kind::Secret,
             ("", "Pod") if version == "v1" => Kind::Pod,
             ("", "ServiceAccount") if version == "v1" => Kind::ServiceAccount,
+            ("", "ConfigMap") if version == "v1" => Kind::ConfigMap,
             ("apps", "Deployment") => Kind::Deployment,
+            ("apiextensions.k8s.io", "CustomResourceDefinition") => Kind::CustomResourceDefinition,
+            ("admissionregistration.k8s.io", "MutatingWebhookConfiguration") => {
+                Kind::MutatingWebhookConfiguration
+            }
+            ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration") => {
+                Kind::ValidatingWebhookConfiguration
+            }
             _ => return None,
         })
     }
@@ -135,6 +159,7 @@ impl Kind {
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::RequestAuthentication => "RequestAuthentication",
             Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
             Kind::Issuer => "Issuer",
             Kind::ClusterIssuer => "ClusterIssuer",
@@ -145,12 +170,27 @@ impl Kind {
             Kind::Deployment => "Deployment",
             Kind::Pod => "Pod",
             Kind::ServiceAccount => "ServiceAccount",
+            Kind::ConfigMap => "ConfigMap",
+            Kind::Telemetry => "Telemetry",
+            Kind::EnvoyFilter => "EnvoyFilter",
+            Kind::WasmPlugin => "WasmPlugin",
+            Kind::ProxyConfig => "ProxyConfig",
+            Kind::CustomResourceDefinition => "CustomResourceDefinition",
+            Kind::MutatingWebhookConfiguration => "MutatingWebhookConfiguration",
+            Kind::ValidatingWebhookConfiguration => "ValidatingWebhookConfiguration",
         }
     }
 
     /// Cluster-scoped kinds have no namespace.
     pub fn cluster_scoped(self) -> bool {
-        matches!(self, Kind::ClusterIssuer | Kind::Namespace)
+        matches!(
+            self,
+            Kind::ClusterIssuer
+                | Kind::Namespace
+                | Kind::MutatingWebhookConfiguration
+                | Kind::ValidatingWebhookConfiguration
+                | Kind::CustomResourceDefinition
+        )
     }
 }
 
@@ -181,6 +221,15 @@ pub enum Spec {
     Deployment(core::DeploymentSpec),
     Pod(core::PodSpec),
     ServiceAccount(core::ServiceAccountSpec),
+    ConfigMap(core::ConfigMapData),
+    Telemetry(extensions::TelemetrySpec),
+    EnvoyFilter(extensions::EnvoyFilterSpec),
+    WasmPlugin(extensions::WasmPluginSpec),
+    ProxyConfig(extensions::ProxyConfigSpec),
+    GrpcRoute(extensions::GrpcRouteSpec),
+    CustomResourceDefinition(extensions::CrdSpec),
+    MutatingWebhookConfiguration(admission::WebhookConfiguration),
+    ValidatingWebhookConfiguration(admission::WebhookConfiguration),
 }
 
 /// One loaded resource.
@@ -195,6 +244,23 @@ pub struct Resource {
     /// Line of every field of the document, for findings about one field. Empty for
     /// resources that did not come from YAML text.
     pub positions: Arc<Positions>,
+    /// The conditions of its `status` (`status.conditions`, or for routes
+    /// `status.parents[].conditions`), as written; read by the analyzers only.
+    pub conditions: Vec<StatusCondition>,
+}
+
+/// One status condition (`metav1.Condition`, or Istio's `IstioCondition`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusCondition {
+    #[serde(default, rename = "type")]
+    pub type_: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
 }
 
 /// Default namespace for resources that do not name one (as `kubectl apply` does).
@@ -216,6 +282,7 @@ impl Resource {
             spec,
             origin,
             positions: Arc::new(Positions::empty()),
+            conditions: Vec::new(),
         }
     }
 
@@ -329,4 +396,21 @@ impl Store {
     typed_iter!(secrets, Secret, core::SecretData);
     typed_iter!(deployments, Deployment, core::DeploymentSpec);
     typed_iter!(pods, Pod, core::PodSpec);
+    typed_iter!(config_maps, ConfigMap, core::ConfigMapData);
+    typed_iter!(telemetries, Telemetry, extensions::TelemetrySpec);
+    typed_iter!(envoy_filters, EnvoyFilter, extensions::EnvoyFilterSpec);
+    typed_iter!(wasm_plugins, WasmPlugin, extensions::WasmPluginSpec);
+    typed_iter!(proxy_configs, ProxyConfig, extensions::ProxyConfigSpec);
+    typed_iter!(grpc_routes, GrpcRoute, extensions::GrpcRouteSpec);
+    typed_iter!(crds, CustomResourceDefinition, extensions::CrdSpec);
+    typed_iter!(
+        mutating_webhooks,
+        MutatingWebhookConfiguration,
+        admission::WebhookConfiguration
+    );
+    typed_iter!(
+        validating_webhooks,
+        ValidatingWebhookConfiguration,
+        admission::WebhookConfiguration
+    );
 }

@@ -603,6 +603,10 @@ pub struct ServiceEntrySpec {
     pub export_to: Vec<String>,
     #[serde(default)]
     pub subject_alt_names: Vec<String>,
+    /// How many addresses Istio allocated (`status.addresses`), filled in by the
+    /// loader; never part of the spec.
+    #[serde(skip)]
+    pub status_addresses: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -46,7 +46,16 @@ pub fn validate_resource(r: &Resource) -> Vec<Diagnostic> {
         | Spec::Service(_)
         | Spec::Deployment(_)
         | Spec::Pod(_)
-        | Spec::ServiceAccount(_) => {}
+        | Spec::ServiceAccount(_)
+        | Spec::ConfigMap(_)
+        | Spec::Telemetry(_)
+        | Spec::EnvoyFilter(_)
+        | Spec::WasmPlugin(_)
+        | Spec::ProxyConfig(_)
+        | Spec::GrpcRoute(_)
+        | Spec::CustomResourceDefinition(_)
+        | Spec::MutatingWebhookConfiguration(_)
+        | Spec::ValidatingWebhookConfiguration(_) => {}
     }
     v.out
 }
