@@ -284,6 +284,10 @@ pub struct HttpMatchRequest {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpRouteDestination {
+    /// Required; a route written `{}` still loads (host empty) so that validation
+    /// and the analyzers report it as Istio does, rather than the whole resource
+    /// being refused.
+    #[serde(default)]
     pub destination: Destination,
     /// Relative weight; absent counts as 0 (a lone destination still gets everything).
     #[serde(default)]
