@@ -37,11 +37,37 @@ pub fn free_port() -> u16 {
     for _ in 0..span {
         let i = NEXT.fetch_add(1, Ordering::Relaxed) % span;
         let port = PORT_RANGE.start + i as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if reserve(port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
     panic!("no free port in {PORT_RANGE:?}");
+}
+
+/// Claim `port` for this process among the test processes running at once: an
+/// exclusive lock on `$TMPDIR/isthmus-test-ports/PORT`, held until the process
+/// ends (the kernel drops it then, also on a crash). Without it two processes can
+/// both find a port free and both hand it out before either binds it. `true` also
+/// when the lock directory cannot be used (then only the bind check remains).
+fn reserve(port: u16) -> bool {
+    use std::sync::Mutex;
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("isthmus-test-ports");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return true;
+    }
+    let Ok(file) = std::fs::File::create(dir.join(port.to_string())) else {
+        return true;
+    };
+    match file.try_lock() {
+        Ok(()) => {
+            if let Ok(mut held) = HELD.lock() {
+                held.push(file);
+            }
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// `n` distinct free ports.
