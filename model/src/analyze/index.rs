@@ -201,6 +201,17 @@ impl<'a> Index<'a> {
         out
     }
 
+    /// The indexes (in `workloads`) of the workloads of `namespace` that
+    /// `selector` selects: a Sidecar's or Telemetry's `workloadSelector`.
+    pub fn selected_in(&self, namespace: &str, selector: &Labels) -> Vec<usize> {
+        self.workloads
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.namespace == namespace && selects(selector, &w.labels))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// Workloads a Gateway selector selects, in any namespace (Istio's default; a nil
     /// selector selects all). The implicit ingress gateway comes last.
     pub fn gateway_workloads(&self, gateway: &GatewaySpec) -> Vec<&Workload> {

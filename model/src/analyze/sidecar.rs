@@ -14,7 +14,7 @@ use crate::diag::Diagnostic;
 use crate::resources::{Kind, Resource};
 
 use super::index::{Index, Workload, WorkloadKind};
-use super::{finding, selector_string, selects};
+use super::{finding, selector_string};
 
 const AMBIENT_REDIRECTION: &str = "ambient.istio.io/redirection";
 
@@ -30,14 +30,11 @@ pub(super) fn check(ix: &Index, out: &mut Vec<Diagnostic>) {
                 continue;
             }
         };
-        let mut found = false;
-        for (i, w) in ix.workloads.iter().enumerate() {
-            if w.namespace == r.namespace() && selects(labels, &w.labels) {
-                found = true;
-                by_workload.entry(i).or_default().push(r);
-            }
+        let selected = ix.selected_in(r.namespace(), labels);
+        for &i in &selected {
+            by_workload.entry(i).or_default().push(r);
         }
-        if !found {
+        if selected.is_empty() {
             out.push(finding(
                 "IST0101",
                 r,

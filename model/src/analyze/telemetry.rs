@@ -13,7 +13,7 @@ use crate::diag::Diagnostic;
 use crate::resources::Resource;
 
 use super::index::Index;
-use super::{finding, selector_string, selects, MeshSettings};
+use super::{finding, selector_string, MeshSettings};
 
 pub(super) fn check(ix: &Index, mesh: &MeshSettings, out: &mut Vec<Diagnostic>) {
     let mut by_workload: BTreeMap<usize, Vec<&Resource>> = BTreeMap::new();
@@ -27,14 +27,11 @@ pub(super) fn check(ix: &Index, mesh: &MeshSettings, out: &mut Vec<Diagnostic>) 
         if labels.is_empty() {
             continue;
         }
-        let mut found = false;
-        for (i, w) in ix.workloads.iter().enumerate() {
-            if w.namespace == r.namespace() && selects(labels, &w.labels) {
-                found = true;
-                by_workload.entry(i).or_default().push(r);
-            }
+        let selected = ix.selected_in(r.namespace(), labels);
+        for &i in &selected {
+            by_workload.entry(i).or_default().push(r);
         }
-        if !found {
+        if selected.is_empty() {
             out.push(finding(
                 "IST0101",
                 r,
