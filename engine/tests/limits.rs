@@ -18,10 +18,16 @@ use tokio::net::{TcpSocket, TcpStream};
 /// A gateway listener whose one route sends every `a.example` request to
 /// `upstream`, holding clients to `limits`.
 fn serve_limited(upstream: SocketAddr, limits: Limits) -> ListenerHandle {
+    serve_cluster(cluster("up", &[upstream]), limits)
+}
+
+/// A gateway listener whose one route sends every `a.example` request to `up`
+/// (a cluster the test shaped: its DestinationRule settings), under `limits`.
+fn serve_cluster(up: isthmus_model::snapshot::Cluster, limits: Limits) -> ListenerHandle {
     let holder = SnapshotHolder::new(Arc::new(snapshot(
         1,
         vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
-        vec![cluster("up", &[upstream])],
+        vec![up],
     )));
     let config = ListenerConfig {
         limits: Arc::new(limits),
@@ -421,7 +427,6 @@ fn rss_kib() -> u64 {
 /// upstream. Memory stays bounded and another client is served after each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_control_frame_floods_and_malformed_frames() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/h2flood/attack.py");
     let Some(python) = hyperframe_python() else {
         return;
     };
@@ -438,18 +443,7 @@ async fn h2_control_frame_floods_and_malformed_frames() {
         ("hpack-table", Some("goaway")),
         ("hpack-bomb", None),
     ] {
-        let out = tokio::process::Command::new(python)
-            .args([script, &addr.to_string(), mode, "a.example"])
-            .output()
-            .await
-            .expect("run the attack");
-        let said = String::from_utf8_lossy(&out.stdout).to_string();
-        eprintln!("{mode}: {}", said.trim());
-        assert!(
-            out.status.success(),
-            "{mode}: {said} {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let said = h2_attack(python, addr, mode).await;
         if let Some(expect) = expect {
             assert!(said.starts_with(expect), "{mode}: {said}");
         }
@@ -524,19 +518,7 @@ async fn a_saturated_upstream_gets_a_fast_503_uo() {
         connect_timeout: None,
         max_requests_per_connection: None,
     };
-    let holder = SnapshotHolder::new(Arc::new(snapshot(
-        1,
-        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
-        vec![up],
-    )));
-    let l = start_listener(
-        holder,
-        "127.0.0.1:0".parse().unwrap(),
-        80,
-        None,
-        ListenerConfig::default(),
-    )
-    .unwrap();
+    let l = serve_cluster(up, Limits::default());
     let addr = l.local_addr();
     let request = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n";
     let in_flight = tokio::spawn(exchange_raw_within(addr, request, 30));
@@ -603,19 +585,7 @@ async fn a_cluster_connect_timeout_replaces_the_default() {
     }
     let mut up = cluster("up", &[full]);
     up.pool.connect_timeout = Some(Duration::from_millis(300));
-    let holder = SnapshotHolder::new(Arc::new(snapshot(
-        1,
-        vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
-        vec![up],
-    )));
-    let l = start_listener(
-        holder,
-        "127.0.0.1:0".parse().unwrap(),
-        80,
-        None,
-        ListenerConfig::default(),
-    )
-    .unwrap();
+    let l = serve_cluster(up, Limits::default());
     let started = Instant::now();
     let (head, _) =
         exchange_raw(l.local_addr(), b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n").await;
@@ -636,19 +606,7 @@ async fn upstream_connections_carry_at_most_max_requests_per_connection() {
         let one = Upstream::start("one").await;
         let mut up = cluster("up", &[one.addr]);
         up.pool.max_requests_per_connection = Some(max);
-        let holder = SnapshotHolder::new(Arc::new(snapshot(
-            1,
-            vec![(80, vec![vhost("a.example", vec![forward(None, &[(0, 1)])])])],
-            vec![up],
-        )));
-        let l = start_listener(
-            holder,
-            "127.0.0.1:0".parse().unwrap(),
-            80,
-            None,
-            ListenerConfig::default(),
-        )
-        .unwrap();
+        let l = serve_cluster(up, Limits::default());
         let mut conn = TcpStream::connect(l.local_addr()).await.unwrap();
         for _ in 0..4 {
             conn.write_all(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")

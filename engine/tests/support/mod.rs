@@ -384,3 +384,23 @@ pub fn hyperframe_python() -> Option<&'static str> {
     }
     Some(python)
 }
+
+/// Run tests/h2flood/attack.py in `mode` against the h2c listener at `addr`
+/// (authority `a.example`) and return its one-line verdict (`goaway N ...`,
+/// `closed ...`, `open ...`); the script failing fails the test.
+pub async fn h2_attack(python: &str, addr: SocketAddr, mode: &str) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/h2flood/attack.py");
+    let out = tokio::process::Command::new(python)
+        .args([script, &addr.to_string(), mode, "a.example"])
+        .output()
+        .await
+        .expect("run the attack");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{mode}: {}", said.trim());
+    assert!(
+        out.status.success(),
+        "{mode}: {said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    said
+}
