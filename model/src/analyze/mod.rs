@@ -390,6 +390,18 @@ fn finding(code: &'static str, r: &Resource, path: &str, message: impl Into<Stri
         .on(r)
 }
 
+/// The namespaces a resource's `exportTo` names: `.` is its own namespace, and
+/// an empty list means every namespace (`*`).
+fn export_scopes(export_to: &[String], own: &str) -> Vec<String> {
+    if export_to.is_empty() {
+        return vec!["*".to_string()];
+    }
+    export_to
+        .iter()
+        .map(|e| if e == "." { own.to_string() } else { e.clone() })
+        .collect()
+}
+
 /// Kubernetes label-selector semantics: every selector label is present with the
 /// same value; an empty selector matches everything.
 fn selects(selector: &Labels, labels: &Labels) -> bool {

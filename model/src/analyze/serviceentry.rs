@@ -46,21 +46,12 @@ fn conflicting_protocols(ix: &Index, out: &mut Vec<Diagnostic>) {
     // (scope, host, port) -> (protocol, ServiceEntry), in load order.
     let mut index: BTreeMap<ScopedHostPort<'_>, Vec<(String, &Resource)>> = BTreeMap::new();
     for (r, se) in ix.store.service_entries() {
-        let scopes: BTreeSet<String> =
-            if se.export_to.is_empty() || se.export_to.iter().any(|e| e == "*") {
-                ["*".to_string()].into()
-            } else {
-                se.export_to
-                    .iter()
-                    .map(|e| {
-                        if e == "." {
-                            r.namespace().to_string()
-                        } else {
-                            e.clone()
-                        }
-                    })
-                    .collect()
-            };
+        let mut scopes: BTreeSet<String> = super::export_scopes(&se.export_to, r.namespace())
+            .into_iter()
+            .collect();
+        if scopes.contains("*") {
+            scopes = ["*".to_string()].into();
+        }
         for scope in &scopes {
             for h in &se.hosts {
                 for p in &se.ports {

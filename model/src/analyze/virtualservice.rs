@@ -564,20 +564,7 @@ fn mesh_host_conflicts(ix: &Index, out: &mut Vec<Diagnostic>) {
         if !bound_to_mesh(vs) {
             continue;
         }
-        let scope: Vec<String> = if vs.export_to.is_empty() {
-            vec!["*".to_string()]
-        } else {
-            vs.export_to
-                .iter()
-                .map(|e| {
-                    if e == "." {
-                        r.namespace().to_string()
-                    } else {
-                        e.clone()
-                    }
-                })
-                .collect()
-        };
+        let scope = super::export_scopes(&vs.export_to, r.namespace());
         for (i, h) in vs.hosts.iter().enumerate() {
             let fqdn = host::expand_short_name(h, r.namespace()).to_ascii_lowercase();
             let entry = MeshHost {
