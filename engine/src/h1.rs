@@ -576,9 +576,13 @@ pub(crate) fn over_limits(req: &RequestHeader, limits: &Limits) -> Option<(u16, 
     }
     let scheme = req.uri.scheme_str().map(str::as_bytes).or_else(|| {
         // HTTP/1.1 absolute form: Pingora keeps only the path in the URI.
+        // An origin-form target (every ordinary request) is not scanned.
         let raw = req.raw_path();
+        if raw.first() == Some(&b'/') {
+            return None;
+        }
         let end = raw.windows(3).position(|w| w == b"://")?;
-        (raw.first() != Some(&b'/')).then(|| &raw[..end])
+        Some(&raw[..end])
     });
     if scheme.is_some_and(|s| !s.eq_ignore_ascii_case(b"http") && !s.eq_ignore_ascii_case(b"https"))
     {
